@@ -1,0 +1,270 @@
+//! `credwatch replay`: the detectors over JSON-lines events from a file or
+//! standard input; actions to standard output, a summary to standard error.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::{self, BufRead, IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use crate::engine::Engine;
+use crate::policy::Decision;
+use crate::sink::JsonLines;
+use crate::source::event::{parse_event, ParseLimits, Reject, RejectReason};
+use crate::source::lines::{Line, LineReader};
+
+/// What a replay saw and did.
+#[derive(Debug, Default, Clone)]
+pub struct Summary {
+    pub lines: u64,
+    pub events: u64,
+    pub events_by_kind: BTreeMap<&'static str, u64>,
+    pub rejects: BTreeMap<RejectReason, u64>,
+    /// (detector, dry_run, findings, locks, alerts, enriched)
+    pub detectors: Vec<(&'static str, bool, u64, u64, u64, u64)>,
+    pub actions: u64,
+    pub accounts_tracked: usize,
+    /// (table, keyed by, entries, cap, evicted expired, evicted at cap)
+    pub tables: Vec<(&'static str, &'static str, usize, usize, u64, u64)>,
+    pub breaker_open: bool,
+    pub breaker_opened: u64,
+    pub geo_lookups: u64,
+    pub geo_cache_hits: u64,
+    pub elapsed: Duration,
+}
+
+impl Summary {
+    pub fn rejected(&self) -> u64 {
+        self.rejects.values().sum()
+    }
+    pub fn events_per_second(&self) -> f64 {
+        self.lines as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+fn n(v: u64) -> String {
+    crate::detect::thousands(v)
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "credwatch replay: {} lines in {:.2} s ({} events/s)",
+            n(self.lines),
+            self.elapsed.as_secs_f64(),
+            n(self.events_per_second() as u64)
+        )?;
+        let kinds: Vec<String> = ["auth", "submission", "bounce"]
+            .iter()
+            .map(|k| format!("{k} {}", n(*self.events_by_kind.get(k).unwrap_or(&0))))
+            .collect();
+        writeln!(f, "  events:    {}", kinds.join(", "))?;
+        if self.rejects.is_empty() {
+            writeln!(f, "  rejected:  0")?;
+        } else {
+            let r: Vec<String> = self
+                .rejects
+                .iter()
+                .map(|(k, v)| format!("{k} {}", n(*v)))
+                .collect();
+            writeln!(f, "  rejected:  {} ({})", n(self.rejected()), r.join(", "))?;
+        }
+        writeln!(f, "  detectors: findings  locks  alerts  joined-incident")?;
+        for (name, dry, fi, lo, al, en) in &self.detectors {
+            let dry = if *dry { " (dry run)" } else { "" };
+            writeln!(f, "    {:<20}{fi:>7} {lo:>6} {al:>7} {en:>8}{dry}", name)?;
+        }
+        writeln!(f, "  actions:   {}", n(self.actions))?;
+        writeln!(f, "  accounts tracked: {}", n(self.accounts_tracked as u64))?;
+        for (name, by, len, cap, exp, capped) in &self.tables {
+            writeln!(
+                f,
+                "    {name:<16} {len:>9} of {cap} {by}s; evicted {exp} expired, {capped} at cap"
+            )?;
+        }
+        if self.geo_lookups > 0 {
+            writeln!(
+                f,
+                "  geoip: {} lookups, {:.1} % from cache",
+                n(self.geo_lookups),
+                100.0 * self.geo_cache_hits as f64 / self.geo_lookups as f64
+            )?;
+        }
+        write!(
+            f,
+            "  breaker: {} (opened {} time(s))",
+            if self.breaker_open {
+                "OPEN: locks suspended"
+            } else {
+                "closed"
+            },
+            self.breaker_opened
+        )
+    }
+}
+
+/// Where rejected lines go, with their reason.
+pub trait RejectSink {
+    fn reject(&mut self, line_no: u64, reject: &Reject, raw: Option<&[u8]>) -> io::Result<()>;
+}
+
+/// Writes each rejected line as `{"line":N,"reason":"...","detail":"...","raw":"..."}`.
+pub struct RejectFile<W: Write>(pub W);
+
+impl<W: Write> RejectSink for RejectFile<W> {
+    fn reject(&mut self, line_no: u64, reject: &Reject, raw: Option<&[u8]>) -> io::Result<()> {
+        let mut m = serde_json::Map::new();
+        m.insert("line".into(), line_no.into());
+        m.insert("reason".into(), reject.reason.as_str().into());
+        m.insert("detail".into(), reject.detail.clone().into());
+        if let Some(raw) = raw {
+            m.insert(
+                "raw".into(),
+                String::from_utf8_lossy(raw).into_owned().into(),
+            );
+        }
+        serde_json::to_writer(&mut self.0, &m)?;
+        self.0.write_all(b"\n")
+    }
+}
+
+/// Options of one replay.
+pub struct ReplayOptions<'a> {
+    pub limits: ParseLimits,
+    pub rejects: Option<&'a mut dyn RejectSink>,
+    /// Total input size, for a progress bar on a terminal.
+    pub progress_total: Option<u64>,
+}
+
+/// Replays `input` through `engine`, writing actions to `out`.
+pub fn replay<R: BufRead, W: Write>(
+    engine: &Engine,
+    input: R,
+    out: W,
+    mut opts: ReplayOptions<'_>,
+) -> io::Result<Summary> {
+    let start = Instant::now();
+    let mut reader = LineReader::new(input, opts.limits.max_bytes);
+    let mut sink = JsonLines::new(out);
+    let mut buf = Vec::with_capacity(1024);
+    let mut decisions = Vec::new();
+    let mut summary = Summary::default();
+    let show_progress = opts.progress_total.is_some() && io::stderr().is_terminal();
+    let mut last_progress = Instant::now();
+    while let Some(line) = reader.next_line(&mut buf)? {
+        let parsed = match line {
+            Line::TooLong(len) => Err(Reject {
+                reason: RejectReason::TooLarge,
+                detail: format!(
+                    "{len} bytes, at most {} allowed (events.max_bytes)",
+                    opts.limits.max_bytes
+                ),
+            }),
+            Line::Data if buf.iter().all(u8::is_ascii_whitespace) => continue,
+            Line::Data => parse_event(&buf, &opts.limits),
+        };
+        summary.lines += 1;
+        match parsed {
+            Ok(event) => {
+                summary.events += 1;
+                engine.process(&event, None, &mut decisions);
+                for d in decisions.drain(..) {
+                    match d {
+                        Decision::Emit(action) => sink.send(&action)?,
+                        Decision::Enrich {
+                            account,
+                            detector,
+                            incident,
+                            ..
+                        } => {
+                            tracing::info!(%account, detector, %incident, "Finding joined an open incident.");
+                        }
+                    }
+                }
+            }
+            Err(reject) => {
+                *summary.rejects.entry(reject.reason).or_default() += 1;
+                if let Some(r) = opts.rejects.as_deref_mut() {
+                    let raw = matches!(line, Line::Data).then_some(&buf[..]);
+                    r.reject(reader.line_no, &reject, raw)?;
+                }
+            }
+        }
+        if show_progress
+            && summary.lines % 4096 == 0
+            && last_progress.elapsed() > Duration::from_millis(200)
+        {
+            last_progress = Instant::now();
+            progress(
+                reader.bytes_read,
+                opts.progress_total.unwrap_or(1),
+                summary.lines,
+                start.elapsed(),
+            );
+        }
+    }
+    if show_progress {
+        eprint!("\r\x1b[2K");
+    }
+    sink.flush()?;
+    summary.elapsed = start.elapsed();
+    summary.actions = sink.written;
+    fill(engine, &mut summary);
+    Ok(summary)
+}
+
+/// Copies the engine's counters into a summary.
+pub fn fill(engine: &Engine, summary: &mut Summary) {
+    use std::sync::atomic::Ordering::Relaxed;
+    for (i, k) in ["auth", "submission", "bounce"].iter().enumerate() {
+        summary
+            .events_by_kind
+            .insert(k, engine.events_by_kind[i].load(Relaxed));
+    }
+    summary.detectors = engine
+        .detector_counts()
+        .map(|(name, dry, c)| {
+            (
+                name,
+                dry,
+                c.findings.load(Relaxed),
+                c.locks.load(Relaxed),
+                c.alerts.load(Relaxed),
+                c.enriched.load(Relaxed),
+            )
+        })
+        .collect();
+    summary.accounts_tracked = engine.accounts_tracked();
+    summary.tables = engine
+        .tables()
+        .iter()
+        .map(|t| {
+            (
+                t.name,
+                t.keyed_by,
+                t.len,
+                t.cap,
+                t.evicted_expired,
+                t.evicted_cap,
+            )
+        })
+        .collect();
+    summary.breaker_open = engine.breaker_open();
+    summary.breaker_opened = engine.breaker_opened_total();
+    summary.geo_lookups = engine.geo().stats.lookups.load(Relaxed);
+    summary.geo_cache_hits = engine.geo().stats.cache_hits.load(Relaxed);
+}
+
+fn progress(done: u64, total: u64, lines: u64, elapsed: Duration) {
+    let frac = (done as f64 / total.max(1) as f64).min(1.0);
+    let width = 30;
+    let filled = (frac * width as f64) as usize;
+    eprint!(
+        "\r\x1b[2K[{}{}] {:>5.1} %  {} lines  {} lines/s",
+        "#".repeat(filled),
+        " ".repeat(width - filled),
+        frac * 100.0,
+        n(lines),
+        n((lines as f64 / elapsed.as_secs_f64().max(1e-9)) as u64)
+    );
+}

@@ -1,0 +1,323 @@
+//! `failed_login_burst`: many failed logins on one account in a short
+//! window, from one source or many.
+//!
+//! The password hash (`pwhash`) tells a guesser from a device: a phone
+//! retrying one stale saved password fails with the same hash again and
+//! again, a guesser tries many. So the burst counts *distinct* hashes. A
+//! burst of distinct passwords followed by a success is the strongest signal
+//! there is (the guess worked): lock. A burst without a success is an alert.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Map;
+
+use super::{ev, Context, Detector, Finding, Severity, Strength, Switches};
+use crate::config::{detector_invalid, ConfigError, StateConfig};
+use crate::source::event::{AuthResult, Event, Kind};
+use crate::state::{insert_sorted, prune_sorted, Entry, Table, TableStats};
+use crate::time::{format_rfc3339, human_duration, Millis, SECOND};
+
+pub const NAME: &str = "failed_login_burst";
+
+/// `[detectors.failed_login_burst]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BurstConfig {
+    /// Default true.
+    pub enabled: bool,
+    /// Emit `account.alert` instead of `account.lock`. Default false.
+    pub dry_run: bool,
+    /// The window, in seconds. Default 600 (10 min), fail2ban's `findtime`
+    /// for its `dovecot` and `postfix-sasl` jails.
+    pub window_secs: u64,
+    /// Failures in the window that make a burst. Default 10: twice
+    /// fail2ban's `maxretry` of 5, since we lock accounts rather than ban
+    /// addresses and a lock costs a customer more.
+    pub min_failures: usize,
+    /// Distinct password hashes among them that make it a guesser, not a
+    /// device with a stale password. Default 4.
+    pub min_distinct_passwords: usize,
+    /// With no `pwhash` in the events, a burst then a success cannot be told
+    /// from a user who finally typed it right: alert (false, the default) or
+    /// lock (true).
+    pub lock_without_pwhash: bool,
+}
+
+impl Default for BurstConfig {
+    fn default() -> Self {
+        BurstConfig {
+            enabled: true,
+            dry_run: false,
+            window_secs: 600,
+            min_failures: 10,
+            min_distinct_passwords: 4,
+            lock_without_pwhash: false,
+        }
+    }
+}
+
+impl Switches for BurstConfig {
+    fn enabled(&self) -> bool {
+        self.enabled
+    }
+    fn dry_run(&self) -> bool {
+        self.dry_run
+    }
+}
+
+impl BurstConfig {
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.window_secs == 0 {
+            return Err(detector_invalid(
+                NAME,
+                "window_secs",
+                "must be greater than 0",
+            ));
+        }
+        if self.min_failures < 2 {
+            return Err(detector_invalid(NAME, "min_failures", "must be at least 2"));
+        }
+        if self.min_distinct_passwords < 2 || self.min_distinct_passwords > self.min_failures {
+            return Err(detector_invalid(
+                NAME,
+                "min_distinct_passwords",
+                "must be at least 2 and at most min_failures",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Failure {
+    ts: Millis,
+    pwhash: Option<u64>,
+    ip: IpAddr,
+}
+
+struct Failures {
+    items: Vec<Failure>,
+    /// When the last burst alert was raised, so one burst alerts once.
+    alerted: Millis,
+}
+
+impl Entry for Failures {
+    fn last_seen(&self) -> Millis {
+        self.items.last().map_or(Millis::MIN, |f| f.ts)
+    }
+    fn prune(&mut self, horizon: Millis) -> bool {
+        prune_sorted(&mut self.items, horizon, |f| f.ts);
+        self.items.is_empty()
+    }
+}
+
+/// What the failures in a window add up to.
+struct Burst {
+    failures: usize,
+    distinct: usize,
+    with_hash: usize,
+    sources: Vec<IpAddr>,
+    first: Millis,
+    last: Millis,
+}
+
+pub struct FailedLoginBurst {
+    cfg: BurstConfig,
+    window: Millis,
+    table: Table<Failures>,
+    cap: usize,
+}
+
+impl FailedLoginBurst {
+    pub fn new(cfg: &BurstConfig, state: &StateConfig) -> Self {
+        let window = cfg.window_secs as Millis * SECOND;
+        FailedLoginBurst {
+            cfg: cfg.clone(),
+            window,
+            table: Table::new("burst_failures", "account", state.max_accounts, window),
+            cap: state.max_entries_per_key.max(cfg.min_failures),
+        }
+    }
+
+    fn tally(&self, items: &[Failure], until: Millis) -> Option<Burst> {
+        let from = until - self.window;
+        let inside: Vec<&Failure> = items
+            .iter()
+            .filter(|f| f.ts >= from && f.ts <= until)
+            .collect();
+        if inside.len() < self.cfg.min_failures {
+            return None;
+        }
+        let mut hashes: Vec<u64> = inside.iter().filter_map(|f| f.pwhash).collect();
+        let with_hash = hashes.len();
+        hashes.sort_unstable();
+        hashes.dedup();
+        let mut sources: Vec<IpAddr> = inside.iter().map(|f| f.ip).collect();
+        sources.sort_unstable();
+        sources.dedup();
+        Some(Burst {
+            failures: inside.len(),
+            distinct: hashes.len(),
+            with_hash,
+            sources,
+            first: inside[0].ts,
+            last: inside[inside.len() - 1].ts,
+        })
+    }
+
+    /// A guesser when hashes say so; "unknown" when no failure had a hash.
+    fn verdict(&self, b: &Burst) -> Verdict {
+        if b.with_hash == 0 {
+            Verdict::NoHashes
+        } else if b.distinct >= self.cfg.min_distinct_passwords {
+            Verdict::Guessing
+        } else {
+            Verdict::StalePassword
+        }
+    }
+
+    fn evidence(&self, b: &Burst) -> Map<String, serde_json::Value> {
+        let mut e = Map::new();
+        e.insert("failures".into(), ev(b.failures));
+        e.insert("distinct_passwords".into(), ev(b.distinct));
+        e.insert("failures_with_pwhash".into(), ev(b.with_hash));
+        e.insert("distinct_sources".into(), ev(b.sources.len()));
+        let shown: Vec<String> = b.sources.iter().take(10).map(|ip| ip.to_string()).collect();
+        e.insert("sources".into(), ev(shown));
+        e.insert("first_failure".into(), ev(format_rfc3339(b.first)));
+        e.insert("last_failure".into(), ev(format_rfc3339(b.last)));
+        e.insert("window_seconds".into(), ev(self.cfg.window_secs));
+        e.insert("min_failures".into(), ev(self.cfg.min_failures));
+        e.insert(
+            "min_distinct_passwords".into(),
+            ev(self.cfg.min_distinct_passwords),
+        );
+        e
+    }
+}
+
+#[derive(PartialEq, Eq)]
+enum Verdict {
+    Guessing,
+    StalePassword,
+    NoHashes,
+}
+
+impl Detector for FailedLoginBurst {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn observe(&self, event: &Event, ctx: &Context<'_>, out: &mut Vec<Finding>) {
+        if event.kind != Kind::Auth || ctx.source_trusted() {
+            return;
+        }
+        let Some(ip) = event.src_ip else { return };
+        match event.result {
+            Some(AuthResult::Failure) => {
+                let failure = Failure {
+                    ts: event.ts,
+                    pwhash: event.pwhash,
+                    ip,
+                };
+                let cap = self.cap;
+                let found = self.table.update(
+                    event.key,
+                    || Failures {
+                        items: Vec::with_capacity(1),
+                        alerted: Millis::MIN,
+                    },
+                    |f| {
+                        insert_sorted(&mut f.items, failure, cap, |x| x.ts);
+                        let b = self.tally(&f.items, event.ts)?;
+                        if self.verdict(&b) == Verdict::StalePassword
+                            || f.alerted >= event.ts - self.window
+                        {
+                            return None;
+                        }
+                        f.alerted = event.ts;
+                        Some(b)
+                    },
+                );
+                if let Some(b) = found {
+                    let what = if self.verdict(&b) == Verdict::Guessing {
+                        format!("with {} different passwords", b.distinct)
+                    } else {
+                        "(password hashes unknown)".to_string()
+                    };
+                    out.push(Finding {
+                        detector: NAME,
+                        account: event.account.clone(),
+                        key: event.key,
+                        strength: Strength::Alert,
+                        severity: Severity::Medium,
+                        reason: format!(
+                            "{} failed logins in {} {what} from {} address(es); none has succeeded yet.",
+                            b.failures,
+                            human_duration(b.last - b.first),
+                            b.sources.len()
+                        ),
+                        first_event_ts: b.first,
+                        last_event_ts: b.last,
+                        evidence: self.evidence(&b),
+                    });
+                }
+            }
+            Some(AuthResult::Success) => {
+                let found = self.table.with(event.key, |f| {
+                    let b = self.tally(&f.items, event.ts)?;
+                    let verdict = self.verdict(&b);
+                    if verdict == Verdict::StalePassword {
+                        return None;
+                    }
+                    // Settled: the failures before this success are used up.
+                    f.items.retain(|x| x.ts > event.ts);
+                    Some((b, verdict))
+                });
+                let Some(Some((b, verdict))) = found else {
+                    return;
+                };
+                let lock = verdict == Verdict::Guessing || self.cfg.lock_without_pwhash;
+                let mut evidence = self.evidence(&b);
+                let mut success = Map::new();
+                success.insert("ts".into(), ev(format_rfc3339(event.ts)));
+                success.insert("ip".into(), ev(ip.to_string()));
+                if let Some(p) = event.protocol {
+                    success.insert("protocol".into(), ev(p.as_str()));
+                }
+                success.insert("from_a_failing_source".into(), ev(b.sources.contains(&ip)));
+                evidence.insert("success".into(), serde_json::Value::Object(success));
+                let passwords = if verdict == Verdict::Guessing {
+                    format!("{} different passwords", b.distinct)
+                } else {
+                    "unknown passwords".to_string()
+                };
+                out.push(Finding {
+                    detector: NAME,
+                    account: event.account.clone(),
+                    key: event.key,
+                    strength: if lock { Strength::Lock } else { Strength::Alert },
+                    severity: if lock { Severity::Critical } else { Severity::High },
+                    reason: format!(
+                        "Successful login after {} failed attempts with {passwords} in {}: the password was probably guessed.",
+                        b.failures,
+                        human_duration(event.ts - b.first)
+                    ),
+                    first_event_ts: b.first,
+                    last_event_ts: event.ts,
+                    evidence,
+                });
+            }
+            None => {}
+        }
+    }
+
+    fn sweep(&self, watermark: Millis, slack: Millis) {
+        self.table.sweep(watermark, slack);
+    }
+
+    fn tables(&self) -> Vec<TableStats> {
+        vec![self.table.stats()]
+    }
+}

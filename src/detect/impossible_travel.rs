@@ -1,0 +1,320 @@
+//! `impossible_travel`: two successful logins of one account farther apart
+//! than anyone can travel in the time between them.
+//!
+//! Each account keeps its last few successful logins with their place, in
+//! time order. A new login is compared with its neighbours in time (the one
+//! before it, and, when events arrive out of order, the one after it). The
+//! distance counted is the great-circle distance minus both places' accuracy
+//! radii, so GeoIP's uncertainty never adds distance. Logins from trusted
+//! networks are ignored; logins from anonymous or hosting networks (when the
+//! Anonymous-IP database is configured) are kept as evidence but never
+//! measured, because their place is the provider's, not the person's.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Map;
+
+use super::{
+    ev, place_evidence, thousands, Context, Detector, Finding, Severity, Strength, Switches,
+};
+use crate::config::{detector_invalid, ConfigError, StateConfig};
+use crate::geo::distance_km;
+use crate::source::event::{AuthResult, Event};
+use crate::state::{insert_sorted, prune_sorted, Entry, Table, TableStats};
+use crate::time::{format_rfc3339, human_duration, Millis, HOUR, SECOND};
+
+pub const NAME: &str = "impossible_travel";
+
+/// `[detectors.impossible_travel]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TravelConfig {
+    /// Default true.
+    pub enabled: bool,
+    /// Emit `account.alert` instead of `account.lock`. Default false.
+    pub dry_run: bool,
+    /// Fastest plausible travel in km/h. Default 1000: MozDef's geomodel uses
+    /// 1000 km/h; Elastic's rule uses 800 km/h, which a long-haul flight
+    /// with a tail wind can approach.
+    pub max_speed_kmh: f64,
+    /// Distances (after subtracting accuracy radii) below this never fire,
+    /// so GeoIP noise between nearby cities is not travel. Default 500 km,
+    /// as Elastic's impossible-travel rule.
+    pub min_distance_km: f64,
+    /// Accuracy radius assumed when the database gives none. Default 100 km.
+    pub default_accuracy_km: f64,
+    /// How long a login is remembered, in seconds. Default 86400 (24 h): at
+    /// 1000 km/h, 20 h reach the antipode, so older logins cannot prove anything.
+    pub history_secs: u64,
+    /// Logins remembered per account (the newest win). Default 4.
+    pub max_logins: usize,
+}
+
+impl Default for TravelConfig {
+    fn default() -> Self {
+        TravelConfig {
+            enabled: true,
+            dry_run: false,
+            max_speed_kmh: 1000.0,
+            min_distance_km: 500.0,
+            default_accuracy_km: 100.0,
+            history_secs: 86_400,
+            max_logins: 4,
+        }
+    }
+}
+
+impl Switches for TravelConfig {
+    fn enabled(&self) -> bool {
+        self.enabled
+    }
+    fn dry_run(&self) -> bool {
+        self.dry_run
+    }
+}
+
+impl TravelConfig {
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if !(self.max_speed_kmh > 0.0) {
+            return Err(detector_invalid(
+                NAME,
+                "max_speed_kmh",
+                "must be greater than 0",
+            ));
+        }
+        if !(self.min_distance_km >= 0.0) || !(self.default_accuracy_km >= 0.0) {
+            return Err(detector_invalid(
+                NAME,
+                "min_distance_km",
+                "distances must be 0 or more",
+            ));
+        }
+        if self.history_secs == 0 || self.max_logins < 2 {
+            return Err(detector_invalid(
+                NAME,
+                "max_logins",
+                "history_secs must be > 0 and max_logins at least 2",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One remembered successful login.
+#[derive(Debug, Clone, Copy)]
+struct Login {
+    ts: Millis,
+    ip: IpAddr,
+    lat: f32,
+    lon: f32,
+    accuracy_km: u16,
+    /// From an anonymous or hosting network: evidence, never measured.
+    anonymous: bool,
+}
+
+struct History(Vec<Login>);
+
+impl Entry for History {
+    fn last_seen(&self) -> Millis {
+        self.0.last().map_or(Millis::MIN, |l| l.ts)
+    }
+    fn prune(&mut self, horizon: Millis) -> bool {
+        prune_sorted(&mut self.0, horizon, |l| l.ts);
+        self.0.is_empty()
+    }
+}
+
+pub struct ImpossibleTravel {
+    cfg: TravelConfig,
+    logins: Table<History>,
+    cap: usize,
+}
+
+/// A pair of logins too far apart for the time between them.
+struct Jump {
+    from: Login,
+    to: Login,
+    distance: f64,
+    effective: f64,
+    speed: f64,
+}
+
+impl ImpossibleTravel {
+    pub fn new(cfg: &TravelConfig, state: &StateConfig) -> Self {
+        ImpossibleTravel {
+            cfg: cfg.clone(),
+            logins: Table::new(
+                "travel_logins",
+                "account",
+                state.max_accounts,
+                cfg.history_secs as Millis * SECOND,
+            ),
+            cap: cfg.max_logins.min(state.max_entries_per_key).max(2),
+        }
+    }
+
+    fn radius(&self, l: &Login) -> f64 {
+        if l.accuracy_km == 0 {
+            self.cfg.default_accuracy_km
+        } else {
+            f64::from(l.accuracy_km)
+        }
+    }
+
+    fn judge(&self, a: &Login, b: &Login) -> Option<Jump> {
+        if a.ip == b.ip {
+            return None;
+        }
+        let (from, to) = if a.ts <= b.ts { (*a, *b) } else { (*b, *a) };
+        let distance = distance_km((from.lat, from.lon), (to.lat, to.lon));
+        let effective = (distance - self.radius(&from) - self.radius(&to)).max(0.0);
+        if effective < self.cfg.min_distance_km || effective == 0.0 {
+            return None;
+        }
+        let hours = ((to.ts - from.ts).max(SECOND)) as f64 / HOUR as f64;
+        let speed = effective / hours;
+        (speed > self.cfg.max_speed_kmh).then_some(Jump {
+            from,
+            to,
+            distance,
+            effective,
+            speed,
+        })
+    }
+
+    fn finding(&self, event: &Event, ctx: &Context<'_>, j: Jump, anonymous: Vec<Login>) -> Finding {
+        let from_place = ctx.place_of(j.from.ip);
+        let to_place = ctx.place_of(j.to.ip);
+        let elapsed = j.to.ts - j.from.ts;
+        let round = |x: f64| {
+            if x >= 1000.0 {
+                (x / 100.0).round() * 100.0
+            } else {
+                (x / 10.0).round() * 10.0
+            }
+        };
+        let reason = format!(
+            "Login from {} {} km from {} {} after the previous one ({} km/h).",
+            to_place.describe(),
+            thousands(round(j.distance) as u64),
+            from_place.describe(),
+            human_duration(elapsed),
+            thousands(round(j.speed) as u64),
+        );
+        let mut e = Map::new();
+        let mut prev = place_evidence(j.from.ip, &from_place);
+        prev["ts"] = ev(format_rfc3339(j.from.ts));
+        let mut cur = place_evidence(j.to.ip, &to_place);
+        cur["ts"] = ev(format_rfc3339(j.to.ts));
+        if j.to.ts == event.ts && j.to.ip == event.src_ip.unwrap_or(j.to.ip) {
+            if let Some(p) = event.protocol {
+                cur["protocol"] = ev(p.as_str());
+            }
+            if let Some(c) = &event.client {
+                cur["client"] = ev(c);
+            }
+        }
+        e.insert("previous_login".into(), prev);
+        e.insert("login".into(), cur);
+        e.insert("distance_km".into(), ev(j.distance.round()));
+        e.insert("distance_after_accuracy_km".into(), ev(j.effective.round()));
+        e.insert("elapsed_seconds".into(), ev(elapsed / SECOND));
+        e.insert("speed_kmh".into(), ev(j.speed.round()));
+        e.insert("max_speed_kmh".into(), ev(self.cfg.max_speed_kmh));
+        e.insert("min_distance_km".into(), ev(self.cfg.min_distance_km));
+        if !anonymous.is_empty() {
+            let list: Vec<_> = anonymous
+                .iter()
+                .map(|l| {
+                    let mut v = place_evidence(l.ip, &ctx.place_of(l.ip));
+                    v["ts"] = ev(format_rfc3339(l.ts));
+                    v
+                })
+                .collect();
+            e.insert("anonymous_logins".into(), ev(list));
+        }
+        let severity =
+            if j.speed > 4.0 * self.cfg.max_speed_kmh && from_place.country != to_place.country {
+                Severity::High
+            } else {
+                Severity::Medium
+            };
+        Finding {
+            detector: NAME,
+            account: event.account.clone(),
+            key: event.key,
+            strength: Strength::Lock,
+            severity,
+            reason,
+            first_event_ts: j.from.ts,
+            last_event_ts: j.to.ts,
+            evidence: e,
+        }
+    }
+}
+
+impl Detector for ImpossibleTravel {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn observe(&self, event: &Event, ctx: &Context<'_>, out: &mut Vec<Finding>) {
+        if !event.is_auth(AuthResult::Success) || ctx.source_trusted() {
+            return;
+        }
+        let (Some(ip), Some(place)) = (event.src_ip, ctx.place()) else {
+            return;
+        };
+        let Some((lat, lon)) = place.coords else {
+            return; // an unknown place proves nothing
+        };
+        let login = Login {
+            ts: event.ts,
+            ip,
+            lat,
+            lon,
+            accuracy_km: place.accuracy_km,
+            anonymous: place.anonymity.any(),
+        };
+        let horizon = event.ts - self.logins.ttl();
+        let cap = self.cap;
+        let found = self.logins.update(
+            event.key,
+            || History(Vec::with_capacity(1)),
+            |h| {
+                let at = insert_sorted(&mut h.0, login, cap, |l| l.ts);
+                if login.anonymous {
+                    return None;
+                }
+                let measured = |l: &&Login| !l.anonymous && l.ts >= horizon;
+                let before = h.0[..at].iter().rev().find(measured);
+                let after = h.0[at + 1..].iter().find(measured);
+                let jump = before
+                    .and_then(|b| self.judge(b, &login))
+                    .or_else(|| after.and_then(|a| self.judge(&login, a)))?;
+                let anonymous: Vec<Login> = h.0.iter().filter(|l| l.anonymous).copied().collect();
+                // The pair is settled: forget the older login so the same
+                // journey is not reported again by the next login.
+                let keep_from =
+                    h.0.iter()
+                        .position(|l| l.ts >= jump.to.ts && l.ip == jump.to.ip);
+                if let Some(k) = keep_from {
+                    h.0.drain(..k);
+                }
+                Some((jump, anonymous))
+            },
+        );
+        if let Some((jump, anonymous)) = found {
+            out.push(self.finding(event, ctx, jump, anonymous));
+        }
+    }
+
+    fn sweep(&self, watermark: Millis, slack: Millis) {
+        self.logins.sweep(watermark, slack);
+    }
+
+    fn tables(&self) -> Vec<TableStats> {
+        vec![self.logins.stats()]
+    }
+}

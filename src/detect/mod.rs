@@ -1,0 +1,217 @@
+//! Detectors: an event in, zero or more findings out.
+//!
+//! A detector is one file implementing [`Detector`] and one line in
+//! [`build`]. It keeps its own bounded state ([`crate::state::Table`]) and
+//! judges only; whether a finding locks, alerts or joins an incident already
+//! open is the policy's business ([`crate::policy`]).
+
+pub mod failed_login_burst;
+pub mod impossible_travel;
+pub mod password_spray;
+
+use std::cell::OnceCell;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use ipnet::IpNet;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::config::Settings;
+use crate::geo::{GeoIp, Place};
+use crate::source::event::Event;
+use crate::state::TableStats;
+use crate::time::Millis;
+
+/// How bad a finding is (contract §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+/// What the detector's evidence is strong enough for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Strength {
+    /// Worth telling someone; not enough to lock.
+    Alert,
+    /// Strong enough to lock the account.
+    Lock,
+}
+
+/// One detector's judgement about one account.
+#[derive(Debug, Clone)]
+pub struct Finding {
+    pub detector: &'static str,
+    /// The account it is about (normalised), and its state key.
+    pub account: Box<str>,
+    pub key: u64,
+    pub strength: Strength,
+    pub severity: Severity,
+    /// One sentence a support desk can read to the customer.
+    pub reason: String,
+    pub first_event_ts: Millis,
+    pub last_event_ts: Millis,
+    /// The detector's own facts; documented per detector in the README.
+    pub evidence: Map<String, Value>,
+}
+
+/// What a detector may ask about the event besides the event itself.
+pub struct Context<'a> {
+    geo: &'a GeoIp,
+    trusted: &'a [IpNet],
+    place: OnceCell<Option<Arc<Place>>>,
+    ip: Option<IpAddr>,
+    ts: Millis,
+}
+
+impl<'a> Context<'a> {
+    pub fn new(geo: &'a GeoIp, trusted: &'a [IpNet], event: &Event) -> Self {
+        Context {
+            geo,
+            trusted,
+            place: OnceCell::new(),
+            ip: event.src_ip,
+            ts: event.ts,
+        }
+    }
+
+    /// Where the event's source address is; looked up on first use only.
+    pub fn place(&self) -> Option<&Place> {
+        self.place
+            .get_or_init(|| self.ip.map(|ip| self.geo.lookup(ip, self.ts)))
+            .as_deref()
+    }
+
+    /// Where any address is (for evidence about earlier events).
+    pub fn place_of(&self, ip: IpAddr) -> Arc<Place> {
+        self.geo.lookup(ip, self.ts)
+    }
+
+    /// True when the event's source is in `policy.trusted_networks`.
+    pub fn source_trusted(&self) -> bool {
+        self.ip.is_some_and(|ip| is_trusted(self.trusted, ip))
+    }
+}
+
+pub fn is_trusted(trusted: &[IpNet], ip: IpAddr) -> bool {
+    trusted.iter().any(|n| n.contains(&ip))
+}
+
+/// A detector.
+pub trait Detector: Send + Sync {
+    /// The contract's name (`impossible_travel`, ...).
+    fn name(&self) -> &'static str;
+    /// Judges one event, pushing any findings to `out`.
+    fn observe(&self, event: &Event, ctx: &Context<'_>, out: &mut Vec<Finding>);
+    /// Forgets what is older than this detector needs, given the event-time
+    /// watermark and the allowed disorder.
+    fn sweep(&self, _watermark: Millis, _slack: Millis) {}
+    /// Sizes of this detector's tables.
+    fn tables(&self) -> Vec<TableStats> {
+        Vec::new()
+    }
+}
+
+/// Common switches every `[detectors.<name>]` table has.
+pub trait Switches {
+    fn enabled(&self) -> bool;
+    fn dry_run(&self) -> bool;
+}
+
+/// A detector with its switches.
+pub struct Registered {
+    pub detector: Box<dyn Detector>,
+    pub dry_run: bool,
+}
+
+/// Every enabled detector. Adding a detector is one file and one line here
+/// (plus its `[detectors.<name>]` table in the config).
+pub fn build(settings: &Settings) -> Vec<Registered> {
+    let c = &settings.config;
+    let mut all = Vec::new();
+    let mut add = |switches: &dyn Switches, make: &dyn Fn() -> Box<dyn Detector>| {
+        if switches.enabled() {
+            all.push(Registered {
+                detector: make(),
+                dry_run: switches.dry_run(),
+            });
+        }
+    };
+    let d = &c.detectors;
+    add(&d.impossible_travel, &|| {
+        Box::new(impossible_travel::ImpossibleTravel::new(
+            &d.impossible_travel,
+            &c.state,
+        ))
+    });
+    add(&d.failed_login_burst, &|| {
+        Box::new(failed_login_burst::FailedLoginBurst::new(
+            &d.failed_login_burst,
+            &c.state,
+        ))
+    });
+    add(&d.password_spray, &|| {
+        Box::new(password_spray::PasswordSpray::new(
+            &d.password_spray,
+            &c.state,
+        ))
+    });
+    all
+}
+
+/// Evidence helpers shared by the detectors.
+pub fn ev<T: Serialize>(v: T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+/// Describes a place for evidence: `{ "place": "London, GB", "country": "GB", ... }`.
+pub fn place_evidence(ip: IpAddr, place: &Place) -> Value {
+    let mut m = Map::new();
+    m.insert("ip".into(), ev(ip.to_string()));
+    m.insert("place".into(), ev(place.describe()));
+    if let Some(cc) = &place.country {
+        m.insert("country".into(), ev(cc));
+    }
+    if let Some((lat, lon)) = place.coords {
+        m.insert("lat".into(), ev((lat * 1e4).round() / 1e4));
+        m.insert("lon".into(), ev((lon * 1e4).round() / 1e4));
+        m.insert("accuracy_km".into(), ev(place.accuracy_km));
+    }
+    if let Some(asn) = place.asn {
+        m.insert("asn".into(), ev(asn));
+    }
+    if let Some(org) = &place.asn_org {
+        m.insert("asn_org".into(), ev(org));
+    }
+    if place.anonymity.any() {
+        m.insert("anonymous".into(), ev(place.anonymity.labels()));
+    }
+    Value::Object(m)
+}
+
+/// `8,600`: a whole number with thousands separators.
+pub fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn thousands_separators() {
+        assert_eq!(super::thousands(8600), "8,600");
+        assert_eq!(super::thousands(16_600_000), "16,600,000");
+        assert_eq!(super::thousands(999), "999");
+    }
+}

@@ -1,0 +1,269 @@
+//! `password_spray`: one source address failing on many different accounts
+//! in a window (a few common passwords tried against many users).
+//!
+//! Each source that has failed remembers which accounts it failed on and
+//! which accounts logged in successfully from it. Once it has failed on
+//! `min_accounts` distinct accounts it is a spraying source, and every
+//! account that logged in successfully from it within the window (before or
+//! after it was recognised) is locked. The accounts that only saw failures
+//! kept their password: they are not locked.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Map;
+
+use super::{ev, Context, Detector, Finding, Severity, Strength, Switches};
+use crate::config::{detector_invalid, ConfigError, StateConfig};
+use crate::source::event::{account_key, AuthResult, Event, Kind};
+use crate::state::{prune_sorted, Entry, Table, TableStats};
+use crate::time::{format_rfc3339, human_duration, Millis, SECOND};
+
+pub const NAME: &str = "password_spray";
+
+/// `[detectors.password_spray]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SprayConfig {
+    /// Default true.
+    pub enabled: bool,
+    /// Emit `account.alert` instead of `account.lock`. Default false.
+    pub dry_run: bool,
+    /// The window, in seconds. Default 3600 (1 h).
+    pub window_secs: u64,
+    /// Distinct accounts one source must fail on to be a spraying source.
+    /// Default 15, Okta's password-spray rule (≥ 15 users from one address).
+    pub min_accounts: usize,
+    /// Successful logins remembered per source. Default 64.
+    pub max_successes_per_source: usize,
+}
+
+impl Default for SprayConfig {
+    fn default() -> Self {
+        SprayConfig {
+            enabled: true,
+            dry_run: false,
+            window_secs: 3600,
+            min_accounts: 15,
+            max_successes_per_source: 64,
+        }
+    }
+}
+
+impl Switches for SprayConfig {
+    fn enabled(&self) -> bool {
+        self.enabled
+    }
+    fn dry_run(&self) -> bool {
+        self.dry_run
+    }
+}
+
+impl SprayConfig {
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.window_secs == 0 {
+            return Err(detector_invalid(
+                NAME,
+                "window_secs",
+                "must be greater than 0",
+            ));
+        }
+        if self.min_accounts < 2 {
+            return Err(detector_invalid(NAME, "min_accounts", "must be at least 2"));
+        }
+        if self.max_successes_per_source == 0 {
+            return Err(detector_invalid(
+                NAME,
+                "max_successes_per_source",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
+struct Success {
+    ts: Millis,
+    account: Box<str>,
+    key: u64,
+    reported: bool,
+}
+
+struct Source {
+    /// (last failure time, account key), one per account, sorted by time.
+    failed: Vec<(Millis, u64)>,
+    successes: Vec<Success>,
+    first_failure: Millis,
+    /// When this source was recognised as spraying, if it was.
+    recognised: Option<Millis>,
+}
+
+impl Entry for Source {
+    fn last_seen(&self) -> Millis {
+        let f = self.failed.last().map_or(Millis::MIN, |x| x.0);
+        let s = self.successes.last().map_or(Millis::MIN, |x| x.ts);
+        f.max(s)
+    }
+    fn prune(&mut self, horizon: Millis) -> bool {
+        prune_sorted(&mut self.failed, horizon, |x| x.0);
+        prune_sorted(&mut self.successes, horizon, |x| x.ts);
+        if self.recognised.is_some_and(|r| r < horizon) {
+            self.recognised = None;
+        }
+        if let Some(f) = self.failed.first() {
+            // The oldest failure still remembered (approximate: one per account).
+            self.first_failure = self.first_failure.max(horizon).min(f.0);
+        }
+        self.failed.is_empty() && self.successes.is_empty()
+    }
+}
+
+pub struct PasswordSpray {
+    cfg: SprayConfig,
+    window: Millis,
+    sources: Table<Source>,
+    max_failed: usize,
+}
+
+impl PasswordSpray {
+    pub fn new(cfg: &SprayConfig, state: &StateConfig) -> Self {
+        let window = cfg.window_secs as Millis * SECOND;
+        PasswordSpray {
+            cfg: cfg.clone(),
+            window,
+            sources: Table::new("spray_sources", "source", state.max_sources, window),
+            // Enough to recognise the source; beyond that only the newest matter.
+            max_failed: state.max_entries_per_key.max(cfg.min_accounts * 2),
+        }
+    }
+
+    fn finding(
+        &self,
+        ip: IpAddr,
+        src: &Source,
+        s: &Success,
+        failed_accounts: usize,
+        now: Millis,
+    ) -> Finding {
+        let mut e = Map::new();
+        e.insert("source_ip".into(), ev(ip.to_string()));
+        e.insert("accounts_failed_from_source".into(), ev(failed_accounts));
+        e.insert(
+            "first_failure_from_source".into(),
+            ev(format_rfc3339(src.first_failure)),
+        );
+        e.insert(
+            "source_recognised".into(),
+            ev(src.recognised.map(format_rfc3339)),
+        );
+        e.insert("successful_login".into(), ev(format_rfc3339(s.ts)));
+        e.insert("window_seconds".into(), ev(self.cfg.window_secs));
+        e.insert("min_accounts".into(), ev(self.cfg.min_accounts));
+        Finding {
+            detector: NAME,
+            account: s.account.clone(),
+            key: s.key,
+            strength: Strength::Lock,
+            severity: Severity::High,
+            reason: format!(
+                "Successful login from {ip}, an address that failed to log in to {failed_accounts} different accounts within {} (password spraying).",
+                human_duration(self.window)
+            ),
+            first_event_ts: src.first_failure.min(s.ts),
+            last_event_ts: now.max(s.ts),
+            evidence: e,
+        }
+    }
+}
+
+fn source_key(ip: IpAddr) -> u64 {
+    // Same keyed hash as accounts, over a form no account can take.
+    account_key(&format!("\u{0}ip:{ip}"))
+}
+
+impl Detector for PasswordSpray {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn observe(&self, event: &Event, ctx: &Context<'_>, out: &mut Vec<Finding>) {
+        if event.kind != Kind::Auth || ctx.source_trusted() {
+            return;
+        }
+        let Some(ip) = event.src_ip else { return };
+        let now = event.ts;
+        let from = now - self.window;
+        match event.result {
+            Some(AuthResult::Failure) => {
+                let max_failed = self.max_failed;
+                self.sources.update(
+                    source_key(ip),
+                    || Source {
+                        failed: Vec::with_capacity(1),
+                        successes: Vec::new(),
+                        first_failure: now,
+                        recognised: None,
+                    },
+                    |src| {
+                        src.failed.retain(|(_, k)| *k != event.key);
+                        crate::state::insert_sorted(
+                            &mut src.failed,
+                            (now, event.key),
+                            max_failed,
+                            |x| x.0,
+                        );
+                        src.first_failure = src.first_failure.min(now);
+                        let failed = src.failed.iter().filter(|(t, _)| *t >= from).count();
+                        if failed < self.cfg.min_accounts {
+                            return;
+                        }
+                        if src.recognised.is_none_or(|r| r < from) {
+                            src.recognised = Some(now);
+                        }
+                        // Everyone who got in from here within the window.
+                        let mut hits = Vec::new();
+                        for (i, s) in src.successes.iter().enumerate() {
+                            if !s.reported && s.ts >= from {
+                                hits.push(i);
+                            }
+                        }
+                        for i in hits {
+                            out.push(self.finding(ip, src, &src.successes[i], failed, now));
+                            src.successes[i].reported = true;
+                        }
+                    },
+                );
+            }
+            Some(AuthResult::Success) => {
+                let max = self.cfg.max_successes_per_source;
+                self.sources.with(source_key(ip), |src| {
+                    let failed = src.failed.iter().filter(|(t, _)| *t >= from).count();
+                    let spraying = src.recognised.is_some_and(|r| r >= from) && failed >= 1;
+                    let s = Success {
+                        ts: now,
+                        account: event.account.clone(),
+                        key: event.key,
+                        reported: spraying,
+                    };
+                    if spraying {
+                        out.push(self.finding(ip, src, &s, failed.max(self.cfg.min_accounts), now));
+                    }
+                    if src.successes.len() >= max {
+                        src.successes.remove(0);
+                    }
+                    let at = src.successes.partition_point(|x| x.ts <= now);
+                    src.successes.insert(at, s);
+                });
+            }
+            None => {}
+        }
+    }
+
+    fn sweep(&self, watermark: Millis, slack: Millis) {
+        self.sources.sweep(watermark, slack);
+    }
+
+    fn tables(&self) -> Vec<TableStats> {
+        vec![self.sources.stats()]
+    }
+}

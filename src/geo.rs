@@ -1,0 +1,430 @@
+//! GeoIP: where an address is, from MaxMind databases, with a small cache.
+//!
+//! Only the fields credwatch uses are decoded. An address that is not in a
+//! database is an "unknown place": never an error, never a travel finding.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use maxminddb::Reader;
+use serde::Deserialize;
+
+use crate::config::GeoIpConfig;
+use crate::time::Millis;
+
+/// A database that cannot be used at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum GeoError {
+    #[error("GeoIP database {path} (setting geoip.{setting}) cannot be read: {source}. Check the path, or run geoipupdate to fetch it")]
+    Unreadable {
+        setting: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("GeoIP database {path} (setting geoip.{setting}) is not a valid MaxMind DB file: {message}. Download it again (geoipupdate)")]
+    Corrupt {
+        setting: &'static str,
+        path: PathBuf,
+        message: String,
+    },
+    #[error("GeoIP database {path} (setting geoip.{setting}) is a {found} database; expected {expected}")]
+    WrongType {
+        setting: &'static str,
+        path: PathBuf,
+        found: String,
+        expected: &'static str,
+    },
+}
+
+/// Anonymous-network flags (GeoIP2-Anonymous-IP).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Anonymity {
+    pub anonymous: bool,
+    pub vpn: bool,
+    pub hosting: bool,
+    pub public_proxy: bool,
+    pub tor: bool,
+    pub residential_proxy: bool,
+}
+
+impl Anonymity {
+    pub fn any(&self) -> bool {
+        self.anonymous
+            || self.vpn
+            || self.hosting
+            || self.public_proxy
+            || self.tor
+            || self.residential_proxy
+    }
+
+    /// The flags that are set, as words for evidence.
+    pub fn labels(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        for (set, name) in [
+            (self.vpn, "vpn"),
+            (self.hosting, "hosting"),
+            (self.public_proxy, "public_proxy"),
+            (self.tor, "tor"),
+            (self.residential_proxy, "residential_proxy"),
+        ] {
+            if set {
+                v.push(name);
+            }
+        }
+        if v.is_empty() && self.anonymous {
+            v.push("anonymous");
+        }
+        v
+    }
+}
+
+/// What is known about where an address is.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Place {
+    /// Latitude and longitude in degrees, when the database has them.
+    pub coords: Option<(f32, f32)>,
+    /// MaxMind's accuracy radius in km (0 when unknown).
+    pub accuracy_km: u16,
+    pub country: Option<Box<str>>,
+    pub city: Option<Box<str>>,
+    pub asn: Option<u32>,
+    pub asn_org: Option<Box<str>>,
+    pub anonymity: Anonymity,
+}
+
+impl Place {
+    /// "Changchun, CN", "CN", or "an unknown place".
+    pub fn describe(&self) -> String {
+        match (&self.city, &self.country) {
+            (Some(c), Some(cc)) => format!("{c}, {cc}"),
+            (None, Some(cc)) => cc.to_string(),
+            (Some(c), None) => c.to_string(),
+            (None, None) => "an unknown place".to_string(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Names<'a> {
+    #[serde(borrow, default)]
+    en: Option<&'a str>,
+}
+
+#[derive(Deserialize)]
+struct Named<'a> {
+    #[serde(borrow, default)]
+    names: Option<Names<'a>>,
+}
+
+#[derive(Deserialize)]
+struct CountryRec<'a> {
+    #[serde(borrow, default)]
+    iso_code: Option<&'a str>,
+}
+
+#[derive(Deserialize)]
+struct Location {
+    #[serde(default)]
+    latitude: Option<f64>,
+    #[serde(default)]
+    longitude: Option<f64>,
+    #[serde(default)]
+    accuracy_radius: Option<u16>,
+}
+
+#[derive(Deserialize)]
+struct CityRec<'a> {
+    #[serde(borrow, default)]
+    city: Option<Named<'a>>,
+    #[serde(borrow, default)]
+    country: Option<CountryRec<'a>>,
+    #[serde(borrow, default)]
+    registered_country: Option<CountryRec<'a>>,
+    #[serde(default)]
+    location: Option<Location>,
+}
+
+#[derive(Deserialize)]
+struct AsnRec<'a> {
+    #[serde(default)]
+    autonomous_system_number: Option<u32>,
+    #[serde(borrow, default)]
+    autonomous_system_organization: Option<&'a str>,
+}
+
+#[derive(Deserialize, Default)]
+struct AnonRec {
+    #[serde(default)]
+    is_anonymous: bool,
+    #[serde(default)]
+    is_anonymous_vpn: bool,
+    #[serde(default)]
+    is_hosting_provider: bool,
+    #[serde(default)]
+    is_public_proxy: bool,
+    #[serde(default)]
+    is_tor_exit_node: bool,
+    #[serde(default)]
+    is_residential_proxy: bool,
+}
+
+/// Counters an operator may want (exported as metrics by the service).
+#[derive(Debug, Default)]
+pub struct GeoStats {
+    pub lookups: AtomicU64,
+    pub cache_hits: AtomicU64,
+    pub errors: AtomicU64,
+    pub cache_clears: AtomicU64,
+}
+
+/// The opened databases and the lookup cache.
+pub struct GeoIp {
+    city: Option<Reader<Vec<u8>>>,
+    asn: Option<Reader<Vec<u8>>>,
+    anonymous: Option<Reader<Vec<u8>>>,
+    cache: DashMap<IpAddr, (Arc<Place>, Millis)>,
+    cache_size: usize,
+    ttl: Millis,
+    pub stats: GeoStats,
+}
+
+fn open(
+    setting: &'static str,
+    path: &str,
+    expected: &'static str,
+    accepts: &[&str],
+) -> Result<Option<Reader<Vec<u8>>>, GeoError> {
+    if path.is_empty() {
+        return Ok(None);
+    }
+    let pb = PathBuf::from(path);
+    let bytes = std::fs::read(Path::new(path)).map_err(|source| GeoError::Unreadable {
+        setting,
+        path: pb.clone(),
+        source,
+    })?;
+    let reader = Reader::from_source(bytes).map_err(|e| GeoError::Corrupt {
+        setting,
+        path: pb.clone(),
+        message: e.to_string(),
+    })?;
+    let found = reader.metadata().database_type.clone();
+    if !accepts.iter().any(|a| found.contains(a)) {
+        return Err(GeoError::WrongType {
+            setting,
+            path: pb,
+            found,
+            expected,
+        });
+    }
+    // A damaged search tree only shows on lookup: probe a spread of
+    // addresses now, so a corrupt file fails at start-up, not mid-stream.
+    let probes = [
+        IpAddr::V4(Ipv4Addr::new(1, 1, 1, 1)),
+        IpAddr::V4(Ipv4Addr::new(81, 2, 69, 142)),
+        IpAddr::V4(Ipv4Addr::new(175, 16, 199, 1)),
+        IpAddr::V4(Ipv4Addr::new(223, 255, 255, 255)),
+        IpAddr::V6(Ipv6Addr::new(0x2001, 0x218, 0, 0, 0, 0, 0, 1)),
+    ];
+    for ip in probes {
+        if ip.is_ipv6() && reader.metadata().ip_version == 4 {
+            continue;
+        }
+        if let Err(e) = reader.lookup(ip) {
+            return Err(GeoError::Corrupt {
+                setting,
+                path: pb,
+                message: e.to_string(),
+            });
+        }
+    }
+    Ok(Some(reader))
+}
+
+impl GeoIp {
+    /// Opens the configured databases. A configured file that is missing,
+    /// unreadable, corrupt or of the wrong kind is an error naming the file
+    /// and the setting.
+    pub fn open(cfg: &GeoIpConfig) -> Result<GeoIp, GeoError> {
+        Ok(GeoIp {
+            city: open(
+                "city_db",
+                &cfg.city_db,
+                "a City or Country database",
+                &["City", "Country", "city", "country"],
+            )?,
+            asn: open("asn_db", &cfg.asn_db, "an ASN database", &["ASN", "asn"])?,
+            anonymous: open(
+                "anonymous_db",
+                &cfg.anonymous_db,
+                "an Anonymous-IP database",
+                &["Anonymous", "anonymous"],
+            )?,
+            cache: DashMap::new(),
+            cache_size: cfg.cache_size,
+            ttl: cfg.cache_ttl_secs as Millis * 1000,
+            stats: GeoStats::default(),
+        })
+    }
+
+    /// No databases: every address is an unknown place.
+    pub fn empty() -> GeoIp {
+        GeoIp {
+            city: None,
+            asn: None,
+            anonymous: None,
+            cache: DashMap::new(),
+            cache_size: 1,
+            ttl: 0,
+            stats: GeoStats::default(),
+        }
+    }
+
+    pub fn has_city(&self) -> bool {
+        self.city.is_some()
+    }
+
+    /// Where `ip` is, looked up at most once per `cache_ttl_secs` of event time.
+    pub fn lookup(&self, ip: IpAddr, now: Millis) -> Arc<Place> {
+        self.stats.lookups.fetch_add(1, Ordering::Relaxed);
+        if let Some(hit) = self.cache.get(&ip) {
+            let (place, at) = &*hit;
+            if now.saturating_sub(*at) < self.ttl && *at <= now.saturating_add(self.ttl) {
+                self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+                return place.clone();
+            }
+        }
+        let place = Arc::new(self.lookup_uncached(ip));
+        if self.cache.len() >= self.cache_size {
+            // A full cache is emptied at once: cheaper than tracking recency,
+            // and refilled within one window by the addresses still in use.
+            self.cache.clear();
+            self.stats.cache_clears.fetch_add(1, Ordering::Relaxed);
+        }
+        self.cache.insert(ip, (place.clone(), now));
+        place
+    }
+
+    /// Where `ip` is, straight from the databases.
+    pub fn lookup_uncached(&self, ip: IpAddr) -> Place {
+        let mut place = Place::default();
+        if let Some(r) = &self.city {
+            match r.lookup(ip).and_then(|l| l.decode::<CityRec>()) {
+                Ok(Some(rec)) => {
+                    if let Some(loc) = rec.location {
+                        if let (Some(lat), Some(lon)) = (loc.latitude, loc.longitude) {
+                            place.coords = Some((lat as f32, lon as f32));
+                        }
+                        place.accuracy_km = loc.accuracy_radius.unwrap_or(0);
+                    }
+                    place.country = rec
+                        .country
+                        .and_then(|c| c.iso_code)
+                        .or(rec.registered_country.and_then(|c| c.iso_code))
+                        .map(Into::into);
+                    place.city = rec
+                        .city
+                        .and_then(|c| c.names)
+                        .and_then(|n| n.en)
+                        .map(Into::into);
+                }
+                Ok(None) => {}
+                Err(_) => {
+                    self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        if let Some(r) = &self.asn {
+            match r.lookup(ip).and_then(|l| l.decode::<AsnRec>()) {
+                Ok(Some(rec)) => {
+                    place.asn = rec.autonomous_system_number;
+                    place.asn_org = rec.autonomous_system_organization.map(Into::into);
+                }
+                Ok(None) => {}
+                Err(_) => {
+                    self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        if let Some(r) = &self.anonymous {
+            match r.lookup(ip).and_then(|l| l.decode::<AnonRec>()) {
+                Ok(Some(a)) => {
+                    place.anonymity = Anonymity {
+                        anonymous: a.is_anonymous,
+                        vpn: a.is_anonymous_vpn,
+                        hosting: a.is_hosting_provider,
+                        public_proxy: a.is_public_proxy,
+                        tor: a.is_tor_exit_node,
+                        residential_proxy: a.is_residential_proxy,
+                    }
+                }
+                Ok(None) => {}
+                Err(_) => {
+                    self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        place
+    }
+
+    pub fn cache_len(&self) -> usize {
+        self.cache.len()
+    }
+}
+
+/// Great-circle distance in km (haversine, mean Earth radius 6371 km).
+pub fn distance_km(a: (f32, f32), b: (f32, f32)) -> f64 {
+    let (lat1, lon1) = (f64::from(a.0).to_radians(), f64::from(a.1).to_radians());
+    let (lat2, lon2) = (f64::from(b.0).to_radians(), f64::from(b.1).to_radians());
+    let dlat = lat2 - lat1;
+    let dlon = lon2 - lon1;
+    let h = (dlat / 2.0).sin().powi(2) + lat1.cos() * lat2.cos() * (dlon / 2.0).sin().powi(2);
+    2.0 * 6371.0 * h.sqrt().min(1.0).asin()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_distances() {
+        let london = (51.5074, -0.1278);
+        let tokyo = (35.6762, 139.6503);
+        let d = distance_km(london, tokyo);
+        assert!((9500.0..9620.0).contains(&d), "{d}");
+        assert_eq!(distance_km(london, london), 0.0);
+    }
+
+    #[test]
+    fn missing_file_names_file_and_setting() {
+        let cfg = GeoIpConfig {
+            city_db: "/nonexistent/GeoLite2-City.mmdb".into(),
+            ..GeoIpConfig::default()
+        };
+        let e = GeoIp::open(&cfg).err().unwrap().to_string();
+        assert!(
+            e.contains("/nonexistent/GeoLite2-City.mmdb") && e.contains("geoip.city_db"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn garbage_file_is_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.mmdb");
+        std::fs::write(&p, b"not a database at all").unwrap();
+        let cfg = GeoIpConfig {
+            city_db: String::new(),
+            asn_db: p.display().to_string(),
+            ..GeoIpConfig::default()
+        };
+        let e = GeoIp::open(&cfg).err().unwrap().to_string();
+        assert!(
+            e.contains("geoip.asn_db") && e.contains("not a valid MaxMind DB"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,189 @@
+//! The `credwatch` command.
+
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use credwatch::cli::replay::{replay, RejectFile, RejectSink, ReplayOptions};
+use credwatch::config::Config;
+use credwatch::engine::Engine;
+use credwatch::sample;
+use credwatch::source::event::ParseLimits;
+use credwatch::time::now_millis;
+
+#[derive(Parser)]
+#[command(
+    name = "credwatch",
+    version,
+    about = "Finds stolen mail passwords while they are being used, and locks the account."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the detectors over JSON-lines events from a file or standard input:
+    /// actions as JSON lines on stdout, a summary on stderr. Sends nothing anywhere.
+    Replay {
+        /// Config file (TOML); defaults apply without one.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Write every rejected line here with its reason (JSON lines).
+        #[arg(long)]
+        rejects: Option<PathBuf>,
+        /// Events file, or `-` for standard input.
+        #[arg(default_value = "-")]
+        input: String,
+    },
+    /// Validate a config file and print the effective config (secrets redacted).
+    CheckConfig {
+        /// Config file (TOML).
+        file: PathBuf,
+    },
+    /// Write a sample world into a folder: GeoIP databases, a config, and a
+    /// day of events with attacks and their benign look-alikes.
+    Generate {
+        /// Folder to write into (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// Ordinary accounts in the generated day.
+        #[arg(long, default_value_t = 500)]
+        accounts: usize,
+        /// Successful logins per ordinary account.
+        #[arg(long, default_value_t = 6)]
+        logins: u32,
+        /// Seed of the generator (the same seed, the same day).
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
+    /// The service: Kafka in, actions out, metrics served. NOT BUILT YET.
+    Run {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// The whole service on one machine with nothing installed. NOT BUILT YET.
+    Demo,
+}
+
+fn init_logs(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr);
+    if io::stderr().is_terminal() {
+        builder.init();
+    } else {
+        builder.json().flatten_event(true).init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("credwatch: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Replay {
+            config,
+            rejects,
+            input,
+        } => {
+            init_logs("warn");
+            let settings = Config::load(config.as_deref())?;
+            let engine = Engine::new(&settings)?;
+            let limits = ParseLimits::new(settings.config.events.max_bytes, now_millis());
+            let mut reject_file = match &rejects {
+                Some(p) => Some(RejectFile(BufWriter::new(File::create(p).with_context(
+                    || format!("cannot create the rejects file {}", p.display()),
+                )?))),
+                None => None,
+            };
+            let stdout = io::stdout().lock();
+            let out = BufWriter::with_capacity(1 << 16, stdout);
+            let mut opts = ReplayOptions {
+                limits,
+                rejects: reject_file.as_mut().map(|r| r as &mut dyn RejectSink),
+                progress_total: None,
+            };
+            let summary = if input == "-" {
+                replay(&engine, io::stdin().lock(), out, opts)?
+            } else {
+                let f = File::open(&input)
+                    .with_context(|| format!("cannot open the events file {input}"))?;
+                opts.progress_total = f.metadata().map(|m| m.len()).ok();
+                replay(&engine, BufReader::with_capacity(1 << 20, f), out, opts)?
+            };
+            if let Some(RejectFile(mut w)) = reject_file {
+                w.flush()?;
+            }
+            eprintln!("{summary}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CheckConfig { file } => {
+            let settings = Config::load(Some(&file))?;
+            // Opening the databases is part of the check: a missing file is
+            // what an operator most needs to hear about before deploying.
+            credwatch::geo::GeoIp::open(&settings.config.geoip)?;
+            print!("{}", settings.config.to_redacted_toml());
+            eprintln!("credwatch: {} is valid.", file.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Generate {
+            out,
+            accounts,
+            logins,
+            seed,
+        } => {
+            let geo = sample::write_geoip(&out)
+                .with_context(|| format!("cannot write GeoIP databases into {}", out.display()))?;
+            let config = out.join("credwatch.toml");
+            std::fs::write(&config, sample::config_toml(&geo))?;
+            let params = sample::DayParams {
+                accounts,
+                logins_per_account: logins,
+                seed,
+                ..Default::default()
+            };
+            let (lines, expected) = sample::generate_day(&params);
+            let events = out.join("events.jsonl");
+            sample::write_lines(&lines, BufWriter::new(File::create(&events)?))?;
+            let mut exp = BufWriter::new(File::create(out.join("expected.txt"))?);
+            for e in &expected {
+                writeln!(
+                    exp,
+                    "{}\t{}\t{}",
+                    e.account,
+                    e.detector.unwrap_or("-"),
+                    e.scenario
+                )?;
+            }
+            exp.flush()?;
+            eprintln!(
+                "Wrote {} events, GeoIP databases and a config into {}.\nNext: credwatch replay --config {} {}",
+                lines.len(),
+                out.display(),
+                config.display(),
+                events.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run { .. } | Command::Demo => {
+            eprintln!("credwatch: `run` and `demo` are not built yet (Kafka service: issue 4). Use `credwatch replay`.");
+            Ok(ExitCode::from(2))
+        }
+    }
+}

@@ -1,0 +1,678 @@
+//! Input events (contract §1): parsing and validation.
+//!
+//! A line becomes either an [`Event`] or a [`Reject`] with one reason from the
+//! closed set [`RejectReason`]. A reject never carries the raw payload, only
+//! where and what was wrong, so it is safe to log.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::hash::BuildHasher;
+use std::net::IpAddr;
+use std::sync::OnceLock;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+
+use crate::time::{parse_rfc3339, Millis, HOUR};
+
+/// What kind of thing happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Auth,
+    Submission,
+    Bounce,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 3] = [Kind::Auth, Kind::Submission, Kind::Bounce];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Auth => "auth",
+            Kind::Submission => "submission",
+            Kind::Bounce => "bounce",
+        }
+    }
+}
+
+/// Where a login happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    Smtp,
+    Imap,
+    Pop3,
+    Webmail,
+    Other,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Smtp => "smtp",
+            Protocol::Imap => "imap",
+            Protocol::Pop3 => "pop3",
+            Protocol::Webmail => "webmail",
+            Protocol::Other => "other",
+        }
+    }
+}
+
+/// Outcome of a login attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AuthResult {
+    Success,
+    Failure,
+}
+
+impl AuthResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthResult::Success => "success",
+            AuthResult::Failure => "failure",
+        }
+    }
+}
+
+/// A validated event. Strings are normalised: `account` is trimmed and
+/// lower-cased, and `key` is its hash, used as the key of every state map.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub ts: Millis,
+    pub kind: Kind,
+    pub account: Box<str>,
+    pub key: u64,
+    pub protocol: Option<Protocol>,
+    pub src_ip: Option<IpAddr>,
+    pub result: Option<AuthResult>,
+    /// The short password hash, as a number (at most 16 hex digits).
+    pub pwhash: Option<u64>,
+    pub mechanism: Option<Box<str>>,
+    pub client: Option<Box<str>>,
+    pub mail_from: Option<Box<str>>,
+    pub header_from: Option<Box<str>>,
+    pub rcpt_count: Option<u32>,
+    pub queue_id: Option<Box<str>>,
+}
+
+impl Event {
+    pub fn is_auth(&self, result: AuthResult) -> bool {
+        self.kind == Kind::Auth && self.result == Some(result)
+    }
+}
+
+/// Why a line was rejected: a closed set, used as a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RejectReason {
+    /// Not JSON, truncated, not an object, nested too deep.
+    MalformedJson,
+    /// The bytes are not UTF-8.
+    InvalidUtf8,
+    /// Longer than `events.max_bytes`.
+    TooLarge,
+    /// A required field is absent or null.
+    MissingField,
+    /// A field has the wrong JSON type (a number where a string belongs).
+    BadType,
+    /// A field has the right type but a value outside its set (`kind: "x"`, negative count).
+    BadValue,
+    /// The same field twice in one object.
+    DuplicateField,
+    /// `account` empty after trimming, longer than 320 bytes, or with control characters.
+    BadAccount,
+    /// `src_ip` is not an IPv4 or IPv6 address.
+    BadIp,
+    /// `ts` is not RFC 3339 or epoch milliseconds, before 2000, or too far in the future.
+    BadTimestamp,
+}
+
+impl RejectReason {
+    pub const ALL: [RejectReason; 10] = [
+        RejectReason::MalformedJson,
+        RejectReason::InvalidUtf8,
+        RejectReason::TooLarge,
+        RejectReason::MissingField,
+        RejectReason::BadType,
+        RejectReason::BadValue,
+        RejectReason::DuplicateField,
+        RejectReason::BadAccount,
+        RejectReason::BadIp,
+        RejectReason::BadTimestamp,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::MalformedJson => "malformed_json",
+            RejectReason::InvalidUtf8 => "invalid_utf8",
+            RejectReason::TooLarge => "too_large",
+            RejectReason::MissingField => "missing_field",
+            RejectReason::BadType => "bad_type",
+            RejectReason::BadValue => "bad_value",
+            RejectReason::DuplicateField => "duplicate_field",
+            RejectReason::BadAccount => "bad_account",
+            RejectReason::BadIp => "bad_ip",
+            RejectReason::BadTimestamp => "bad_timestamp",
+        }
+    }
+}
+
+impl fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A rejected line: the reason and a short description that never contains
+/// the payload itself.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}: {detail}")]
+pub struct Reject {
+    pub reason: RejectReason,
+    pub detail: String,
+}
+
+impl Reject {
+    fn new(reason: RejectReason, detail: impl Into<String>) -> Self {
+        Reject {
+            reason,
+            detail: detail.into(),
+        }
+    }
+    fn missing(field: &str) -> Self {
+        Reject::new(
+            RejectReason::MissingField,
+            format!("required field `{field}` is missing or null"),
+        )
+    }
+}
+
+/// Limits applied while parsing.
+#[derive(Debug, Clone, Copy)]
+pub struct ParseLimits {
+    /// Longest accepted line in bytes.
+    pub max_bytes: usize,
+    /// How far ahead of `now` a `ts` may be.
+    pub max_future: Millis,
+    /// The wall clock's "now" for the future check.
+    pub now: Millis,
+}
+
+impl ParseLimits {
+    pub fn new(max_bytes: usize, now: Millis) -> Self {
+        ParseLimits {
+            max_bytes,
+            max_future: 24 * HOUR,
+            now,
+        }
+    }
+}
+
+/// 2000-01-01T00:00:00Z: anything older is a broken clock or a unit mistake
+/// (seconds where milliseconds belong).
+const OLDEST_TS: Millis = 946_684_800_000;
+const MAX_ACCOUNT_BYTES: usize = 320;
+
+/// A string that borrows from the input when it has no escapes.
+struct Str<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Str<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Str(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V(std::marker::PhantomData))
+    }
+}
+
+/// `ts` as it came: text or a number.
+enum RawTs<'a> {
+    Text(Str<'a>),
+    Millis(i64),
+    Negative,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for RawTs<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = RawTs<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an RFC 3339 string or integer epoch milliseconds")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(RawTs::Text(Str(Cow::Borrowed(v))))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(RawTs::Text(Str(Cow::Owned(v.to_owned()))))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(i64::try_from(v).map_or(RawTs::Negative, RawTs::Millis))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(if v < 0 {
+                    RawTs::Negative
+                } else {
+                    RawTs::Millis(v)
+                })
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+/// The event as written, before validation. Every field is optional here so
+/// that a missing field is reported by name, by [`validate`].
+#[derive(Deserialize)]
+struct RawEvent<'a> {
+    #[serde(borrow, default)]
+    ts: Option<RawTs<'a>>,
+    #[serde(borrow, default)]
+    kind: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    account: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    protocol: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    src_ip: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    result: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    mechanism: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    pwhash: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    session: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    client: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    mail_from: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    header_from: Option<Str<'a>>,
+    #[serde(default)]
+    rcpt_count: Option<u64>,
+    #[serde(borrow, default)]
+    queue_id: Option<Str<'a>>,
+}
+
+fn account_hasher() -> &'static std::hash::RandomState {
+    static H: OnceLock<std::hash::RandomState> = OnceLock::new();
+    H.get_or_init(std::hash::RandomState::new)
+}
+
+/// The state-map key of a normalised (trimmed, lower-cased) account.
+///
+/// A keyed SipHash with a per-process random key: 64 bits, so two accounts
+/// share state only with probability about n²/2⁶⁵ (10 M accounts: 3·10⁻⁶),
+/// and an outsider cannot aim a collision because the key is secret.
+pub fn account_key(normalised: &str) -> u64 {
+    account_hasher().hash_one(normalised)
+}
+
+/// Trims and lower-cases an account as the contract says accounts compare.
+pub fn normalise_account(raw: &str) -> Result<Box<str>, Reject> {
+    let t = raw.trim();
+    if t.is_empty() {
+        return Err(Reject::new(RejectReason::BadAccount, "`account` is empty"));
+    }
+    if t.len() > MAX_ACCOUNT_BYTES {
+        return Err(Reject::new(
+            RejectReason::BadAccount,
+            format!(
+                "`account` is {} bytes, at most {MAX_ACCOUNT_BYTES} allowed",
+                t.len()
+            ),
+        ));
+    }
+    if t.chars().any(char::is_control) {
+        return Err(Reject::new(
+            RejectReason::BadAccount,
+            "`account` contains control characters",
+        ));
+    }
+    Ok(
+        if t.bytes().any(|b| b.is_ascii_uppercase()) || !t.is_ascii() {
+            t.to_lowercase().into_boxed_str()
+        } else {
+            t.into()
+        },
+    )
+}
+
+/// Parses an address: IPv4, IPv6, an IPv6 zone id (`fe80::1%eth0`, the zone
+/// is dropped) and IPv4-mapped IPv6 (`::ffff:192.0.2.1`, seen as IPv4).
+pub fn parse_ip(s: &str) -> Option<IpAddr> {
+    let s = s.trim();
+    let s = match s.split_once('%') {
+        Some((addr, zone)) if !zone.is_empty() && addr.contains(':') => addr,
+        Some(_) => return None,
+        None => s,
+    };
+    s.parse::<IpAddr>().ok().map(|ip| ip.to_canonical())
+}
+
+fn serde_reject(e: &serde_json::Error) -> Reject {
+    use serde_json::error::Category;
+    let at = format!("line {} column {}", e.line(), e.column());
+    match e.classify() {
+        Category::Syntax | Category::Eof | Category::Io => Reject::new(
+            RejectReason::MalformedJson,
+            format!("not a JSON object ({at})"),
+        ),
+        Category::Data => {
+            // The message names the offending value; only its category is kept.
+            let msg = e.to_string();
+            let (reason, what) = if msg.starts_with("invalid type") {
+                (RejectReason::BadType, "a field has the wrong JSON type")
+            } else if msg.starts_with("duplicate field") {
+                (RejectReason::DuplicateField, "a field appears twice")
+            } else {
+                (RejectReason::BadValue, "a field has a value out of range")
+            };
+            Reject::new(reason, format!("{what} ({at})"))
+        }
+    }
+}
+
+/// The one-word enum fields: compared exactly, as the contract spells them.
+fn enum_field<T>(
+    value: Option<Str<'_>>,
+    field: &str,
+    parse: impl Fn(&str) -> Option<T>,
+) -> Result<Option<T>, Reject> {
+    match value {
+        None => Ok(None),
+        Some(Str(s)) => parse(&s).map(Some).ok_or_else(|| {
+            Reject::new(
+                RejectReason::BadValue,
+                format!("`{field}` is not one of the contract's values"),
+            )
+        }),
+    }
+}
+
+fn opt_box(s: Option<Str<'_>>) -> Option<Box<str>> {
+    s.map(|Str(c)| c.into_owned().into_boxed_str())
+}
+
+/// Parses one line (without its newline) into an event.
+pub fn parse_event(line: &[u8], limits: &ParseLimits) -> Result<Event, Reject> {
+    if line.len() > limits.max_bytes {
+        return Err(Reject::new(
+            RejectReason::TooLarge,
+            format!(
+                "{} bytes, at most {} allowed (events.max_bytes)",
+                line.len(),
+                limits.max_bytes
+            ),
+        ));
+    }
+    let text = std::str::from_utf8(line).map_err(|e| {
+        Reject::new(
+            RejectReason::InvalidUtf8,
+            format!("invalid UTF-8 at byte {}", e.valid_up_to()),
+        )
+    })?;
+    // serde would accept a JSON array as a struct too: only objects are events.
+    if text.trim_start().as_bytes().first() != Some(&b'{') {
+        return Err(Reject::new(
+            RejectReason::MalformedJson,
+            "the event is not a JSON object",
+        ));
+    }
+    let raw: RawEvent = serde_json::from_str(text).map_err(|e| serde_reject(&e))?;
+    validate(raw, limits)
+}
+
+fn validate(raw: RawEvent<'_>, limits: &ParseLimits) -> Result<Event, Reject> {
+    let ts = match raw.ts.ok_or_else(|| Reject::missing("ts"))? {
+        RawTs::Text(Str(s)) => parse_rfc3339(&s).ok_or_else(|| {
+            Reject::new(
+                RejectReason::BadTimestamp,
+                "`ts` is not an RFC 3339 timestamp",
+            )
+        })?,
+        RawTs::Millis(ms) => ms,
+        RawTs::Negative => {
+            return Err(Reject::new(
+                RejectReason::BadTimestamp,
+                "`ts` is a negative number",
+            ))
+        }
+    };
+    if ts < OLDEST_TS {
+        return Err(Reject::new(
+            RejectReason::BadTimestamp,
+            "`ts` is before 2000-01-01 (seconds given where milliseconds belong?)",
+        ));
+    }
+    if ts > limits.now.saturating_add(limits.max_future) {
+        return Err(Reject::new(
+            RejectReason::BadTimestamp,
+            "`ts` is more than 24 h in the future",
+        ));
+    }
+    let kind = enum_field(raw.kind, "kind", |s| match s {
+        "auth" => Some(Kind::Auth),
+        "submission" => Some(Kind::Submission),
+        "bounce" => Some(Kind::Bounce),
+        _ => None,
+    })?
+    .unwrap_or(Kind::Auth);
+    let account = normalise_account(&raw.account.ok_or_else(|| Reject::missing("account"))?.0)?;
+    let protocol = enum_field(raw.protocol, "protocol", |s| match s {
+        "smtp" => Some(Protocol::Smtp),
+        "imap" => Some(Protocol::Imap),
+        "pop3" => Some(Protocol::Pop3),
+        "webmail" => Some(Protocol::Webmail),
+        "other" => Some(Protocol::Other),
+        _ => None,
+    })?;
+    let result = enum_field(raw.result, "result", |s| match s {
+        "success" => Some(AuthResult::Success),
+        "failure" => Some(AuthResult::Failure),
+        _ => None,
+    })?;
+    let src_ip = match raw.src_ip {
+        None => None,
+        Some(Str(s)) => Some(parse_ip(&s).ok_or_else(|| {
+            Reject::new(
+                RejectReason::BadIp,
+                "`src_ip` is not an IPv4 or IPv6 address",
+            )
+        })?),
+    };
+    let pwhash = match raw.pwhash {
+        None => None,
+        Some(Str(s)) if !s.is_empty() && s.len() <= 16 => Some(
+            u64::from_str_radix(&s, 16)
+                .map_err(|_| Reject::new(RejectReason::BadValue, "`pwhash` is not hexadecimal"))?,
+        ),
+        Some(_) => {
+            return Err(Reject::new(
+                RejectReason::BadValue,
+                "`pwhash` must be 1 to 16 hex digits",
+            ))
+        }
+    };
+    let rcpt_count = match raw.rcpt_count {
+        None => None,
+        Some(n) => Some(u32::try_from(n).map_err(|_| {
+            Reject::new(RejectReason::BadValue, "`rcpt_count` is implausibly large")
+        })?),
+    };
+    match kind {
+        Kind::Auth => {
+            if protocol.is_none() {
+                return Err(Reject::missing("protocol"));
+            }
+            if src_ip.is_none() {
+                return Err(Reject::missing("src_ip"));
+            }
+            if result.is_none() {
+                return Err(Reject::missing("result"));
+            }
+        }
+        Kind::Submission => {
+            if src_ip.is_none() {
+                return Err(Reject::missing("src_ip"));
+            }
+            if raw.mail_from.is_none() {
+                return Err(Reject::missing("mail_from"));
+            }
+            if rcpt_count.is_none() {
+                return Err(Reject::missing("rcpt_count"));
+            }
+        }
+        Kind::Bounce => {}
+    }
+    let _ = raw.session;
+    let key = account_key(&account);
+    Ok(Event {
+        ts,
+        kind,
+        account,
+        key,
+        protocol,
+        src_ip,
+        result,
+        pwhash,
+        mechanism: opt_box(raw.mechanism),
+        client: opt_box(raw.client),
+        mail_from: opt_box(raw.mail_from),
+        header_from: opt_box(raw.header_from),
+        rcpt_count,
+        queue_id: opt_box(raw.queue_id),
+    })
+}
+
+/// Parses a line with serde_json into the raw event only, without
+/// validation: the ceiling the benchmark compares a replay against.
+pub fn parse_only(line: &[u8]) -> bool {
+    std::str::from_utf8(line)
+        .ok()
+        .and_then(|t| serde_json::from_str::<RawEvent>(t).ok())
+        .is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> ParseLimits {
+        ParseLimits::new(65_536, 1_800_000_000_000)
+    }
+
+    fn parse(s: &str) -> Result<Event, Reject> {
+        parse_event(s.as_bytes(), &limits())
+    }
+
+    #[test]
+    fn a_full_auth_event() {
+        let e = parse(
+            r#"{"ts":"2026-11-05T09:11:02Z","kind":"auth","account":"  Alice@Example.JP ","protocol":"smtp","src_ip":"81.2.69.142","result":"success","mechanism":"PLAIN","pwhash":"9f86d081","unknown":{"deep":[1,2,3]}}"#,
+        )
+        .unwrap();
+        assert_eq!(&*e.account, "alice@example.jp");
+        assert_eq!(e.kind, Kind::Auth);
+        assert_eq!(e.protocol, Some(Protocol::Smtp));
+        assert_eq!(e.result, Some(AuthResult::Success));
+        assert_eq!(e.pwhash, Some(0x9f86d081));
+        assert_eq!(e.key, account_key("alice@example.jp"));
+    }
+
+    #[test]
+    fn kind_defaults_to_auth_and_ts_may_be_millis() {
+        let e = parse(
+            r#"{"ts":1793958121250,"account":"bob","protocol":"imap","src_ip":"2001:db8::1","result":"failure"}"#,
+        )
+        .unwrap();
+        assert_eq!(e.kind, Kind::Auth);
+        assert_eq!(e.ts, 1_793_958_121_250);
+    }
+
+    #[test]
+    fn escaped_strings_are_decoded() {
+        let e = parse(
+            r#"{"ts":1793958121250,"account":"b\u006fb","protocol":"imap","src_ip":"10.0.0.1","result":"failure"}"#,
+        )
+        .unwrap();
+        assert_eq!(&*e.account, "bob");
+    }
+
+    #[test]
+    fn addresses_with_zone_or_mapping() {
+        assert_eq!(parse_ip("fe80::1%eth0"), "fe80::1".parse().ok());
+        assert_eq!(parse_ip("::ffff:192.0.2.1"), "192.0.2.1".parse().ok());
+        assert_eq!(parse_ip("192.0.2.1%eth0"), None);
+        assert_eq!(parse_ip("[::1]"), None);
+        assert_eq!(parse_ip("999.1.1.1"), None);
+    }
+
+    #[test]
+    fn every_reason_has_an_input() {
+        let big = format!(
+            r#"{{"ts":1793958121250,"account":"a","protocol":"imap","src_ip":"10.0.0.1","result":"failure","pad":"{}"}}"#,
+            "x".repeat(70_000)
+        );
+        let cases: Vec<(Vec<u8>, RejectReason)> = vec![
+            (b"{not json".to_vec(), RejectReason::MalformedJson),
+            (b"[1,2]".to_vec(), RejectReason::MalformedJson),
+            (b"{\"ts\":1793958121250,\"account\":\"a".to_vec(), RejectReason::MalformedJson),
+            (b"{\"account\":\"\xff\"}".to_vec(), RejectReason::InvalidUtf8),
+            (big.into_bytes(), RejectReason::TooLarge),
+            (br#"{"account":"a","protocol":"imap","src_ip":"10.0.0.1","result":"failure"}"#.to_vec(), RejectReason::MissingField),
+            (br#"{"ts":1793958121250,"protocol":"imap","src_ip":"10.0.0.1","result":"failure"}"#.to_vec(), RejectReason::MissingField),
+            (br#"{"ts":1793958121250,"account":"a","src_ip":"10.0.0.1","result":"failure"}"#.to_vec(), RejectReason::MissingField),
+            (br#"{"ts":1793958121250,"kind":"submission","account":"a","src_ip":"10.0.0.1","rcpt_count":3}"#.to_vec(), RejectReason::MissingField),
+            (br#"{"ts":1793958121250,"account":5,"protocol":"imap","src_ip":"10.0.0.1","result":"failure"}"#.to_vec(), RejectReason::BadType),
+            (br#"{"ts":17939581.5,"account":"a","protocol":"imap","src_ip":"10.0.0.1","result":"failure"}"#.to_vec(), RejectReason::BadType),
+            (br#"{"ts":1793958121250,"kind":"login","account":"a","protocol":"imap","src_ip":"10.0.0.1","result":"failure"}"#.to_vec(), RejectReason::BadValue),
+            (br#"{"ts":1793958121250,"kind":"submission","account":"a","src_ip":"10.0.0.1","mail_from":"a","rcpt_count":-1}"#.to_vec(), RejectReason::BadValue),
+            (br#"{"ts":1793958121250,"account":"a","protocol":"imap","src_ip":"10.0.0.1","result":"failure","pwhash":"xyz"}"#.to_vec(), RejectReason::BadValue),
+            (br#"{"ts":1793958121250,"ts":1793958121250,"account":"a","protocol":"imap","src_ip":"10.0.0.1","result":"failure"}"#.to_vec(), RejectReason::DuplicateField),
+            (br#"{"ts":1793958121250,"account":"   ","protocol":"imap","src_ip":"10.0.0.1","result":"failure"}"#.to_vec(), RejectReason::BadAccount),
+            (br#"{"ts":1793958121250,"account":"a\nb","protocol":"imap","src_ip":"10.0.0.1","result":"failure"}"#.to_vec(), RejectReason::BadAccount),
+            (br#"{"ts":1793958121250,"account":"a","protocol":"imap","src_ip":"10.0.0.300","result":"failure"}"#.to_vec(), RejectReason::BadIp),
+            (br#"{"ts":"yesterday","account":"a","protocol":"imap","src_ip":"10.0.0.1","result":"failure"}"#.to_vec(), RejectReason::BadTimestamp),
+            (br#"{"ts":1793958121,"account":"a","protocol":"imap","src_ip":"10.0.0.1","result":"failure"}"#.to_vec(), RejectReason::BadTimestamp),
+            (br#"{"ts":"2099-01-01T00:00:00Z","account":"a","protocol":"imap","src_ip":"10.0.0.1","result":"failure"}"#.to_vec(), RejectReason::BadTimestamp),
+        ];
+        let mut seen = std::collections::BTreeSet::new();
+        for (line, want) in cases {
+            let got = parse_event(&line, &limits()).expect_err("must be rejected");
+            assert_eq!(
+                got.reason,
+                want,
+                "{}",
+                String::from_utf8_lossy(&line[..line.len().min(120)])
+            );
+            seen.insert(want);
+        }
+        assert_eq!(
+            seen.len(),
+            RejectReason::ALL.len(),
+            "every reason is exercised"
+        );
+    }
+
+    #[test]
+    fn a_reject_never_echoes_the_payload() {
+        let e = parse(r#"{"ts":1793958121250,"account":"secret-user","protocol":"imap","src_ip":"hunter2","result":"failure"}"#)
+            .unwrap_err();
+        assert!(!e.detail.contains("hunter2") && !e.detail.contains("secret-user"));
+        let e = parse(r#"{"ts":1793958121250,"account":{"password":"hunter2"}}"#).unwrap_err();
+        assert_eq!(e.reason, RejectReason::BadType);
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+    }
+}

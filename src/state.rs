@@ -1,0 +1,261 @@
+//! Bounded, time-evicted concurrent tables: where detectors keep what they
+//! remember about accounts and source addresses.
+//!
+//! Every table has two bounds:
+//!
+//! * **time**: an entry whose newest event is older than the table's
+//!   time-to-live (plus the allowed disorder) behind the event-time
+//!   watermark is removed by the periodic sweep, and each entry drops its
+//!   own old items whenever it is touched;
+//! * **size**: when a new key would take the table past its cap, the least
+//!   recently active ~10 % of entries are evicted in one pass (the cut-off is
+//!   the 10th percentile of last activity in a sample of up to 1024 entries).
+//!   An attacker who floods the table with fresh junk keys therefore pushes
+//!   out the stalest entries first, while accounts that are active right now
+//!   (the ones under attack) stay.
+//!
+//! Keys are 64-bit keyed hashes (see [`crate::source::event::account_key`]),
+//! so a table never stores the account name itself.
+
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use dashmap::DashMap;
+
+use crate::time::Millis;
+
+/// What a table needs of its values.
+pub trait Entry: Send + Sync {
+    /// Event time of the newest thing this entry remembers.
+    fn last_seen(&self) -> Millis;
+    /// Forgets everything older than `horizon`; returns true if nothing is left.
+    fn prune(&mut self, horizon: Millis) -> bool;
+}
+
+/// The keys are already uniformly distributed hashes: use them as they are.
+#[derive(Default, Clone, Copy)]
+pub struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) ^ u64::from(b) ^ (self.0 >> 56);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type Map<V> = DashMap<u64, V, BuildHasherDefault<KeyHasher>>;
+
+/// Counts a table reports (exported as gauges and counters).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TableStats {
+    pub name: &'static str,
+    /// What the table is keyed by: `account` or `source`.
+    pub keyed_by: &'static str,
+    pub len: usize,
+    pub cap: usize,
+    pub evicted_expired: u64,
+    pub evicted_cap: u64,
+}
+
+/// A bounded concurrent map from a 64-bit key to `V`.
+pub struct Table<V> {
+    name: &'static str,
+    keyed_by: &'static str,
+    map: Map<V>,
+    cap: usize,
+    ttl: Millis,
+    evicted_expired: AtomicU64,
+    evicted_cap: AtomicU64,
+}
+
+impl<V: Entry> Table<V> {
+    /// `ttl`: how long after its last event an entry is still needed.
+    pub fn new(name: &'static str, keyed_by: &'static str, cap: usize, ttl: Millis) -> Self {
+        Table {
+            name,
+            keyed_by,
+            map: Map::with_hasher(BuildHasherDefault::default()),
+            cap: cap.max(1),
+            ttl,
+            evicted_expired: AtomicU64::new(0),
+            evicted_cap: AtomicU64::new(0),
+        }
+    }
+
+    pub fn ttl(&self) -> Millis {
+        self.ttl
+    }
+
+    /// Runs `f` on the entry of `key`, creating it with `new` first if absent.
+    /// The entry's lock is held only while `f` runs; `f` must not touch this
+    /// table again.
+    pub fn update<R>(&self, key: u64, new: impl FnOnce() -> V, f: impl FnOnce(&mut V) -> R) -> R {
+        if let Some(mut e) = self.map.get_mut(&key) {
+            return f(&mut e);
+        }
+        if self.map.len() >= self.cap {
+            self.evict_for_cap();
+        }
+        let mut e = self.map.entry(key).or_insert_with(new);
+        f(&mut e)
+    }
+
+    /// Runs `f` on the entry of `key` if there is one.
+    pub fn with<R>(&self, key: u64, f: impl FnOnce(&mut V) -> R) -> Option<R> {
+        self.map.get_mut(&key).map(|mut e| f(&mut e))
+    }
+
+    pub fn remove(&self, key: u64) {
+        self.map.remove(&key);
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Removes what is older than `watermark - ttl - slack`.
+    pub fn sweep(&self, watermark: Millis, slack: Millis) {
+        let horizon = watermark.saturating_sub(self.ttl).saturating_sub(slack);
+        let mut removed = 0u64;
+        self.map.retain(|_, v| {
+            let keep = !v.prune(horizon);
+            if !keep {
+                removed += 1;
+            }
+            keep
+        });
+        self.evicted_expired.fetch_add(removed, Ordering::Relaxed);
+    }
+
+    fn evict_for_cap(&self) {
+        let mut sample: Vec<Millis> = self
+            .map
+            .iter()
+            .take(1024)
+            .map(|e| e.value().last_seen())
+            .collect();
+        if sample.is_empty() {
+            return;
+        }
+        sample.sort_unstable();
+        let cutoff = sample[sample.len() / 10];
+        let mut removed = 0u64;
+        self.map.retain(|_, v| {
+            let keep = v.last_seen() > cutoff;
+            if !keep {
+                removed += 1;
+            }
+            keep
+        });
+        self.evicted_cap.fetch_add(removed, Ordering::Relaxed);
+    }
+
+    pub fn stats(&self) -> TableStats {
+        TableStats {
+            name: self.name,
+            keyed_by: self.keyed_by,
+            len: self.map.len(),
+            cap: self.cap,
+            evicted_expired: self.evicted_expired.load(Ordering::Relaxed),
+            evicted_cap: self.evicted_cap.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Inserts `item` into `items` kept sorted by `ts(item)`, appending in the
+/// common in-order case, and drops the oldest items beyond `cap`. Grows the
+/// vector one slot at a time: most accounts hold one or two items, and
+/// doubling would waste most of their memory.
+pub fn insert_sorted<T>(
+    items: &mut Vec<T>,
+    item: T,
+    cap: usize,
+    ts: impl Fn(&T) -> Millis,
+) -> usize {
+    let t = ts(&item);
+    let at = items.partition_point(|x| ts(x) <= t);
+    if items.len() == items.capacity() && items.len() < cap {
+        items.reserve_exact(1);
+    }
+    items.insert(at, item);
+    if items.len() > cap {
+        let excess = items.len() - cap;
+        items.drain(..excess);
+        return at.saturating_sub(excess);
+    }
+    at
+}
+
+/// Drops items older than `horizon` from a vector sorted by time.
+pub fn prune_sorted<T>(items: &mut Vec<T>, horizon: Millis, ts: impl Fn(&T) -> Millis) {
+    let n = items.partition_point(|x| ts(x) < horizon);
+    if n > 0 {
+        items.drain(..n);
+        if items.capacity() > items.len() * 2 + 2 {
+            items.shrink_to_fit();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct E(Vec<Millis>);
+    impl Entry for E {
+        fn last_seen(&self) -> Millis {
+            self.0.last().copied().unwrap_or(0)
+        }
+        fn prune(&mut self, horizon: Millis) -> bool {
+            prune_sorted(&mut self.0, horizon, |t| *t);
+            self.0.is_empty()
+        }
+    }
+
+    #[test]
+    fn sweep_evicts_by_event_time() {
+        let t: Table<E> = Table::new("t", "account", 100, 1000);
+        t.update(1, || E(vec![]), |e| e.0.push(100));
+        t.update(2, || E(vec![]), |e| e.0.push(5000));
+        t.sweep(5500, 0);
+        assert_eq!(t.len(), 1);
+        assert!(t.with(2, |_| ()).is_some());
+        assert_eq!(t.stats().evicted_expired, 1);
+    }
+
+    #[test]
+    fn cap_evicts_the_stalest_first() {
+        let t: Table<E> = Table::new("t", "account", 100, 1_000_000);
+        for k in 0..100u64 {
+            t.update(k, || E(vec![]), |e| e.0.push(k as Millis));
+        }
+        t.update(1000, || E(vec![]), |e| e.0.push(10_000));
+        assert!(t.len() <= 100);
+        assert!(t.stats().evicted_cap >= 10);
+        assert!(t.with(1000, |_| ()).is_some(), "the newest survives");
+        assert!(t.with(99, |_| ()).is_some(), "recent ones survive");
+        assert!(t.with(0, |_| ()).is_none(), "the stalest went first");
+    }
+
+    #[test]
+    fn sorted_insert_keeps_order_and_cap() {
+        let mut v = vec![];
+        for t in [5, 1, 3, 9, 7] {
+            insert_sorted(&mut v, t, 4, |x| *x);
+        }
+        assert_eq!(v, vec![3, 5, 7, 9]);
+        prune_sorted(&mut v, 6, |x| *x);
+        assert_eq!(v, vec![7, 9]);
+    }
+}
