@@ -3,7 +3,7 @@
 //! Only the fields credwatch uses are decoded. An address that is not in a
 //! database is an "unknown place": never an error, never a travel finding.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -211,6 +211,16 @@ fn open(
         path: pb.clone(),
         message: e.to_string(),
     })?;
+    // A damaged search tree or data section only shows on lookup: verify
+    // the whole file now, so a corrupt download fails at start-up (naming
+    // the file), not mid-stream.
+    if let Err(e) = reader.verify() {
+        return Err(GeoError::Corrupt {
+            setting,
+            path: pb,
+            message: e.to_string(),
+        });
+    }
     let found = reader.metadata().database_type.clone();
     if !accepts.iter().any(|a| found.contains(a)) {
         return Err(GeoError::WrongType {
@@ -219,27 +229,6 @@ fn open(
             found,
             expected,
         });
-    }
-    // A damaged search tree only shows on lookup: probe a spread of
-    // addresses now, so a corrupt file fails at start-up, not mid-stream.
-    let probes = [
-        IpAddr::V4(Ipv4Addr::new(1, 1, 1, 1)),
-        IpAddr::V4(Ipv4Addr::new(81, 2, 69, 142)),
-        IpAddr::V4(Ipv4Addr::new(175, 16, 199, 1)),
-        IpAddr::V4(Ipv4Addr::new(223, 255, 255, 255)),
-        IpAddr::V6(Ipv6Addr::new(0x2001, 0x218, 0, 0, 0, 0, 0, 1)),
-    ];
-    for ip in probes {
-        if ip.is_ipv6() && reader.metadata().ip_version == 4 {
-            continue;
-        }
-        if let Err(e) = reader.lookup(ip) {
-            return Err(GeoError::Corrupt {
-                setting,
-                path: pb,
-                message: e.to_string(),
-            });
-        }
     }
     Ok(Some(reader))
 }

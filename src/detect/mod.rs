@@ -177,8 +177,9 @@ pub fn place_evidence(ip: IpAddr, place: &Place) -> Value {
         m.insert("country".into(), ev(cc));
     }
     if let Some((lat, lon)) = place.coords {
-        m.insert("lat".into(), ev((lat * 1e4).round() / 1e4));
-        m.insert("lon".into(), ev((lon * 1e4).round() / 1e4));
+        let round = |x: f32| (f64::from(x) * 1e4).round() / 1e4;
+        m.insert("lat".into(), ev(round(lat)));
+        m.insert("lon".into(), ev(round(lon)));
         m.insert("accuracy_km".into(), ev(place.accuracy_km));
     }
     if let Some(asn) = place.asn {

@@ -1,0 +1,283 @@
+//! `credwatch replay` and `credwatch check-config` as a user runs them.
+
+mod common;
+use common::*;
+
+use std::process::Command;
+
+fn credwatch() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_credwatch"));
+    c.env_remove("RUST_LOG");
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("CREDWATCH_")) {
+        c.env_remove(k);
+    }
+    c
+}
+
+fn attack_lines() -> Vec<String> {
+    let a = "alice@example.jp";
+    let mut v = vec![
+        ok(T0, a, ip("London", 1)).json,
+        ok(T0 + 31 * MINUTE, a, ip("Changchun", 5)).json,
+    ];
+    for i in 0..12 {
+        v.push(
+            fail(
+                T0 + HOUR_MS + i * SECOND,
+                "bob@example.net",
+                ip("Lagos", 1),
+                Some(&format!("{i:x}")),
+            )
+            .json,
+        );
+    }
+    v.push(ok(T0 + HOUR_MS + MINUTE, "bob@example.net", ip("Lagos", 1)).json);
+    v
+}
+
+const HOUR_MS: i64 = 3_600_000;
+
+/// One bad line per reject reason.
+fn bad_lines() -> Vec<(&'static str, String)> {
+    vec![
+        ("malformed_json", "{\"ts\":".to_string()),
+        ("malformed_json", "[1,2,3]".to_string()),
+        ("too_large", format!("{{\"pad\":\"{}\"}}", "x".repeat(70_000))),
+        ("missing_field", r#"{"account":"x","protocol":"imap","src_ip":"10.0.0.1","result":"failure"}"#.to_string()),
+        ("bad_type", r#"{"ts":1793836800000,"account":7,"protocol":"imap","src_ip":"10.0.0.1","result":"failure"}"#.to_string()),
+        ("bad_value", r#"{"ts":1793836800000,"kind":"logon","account":"x","protocol":"imap","src_ip":"10.0.0.1","result":"failure"}"#.to_string()),
+        ("duplicate_field", r#"{"ts":1793836800000,"account":"x","account":"y","protocol":"imap","src_ip":"10.0.0.1","result":"failure"}"#.to_string()),
+        ("bad_account", r#"{"ts":1793836800000,"account":"a\u0000b","protocol":"imap","src_ip":"10.0.0.1","result":"failure"}"#.to_string()),
+        ("bad_ip", r#"{"ts":1793836800000,"account":"x","protocol":"imap","src_ip":"10.0.0.256","result":"failure"}"#.to_string()),
+        ("bad_timestamp", r#"{"ts":"2026-13-01T00:00:00Z","account":"x","protocol":"imap","src_ip":"10.0.0.1","result":"failure"}"#.to_string()),
+    ]
+}
+
+#[test]
+fn mixed_good_and_bad_lines_give_exactly_the_good_lines_actions() {
+    let w = World::new();
+    let cfg = w.dir.path().join("c.toml");
+    std::fs::write(&cfg, w.toml("")).unwrap();
+    let good = attack_lines();
+    let good_file = w.dir.path().join("good.jsonl");
+    std::fs::write(&good_file, good.join("\n") + "\n").unwrap();
+
+    let mut mixed = Vec::new();
+    let bad = bad_lines();
+    for (i, g) in good.iter().enumerate() {
+        if let Some((_, b)) = bad.get(i) {
+            mixed.push(b.clone());
+        }
+        mixed.push(g.clone());
+    }
+    let mut mixed_bytes = mixed.join("\n").into_bytes();
+    mixed_bytes.extend_from_slice(b"\n{\"account\":\"\xff\xfe\"}\n\n");
+    let mixed_file = w.dir.path().join("mixed.jsonl");
+    std::fs::write(&mixed_file, &mixed_bytes).unwrap();
+    let rejects = w.dir.path().join("rejects.jsonl");
+
+    let clean = credwatch()
+        .args(["replay", "--config"])
+        .arg(&cfg)
+        .arg(&good_file)
+        .output()
+        .unwrap();
+    assert!(
+        clean.status.success(),
+        "{}",
+        String::from_utf8_lossy(&clean.stderr)
+    );
+    let dirty = credwatch()
+        .args(["replay", "--config"])
+        .arg(&cfg)
+        .arg("--rejects")
+        .arg(&rejects)
+        .arg(&mixed_file)
+        .output()
+        .unwrap();
+    assert!(
+        dirty.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dirty.stderr)
+    );
+    let out = String::from_utf8(dirty.stdout).unwrap();
+    assert_eq!(
+        out,
+        String::from_utf8(clean.stdout).unwrap(),
+        "same actions, same ids"
+    );
+    let kinds: Vec<String> = out
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["type"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(kinds, ["account.lock", "account.alert", "account.lock"]);
+
+    let summary = String::from_utf8(dirty.stderr).unwrap();
+    assert!(summary.contains("rejected:  11"), "{summary}");
+    for (reason, _) in &bad {
+        assert!(summary.contains(reason), "{reason} in {summary}");
+    }
+    assert!(summary.contains("invalid_utf8 1"), "{summary}");
+
+    let rej = std::fs::read_to_string(&rejects).unwrap();
+    let rows: Vec<serde_json::Value> = rej
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 11);
+    for (row, (reason, _)) in rows.iter().zip(&bad) {
+        assert_eq!(row["reason"], *reason, "{row}");
+    }
+    assert!(rows.iter().all(|r| r["line"].as_u64().unwrap() >= 1));
+    assert!(
+        rows[2].get("raw").is_none(),
+        "an oversized line is not copied"
+    );
+    assert_eq!(rows[0]["raw"], "{\"ts\":");
+}
+
+#[test]
+fn stdin_works_and_the_summary_counts() {
+    let w = World::new();
+    let cfg = w.dir.path().join("c.toml");
+    std::fs::write(&cfg, w.toml("")).unwrap();
+    let mut child = credwatch()
+        .args(["replay", "--config"])
+        .arg(&cfg)
+        .arg("-")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all((attack_lines().join("\n") + "\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("auth 15"), "{stderr}");
+    assert!(stderr.contains("impossible_travel"), "{stderr}");
+    assert_eq!(String::from_utf8(out.stdout).unwrap().lines().count(), 3);
+}
+
+#[test]
+fn a_missing_geoip_file_is_a_clear_startup_error() {
+    let w = World::new();
+    let cfg = w.dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        "[geoip]\ncity_db = \"/nonexistent/GeoLite2-City.mmdb\"\n",
+    )
+    .unwrap();
+    let out = credwatch()
+        .args(["replay", "--config"])
+        .arg(&cfg)
+        .arg("/dev/null")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("/nonexistent/GeoLite2-City.mmdb") && err.contains("geoip.city_db"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_corrupt_or_wrong_geoip_file_is_named() {
+    let w = World::new();
+    let cfg = w.dir.path().join("c.toml");
+    // The ASN database where the City database belongs.
+    std::fs::write(
+        &cfg,
+        format!("[geoip]\ncity_db = {:?}\n", w.geo.asn.display().to_string()),
+    )
+    .unwrap();
+    let out = credwatch()
+        .args(["check-config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("geoip.city_db") && err.contains("ASN"),
+        "{err}"
+    );
+    // A truncated database.
+    let bytes = std::fs::read(&w.geo.city).unwrap();
+    let cut = w.dir.path().join("cut.mmdb");
+    std::fs::write(&cut, &bytes[..bytes.len() / 3]).unwrap();
+    std::fs::write(
+        &cfg,
+        format!("[geoip]\ncity_db = {:?}\n", cut.display().to_string()),
+    )
+    .unwrap();
+    let out = credwatch()
+        .args(["check-config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("cut.mmdb") && err.contains("not a valid MaxMind DB"),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_config_prints_the_effective_config_and_names_bad_keys() {
+    let w = World::new();
+    let cfg = w.dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        w.toml("[webhook]\nsecret = \"whsec_dGhpcyBpcyBzZWNyZXQ=\"\n"),
+    )
+    .unwrap();
+    let out = credwatch()
+        .arg("check-config")
+        .arg(&cfg)
+        .env("CREDWATCH_DETECTORS_PASSWORD_SPRAY_MIN_ACCOUNTS", "25")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let parsed: toml::Table = toml::from_str(&printed).unwrap();
+    assert_eq!(
+        parsed["detectors"]["password_spray"]["min_accounts"].as_integer(),
+        Some(25)
+    );
+    assert_eq!(
+        parsed["detectors"]["impossible_travel"]["max_speed_kmh"].as_float(),
+        Some(1000.0)
+    );
+    assert!(
+        !printed.contains("dGhpcyBpcyBzZWNyZXQ"),
+        "the secret is never printed"
+    );
+
+    std::fs::write(
+        &cfg,
+        w.toml("[detectors.password_spray]\nmin_acounts = 3\n"),
+    )
+    .unwrap();
+    let out = credwatch().arg("check-config").arg(&cfg).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("min_acounts"), "{err}");
+}
