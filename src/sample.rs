@@ -336,9 +336,18 @@ fn mmdb_err(e: mmdb_writer::Error) -> io::Error {
 /// Writes City, ASN and Anonymous-IP databases of the sample world into `dir`.
 pub fn write_geoip(dir: &Path) -> io::Result<GeoFiles> {
     std::fs::create_dir_all(dir)?;
-    let mut city_w = mmdb_writer::Writer::new("credwatch-Sample-City");
-    let mut asn_w = mmdb_writer::Writer::new("credwatch-Sample-ASN");
-    let mut anon_w = mmdb_writer::Writer::new("credwatch-Sample-Anonymous-IP");
+    // MaxMind's readers (and `verify`) expect a description.
+    let writer = |kind: &str| {
+        mmdb_writer::Writer::builder(format!("credwatch-Sample-{kind}"))
+            .description(&[(
+                "en",
+                "credwatch sample world: made-up networks, real city coordinates",
+            )])
+            .build()
+    };
+    let mut city_w = writer("City");
+    let mut asn_w = writer("ASN");
+    let mut anon_w = writer("Anonymous-IP");
     for c in CITIES {
         for net in nets(c) {
             let rec = CityRecord {
