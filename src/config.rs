@@ -92,7 +92,8 @@ pub struct GeoIpConfig {
     pub asn_db: String,
     /// Optional GeoIP2-Anonymous-IP database (VPN, Tor, hosting). Default empty.
     pub anonymous_db: String,
-    /// Addresses whose lookups are cached. Default 65536 (a few MB).
+    /// Slots of the lookup cache (direct-mapped: an address takes the slot
+    /// its hash picks). Default 65536 (about 4 MB).
     pub cache_size: usize,
     /// How long (event time) a cached lookup is used, in seconds. Default 3600.
     pub cache_ttl_secs: u64,

@@ -23,18 +23,44 @@ pub struct DetectorCounts {
     pub enriched: AtomicU64,
 }
 
+const MIN_EVENTS_BETWEEN_SWEEPS: u64 = 1024;
+
+/// What one lane (a thread judging a share of the events) writes on every
+/// event, on its own cache line so lanes never contend.
+#[repr(align(128))]
+#[derive(Default)]
+struct Lane {
+    ts: AtomicI64,
+    since_sweep: AtomicU64,
+    events_by_kind: [AtomicU64; 3],
+    geo_lookups: AtomicU64,
+    geo_hits: AtomicU64,
+}
+
+impl Lane {
+    fn new() -> Lane {
+        Lane {
+            ts: AtomicI64::new(Millis::MIN),
+            ..Lane::default()
+        }
+    }
+}
+
 pub struct Engine {
     geo: Arc<GeoIp>,
     detectors: Vec<Registered>,
     counts: Vec<DetectorCounts>,
     policy: Policy,
     trusted: Vec<ipnet::IpNet>,
-    watermark: AtomicI64,
+    lanes: Vec<Lane>,
     next_sweep: AtomicI64,
     sweep_every: Millis,
+    /// How many events (over all lanes) must pass between sweeps: a sweep
+    /// visits every entry, so it waits for at least an eighth of the
+    /// entries' count in events (amortised: at most 8 entry visits per
+    /// event, however fast event time runs in a replay).
+    sweep_after_events: AtomicU64,
     slack: Millis,
-    /// events by kind (auth, submission, bounce)
-    pub events_by_kind: [AtomicU64; 3],
 }
 
 impl Engine {
@@ -57,24 +83,37 @@ impl Engine {
             counts,
             policy: Policy::new(&c.policy, &c.state),
             trusted: settings.trusted.clone(),
-            watermark: AtomicI64::new(Millis::MIN),
+            lanes: vec![Lane::new()],
             next_sweep: AtomicI64::new(Millis::MIN),
             sweep_every: c.state.sweep_interval_secs as Millis * SECOND,
+            sweep_after_events: AtomicU64::new(MIN_EVENTS_BETWEEN_SWEEPS),
             slack: c.state.max_disorder_secs as Millis * SECOND,
-            events_by_kind: Default::default(),
         }
     }
 
     /// Judges one event. `decided_at` stamps the actions (event time in
     /// `replay`, the wall clock in `run`).
     pub fn process(&self, event: &Event, decided_at: Option<Millis>, out: &mut Vec<Decision>) {
+        self.process_in_lane(0, event, decided_at, out)
+    }
+
+    /// [`Engine::process`] for one of several lanes (see [`Engine::set_lanes`]).
+    pub fn process_in_lane(
+        &self,
+        lane: usize,
+        event: &Event,
+        decided_at: Option<Millis>,
+        out: &mut Vec<Decision>,
+    ) {
         let kind_idx = match event.kind {
             Kind::Auth => 0,
             Kind::Submission => 1,
             Kind::Bounce => 2,
         };
-        self.events_by_kind[kind_idx].fetch_add(1, Ordering::Relaxed);
-        self.advance(event.ts);
+        if let Some(l) = self.lanes.get(lane) {
+            l.events_by_kind[kind_idx].fetch_add(1, Ordering::Relaxed);
+        }
+        self.advance(lane, event.ts);
         self.policy.breaker.observe(event.key, event.ts);
         let ctx = Context::new(&self.geo, &self.trusted, event);
         let mut findings: Vec<Finding> = Vec::new();
@@ -105,38 +144,108 @@ impl Engine {
                 }
             }
         }
+        self.count_geo(lane, &ctx);
+    }
+
+    fn count_geo(&self, lane: usize, ctx: &Context<'_>) {
+        if let (Some(hit), Some(l)) = (ctx.geo_lookup(), self.lanes.get(lane)) {
+            l.geo_lookups.fetch_add(1, Ordering::Relaxed);
+            if hit {
+                l.geo_hits.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// GeoIP lookups and how many came from the cache.
+    pub fn geo_lookups(&self) -> (u64, u64) {
+        self.lanes.iter().fold((0, 0), |(n, h), l| {
+            (
+                n + l.geo_lookups.load(Ordering::Relaxed),
+                h + l.geo_hits.load(Ordering::Relaxed),
+            )
+        })
     }
 
     /// Moves the event-time watermark and sweeps expired state every
-    /// `state.sweep_interval_secs` of event time.
-    fn advance(&self, ts: Millis) {
-        let prev = self.watermark.fetch_max(ts, Ordering::Relaxed);
-        if ts <= prev {
+    /// `state.sweep_interval_secs` of event time (and only after enough
+    /// events, see `sweep_after_events`).
+    ///
+    /// Several threads (lanes: replay's judges, the service's partitions)
+    /// may be at different event times. State is swept up to the *slowest*
+    /// lane's time, so a lane that is behind never finds state missing that
+    /// it still needs.
+    fn advance(&self, lane: usize, ts: Millis) {
+        let Some(l) = self.lanes.get(lane) else {
+            return;
+        };
+        if l.ts.load(Ordering::Relaxed) < ts {
+            l.ts.fetch_max(ts, Ordering::Relaxed);
+        }
+        let since = l.since_sweep.fetch_add(1, Ordering::Relaxed) + 1;
+        if since * (self.lanes.len() as u64) < self.sweep_after_events.load(Ordering::Relaxed) {
             return;
         }
+        let low = self.low_watermark();
         let due = self.next_sweep.load(Ordering::Relaxed);
         if due == Millis::MIN {
             let _ = self.next_sweep.compare_exchange(
                 due,
-                ts + self.sweep_every,
+                low.saturating_add(self.sweep_every),
                 Ordering::Relaxed,
                 Ordering::Relaxed,
             );
             return;
         }
-        if ts >= due
+        if low >= due
             && self
                 .next_sweep
                 .compare_exchange(
                     due,
-                    ts + self.sweep_every,
+                    low + self.sweep_every,
                     Ordering::Relaxed,
                     Ordering::Relaxed,
                 )
                 .is_ok()
         {
-            self.sweep(ts);
+            self.sweep(low);
         }
+    }
+
+    /// The event time every lane has reached.
+    pub fn low_watermark(&self) -> Millis {
+        self.lanes
+            .iter()
+            .map(|l| l.ts.load(Ordering::Relaxed))
+            .min()
+            .unwrap_or(Millis::MIN)
+    }
+
+    /// Declares `n` lanes (threads that each judge a share of the events).
+    pub fn set_lanes(&mut self, n: usize) {
+        self.lanes = (0..n.max(1)).map(|_| Lane::new()).collect();
+    }
+
+    pub fn lanes(&self) -> usize {
+        self.lanes.len()
+    }
+
+    /// Tells the engine that `lane` has seen everything up to `ts`, also
+    /// when none of it was its own (a batch with no events of its shard).
+    pub fn lane_progress(&self, lane: usize, ts: Millis) {
+        if let Some(l) = self.lanes.get(lane) {
+            l.ts.fetch_max(ts, Ordering::Relaxed);
+        }
+    }
+
+    /// Events judged, by kind (auth, submission, bounce).
+    pub fn events_by_kind(&self) -> [u64; 3] {
+        let mut n = [0; 3];
+        for l in &self.lanes {
+            for (i, c) in l.events_by_kind.iter().enumerate() {
+                n[i] += c.load(Ordering::Relaxed);
+            }
+        }
+        n
     }
 
     /// Forgets everything older than each table needs.
@@ -145,10 +254,23 @@ impl Engine {
             reg.detector.sweep(watermark, self.slack);
         }
         self.policy.sweep(watermark, self.slack);
+        let entries: usize = self.tables().iter().map(|t| t.len).sum();
+        for l in &self.lanes {
+            l.since_sweep.store(0, Ordering::Relaxed);
+        }
+        self.sweep_after_events.store(
+            (entries as u64 / 8).max(MIN_EVENTS_BETWEEN_SWEEPS),
+            Ordering::Relaxed,
+        );
     }
 
+    /// The newest event time any lane has seen.
     pub fn watermark(&self) -> Millis {
-        self.watermark.load(Ordering::Relaxed)
+        self.lanes
+            .iter()
+            .map(|l| l.ts.load(Ordering::Relaxed))
+            .max()
+            .unwrap_or(Millis::MIN)
     }
 
     pub fn geo(&self) -> &GeoIp {

@@ -6,9 +6,10 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::Mutex;
 
-use dashmap::DashMap;
+use crate::source::event::address_key;
+
 use maxminddb::Reader;
 use serde::Deserialize;
 
@@ -81,7 +82,18 @@ impl Anonymity {
     }
 }
 
-/// What is known about where an address is.
+/// Where an address is, as the detectors need it on every login: no names,
+/// nothing on the heap, cheap to cache and copy.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Point {
+    /// Latitude and longitude in degrees, when the database has them.
+    pub coords: Option<(f32, f32)>,
+    /// MaxMind's accuracy radius in km (0 when unknown).
+    pub accuracy_km: u16,
+    pub anonymity: Anonymity,
+}
+
+/// What is known about where an address is, names included (for evidence).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Place {
     /// Latitude and longitude in degrees, when the database has them.
@@ -148,6 +160,12 @@ struct CityRec<'a> {
 }
 
 #[derive(Deserialize)]
+struct LocationOnly {
+    #[serde(default)]
+    location: Option<Location>,
+}
+
+#[derive(Deserialize)]
 struct AsnRec<'a> {
     #[serde(default)]
     autonomous_system_number: Option<u32>,
@@ -174,10 +192,8 @@ struct AnonRec {
 /// Counters an operator may want (exported as metrics by the service).
 #[derive(Debug, Default)]
 pub struct GeoStats {
-    pub lookups: AtomicU64,
-    pub cache_hits: AtomicU64,
+    /// Lookups that failed on a damaged record (the address is then an unknown place).
     pub errors: AtomicU64,
-    pub cache_clears: AtomicU64,
 }
 
 /// The opened databases and the lookup cache.
@@ -185,8 +201,9 @@ pub struct GeoIp {
     city: Option<Reader<Vec<u8>>>,
     asn: Option<Reader<Vec<u8>>>,
     anonymous: Option<Reader<Vec<u8>>>,
-    cache: DashMap<IpAddr, (Arc<Place>, Millis)>,
-    cache_size: usize,
+    /// A direct-mapped cache: slot = hash(address) mod size. No allocation,
+    /// no global clear; a colliding address simply takes the slot over.
+    cache: Vec<Mutex<Option<(IpAddr, Point, Millis)>>>,
     ttl: Millis,
     pub stats: GeoStats,
 }
@@ -252,8 +269,7 @@ impl GeoIp {
                 "an Anonymous-IP database",
                 &["Anonymous", "anonymous"],
             )?,
-            cache: DashMap::new(),
-            cache_size: cfg.cache_size,
+            cache: (0..cfg.cache_size).map(|_| Mutex::new(None)).collect(),
             ttl: cfg.cache_ttl_secs as Millis * 1000,
             stats: GeoStats::default(),
         })
@@ -265,8 +281,7 @@ impl GeoIp {
             city: None,
             asn: None,
             anonymous: None,
-            cache: DashMap::new(),
-            cache_size: 1,
+            cache: vec![Mutex::new(None)],
             ttl: 0,
             stats: GeoStats::default(),
         }
@@ -276,29 +291,71 @@ impl GeoIp {
         self.city.is_some()
     }
 
-    /// Where `ip` is, looked up at most once per `cache_ttl_secs` of event time.
-    pub fn lookup(&self, ip: IpAddr, now: Millis) -> Arc<Place> {
-        self.stats.lookups.fetch_add(1, Ordering::Relaxed);
-        if let Some(hit) = self.cache.get(&ip) {
-            let (place, at) = &*hit;
-            if now.saturating_sub(*at) < self.ttl && *at <= now.saturating_add(self.ttl) {
-                self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
-                return place.clone();
+    /// Where `ip` is, looked up at most once per `cache_ttl_secs` of event
+    /// time; the flag is true when the answer came from the cache. (The
+    /// caller counts lookups and hits, per thread, so that no counter is
+    /// shared on this path.)
+    pub fn point(&self, ip: IpAddr, now: Millis) -> (Point, bool) {
+        let slot = &self.cache[(address_key(ip) % self.cache.len() as u64) as usize];
+        if let Some((cached, point, at)) = *slot.lock().unwrap_or_else(|p| p.into_inner()) {
+            if cached == ip
+                && now.saturating_sub(at) < self.ttl
+                && at <= now.saturating_add(self.ttl)
+            {
+                return (point, true);
             }
         }
-        let place = Arc::new(self.lookup_uncached(ip));
-        if self.cache.len() >= self.cache_size {
-            // A full cache is emptied at once: cheaper than tracking recency,
-            // and refilled within one window by the addresses still in use.
-            self.cache.clear();
-            self.stats.cache_clears.fetch_add(1, Ordering::Relaxed);
-        }
-        self.cache.insert(ip, (place.clone(), now));
-        place
+        let point = self.point_uncached(ip);
+        *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some((ip, point, now));
+        (point, false)
     }
 
-    /// Where `ip` is, straight from the databases.
-    pub fn lookup_uncached(&self, ip: IpAddr) -> Place {
+    fn point_uncached(&self, ip: IpAddr) -> Point {
+        let mut point = Point::default();
+        if let Some(r) = &self.city {
+            match r.lookup(ip).and_then(|l| l.decode::<LocationOnly>()) {
+                Ok(Some(LocationOnly {
+                    location: Some(loc),
+                })) => {
+                    if let (Some(lat), Some(lon)) = (loc.latitude, loc.longitude) {
+                        point.coords = Some((lat as f32, lon as f32));
+                    }
+                    point.accuracy_km = loc.accuracy_radius.unwrap_or(0);
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        point.anonymity = self.anonymity(ip);
+        point
+    }
+
+    fn anonymity(&self, ip: IpAddr) -> Anonymity {
+        let Some(r) = &self.anonymous else {
+            return Anonymity::default();
+        };
+        match r.lookup(ip).and_then(|l| l.decode::<AnonRec>()) {
+            Ok(Some(a)) => Anonymity {
+                anonymous: a.is_anonymous,
+                vpn: a.is_anonymous_vpn,
+                hosting: a.is_hosting_provider,
+                public_proxy: a.is_public_proxy,
+                tor: a.is_tor_exit_node,
+                residential_proxy: a.is_residential_proxy,
+            },
+            Ok(None) => Anonymity::default(),
+            Err(_) => {
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                Anonymity::default()
+            }
+        }
+    }
+
+    /// Where `ip` is, with names, straight from the databases (for
+    /// evidence: called when a finding is written, not per event).
+    pub fn place(&self, ip: IpAddr) -> Place {
         let mut place = Place::default();
         if let Some(r) = &self.city {
             match r.lookup(ip).and_then(|l| l.decode::<CityRec>()) {
@@ -338,28 +395,11 @@ impl GeoIp {
                 }
             }
         }
-        if let Some(r) = &self.anonymous {
-            match r.lookup(ip).and_then(|l| l.decode::<AnonRec>()) {
-                Ok(Some(a)) => {
-                    place.anonymity = Anonymity {
-                        anonymous: a.is_anonymous,
-                        vpn: a.is_anonymous_vpn,
-                        hosting: a.is_hosting_provider,
-                        public_proxy: a.is_public_proxy,
-                        tor: a.is_tor_exit_node,
-                        residential_proxy: a.is_residential_proxy,
-                    }
-                }
-                Ok(None) => {}
-                Err(_) => {
-                    self.stats.errors.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }
+        place.anonymity = self.anonymity(ip);
         place
     }
 
-    pub fn cache_len(&self) -> usize {
+    pub fn cache_slots(&self) -> usize {
         self.cache.len()
     }
 }

@@ -8,12 +8,18 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
+use credwatch::cli::parallel::replay_parallel;
 use credwatch::cli::replay::{replay, RejectFile, RejectSink, ReplayOptions};
 use credwatch::config::Config;
 use credwatch::engine::Engine;
 use credwatch::sample;
 use credwatch::source::event::ParseLimits;
 use credwatch::time::now_millis;
+
+// glibc's allocator spends a noticeable share of replay time consolidating
+// free lists; mimalloc does not (see BENCHMARKS.md).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(
@@ -37,6 +43,11 @@ enum Command {
         /// Write every rejected line here with its reason (JSON lines).
         #[arg(long)]
         rejects: Option<PathBuf>,
+        /// Threads for parsing and judging; 1 is strictly sequential (and
+        /// exactly reproducible), more spreads accounts over threads.
+        /// Default: the number of CPUs, at most 8.
+        #[arg(long)]
+        threads: Option<usize>,
         /// Events file, or `-` for standard input.
         #[arg(default_value = "-")]
         input: String,
@@ -100,11 +111,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Replay {
             config,
             rejects,
+            threads,
             input,
         } => {
             init_logs("warn");
             let settings = Config::load(config.as_deref())?;
-            let engine = Engine::new(&settings)?;
+            let mut engine = Engine::new(&settings)?;
             let limits = ParseLimits::new(settings.config.events.max_bytes, now_millis());
             let mut reject_file = match &rejects {
                 Some(p) => Some(RejectFile(BufWriter::new(File::create(p).with_context(
@@ -112,20 +124,34 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 )?))),
                 None => None,
             };
-            let stdout = io::stdout().lock();
-            let out = BufWriter::with_capacity(1 << 16, stdout);
+            let out = BufWriter::with_capacity(1 << 16, io::stdout());
             let mut opts = ReplayOptions {
                 limits,
-                rejects: reject_file.as_mut().map(|r| r as &mut dyn RejectSink),
+                rejects: reject_file
+                    .as_mut()
+                    .map(|r| r as &mut (dyn RejectSink + Send)),
                 progress_total: None,
             };
-            let summary = if input == "-" {
-                replay(&engine, io::stdin().lock(), out, opts)?
+            let threads = threads
+                .unwrap_or_else(|| {
+                    std::thread::available_parallelism()
+                        .map_or(1, |n| n.get())
+                        .min(8)
+                })
+                .max(1);
+            engine.set_lanes(threads);
+            let input: Box<dyn io::BufRead + Send> = if input == "-" {
+                Box::new(BufReader::with_capacity(1 << 20, io::stdin()))
             } else {
                 let f = File::open(&input)
                     .with_context(|| format!("cannot open the events file {input}"))?;
                 opts.progress_total = f.metadata().map(|m| m.len()).ok();
-                replay(&engine, BufReader::with_capacity(1 << 20, f), out, opts)?
+                Box::new(BufReader::with_capacity(1 << 20, f))
+            };
+            let summary = if threads == 1 {
+                replay(&engine, input, out, opts)?
+            } else {
+                replay_parallel(&engine, input, out, opts, threads)?
             };
             if let Some(RejectFile(mut w)) = reject_file {
                 w.flush()?;

@@ -242,7 +242,11 @@ impl Breaker {
             let idx = (key >> (64 - HLL_BITS)) as usize;
             let rest = (key << HLL_BITS) | (1 << (HLL_BITS - 1));
             let rank = rest.leading_zeros() as u8 + 1;
-            b.registers[idx].fetch_max(rank, Ordering::Relaxed);
+            // Read first: most events do not raise a register, and a read
+            // does not take the cache line away from the other threads.
+            if b.registers[idx].load(Ordering::Relaxed) < rank {
+                b.registers[idx].fetch_max(rank, Ordering::Relaxed);
+            }
         }
     }
 

@@ -31,6 +31,7 @@ pub struct City {
     pub hosting: bool,
 }
 
+#[allow(clippy::too_many_arguments)]
 const fn city(
     name: &'static str,
     country: &'static str,

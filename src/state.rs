@@ -18,9 +18,10 @@
 //! so a table never stores the account name itself.
 
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 
 use dashmap::DashMap;
+use smallvec::SmallVec;
 
 use crate::time::Millis;
 
@@ -50,6 +51,16 @@ impl Hasher for KeyHasher {
     }
 }
 
+const STRIPES: usize = 16;
+
+#[repr(align(128))]
+#[derive(Default)]
+struct Stripe(AtomicUsize);
+
+fn stripe(s: &[Stripe; STRIPES], key: u64) -> &AtomicUsize {
+    &s[(key >> 59) as usize % STRIPES].0
+}
+
 type Map<V> = DashMap<u64, V, BuildHasherDefault<KeyHasher>>;
 
 /// Counts a table reports (exported as gauges and counters).
@@ -73,6 +84,13 @@ pub struct Table<V> {
     ttl: Millis,
     evicted_expired: AtomicU64,
     evicted_cap: AtomicU64,
+    /// The oldest `last_seen` that survived the last sweep: until the
+    /// horizon passes it, a sweep would find nothing and is skipped.
+    oldest: AtomicI64,
+    /// Entry count, kept beside the map (`DashMap::len` locks every shard),
+    /// striped by key so that threads inserting different keys do not
+    /// fight over one cache line.
+    count: [Stripe; STRIPES],
 }
 
 impl<V: Entry> Table<V> {
@@ -86,6 +104,8 @@ impl<V: Entry> Table<V> {
             ttl,
             evicted_expired: AtomicU64::new(0),
             evicted_cap: AtomicU64::new(0),
+            oldest: AtomicI64::new(Millis::MIN),
+            count: Default::default(),
         }
     }
 
@@ -100,10 +120,13 @@ impl<V: Entry> Table<V> {
         if let Some(mut e) = self.map.get_mut(&key) {
             return f(&mut e);
         }
-        if self.map.len() >= self.cap {
+        if self.len() >= self.cap {
             self.evict_for_cap();
         }
-        let mut e = self.map.entry(key).or_insert_with(new);
+        let mut e = self.map.entry(key).or_insert_with(|| {
+            stripe(&self.count, key).fetch_add(1, Ordering::Relaxed);
+            new()
+        });
         f(&mut e)
     }
 
@@ -113,28 +136,50 @@ impl<V: Entry> Table<V> {
     }
 
     pub fn remove(&self, key: u64) {
-        self.map.remove(&key);
+        if self.map.remove(&key).is_some() {
+            stripe(&self.count, key).fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.count
+            .iter()
+            .map(|s| s.0.load(Ordering::Relaxed))
+            .fold(0usize, usize::wrapping_add)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.len() == 0
     }
 
     /// Removes what is older than `watermark - ttl - slack`.
     pub fn sweep(&self, watermark: Millis, slack: Millis) {
         let horizon = watermark.saturating_sub(self.ttl).saturating_sub(slack);
+        if horizon <= self.oldest.load(Ordering::Relaxed) {
+            return;
+        }
         let mut removed = 0u64;
-        self.map.retain(|_, v| {
+        let mut oldest = Millis::MAX;
+        self.map.retain(|k, v| {
             let keep = !v.prune(horizon);
-            if !keep {
+            if keep {
+                oldest = oldest.min(v.last_seen());
+            } else {
                 removed += 1;
+                stripe(&self.count, *k).fetch_sub(1, Ordering::Relaxed);
             }
             keep
         });
+        // Entries created meanwhile are newer than the horizon, except those
+        // within the allowed disorder, which the slack already covers.
+        self.oldest.store(
+            if oldest == Millis::MAX {
+                horizon
+            } else {
+                oldest
+            },
+            Ordering::Relaxed,
+        );
         self.evicted_expired.fetch_add(removed, Ordering::Relaxed);
     }
 
@@ -151,10 +196,11 @@ impl<V: Entry> Table<V> {
         sample.sort_unstable();
         let cutoff = sample[sample.len() / 10];
         let mut removed = 0u64;
-        self.map.retain(|_, v| {
+        self.map.retain(|k, v| {
             let keep = v.last_seen() > cutoff;
             if !keep {
                 removed += 1;
+                stripe(&self.count, *k).fetch_sub(1, Ordering::Relaxed);
             }
             keep
         });
@@ -165,7 +211,7 @@ impl<V: Entry> Table<V> {
         TableStats {
             name: self.name,
             keyed_by: self.keyed_by,
-            len: self.map.len(),
+            len: self.len(),
             cap: self.cap,
             evicted_expired: self.evicted_expired.load(Ordering::Relaxed),
             evicted_cap: self.evicted_cap.load(Ordering::Relaxed),
@@ -173,12 +219,17 @@ impl<V: Entry> Table<V> {
     }
 }
 
+/// A detector's list of remembered items: one item is stored inline in the
+/// table entry (no extra allocation and no extra cache miss for the many
+/// accounts that have just one), more spill to the heap.
+pub type Items<T> = SmallVec<[T; 1]>;
+
 /// Inserts `item` into `items` kept sorted by `ts(item)`, appending in the
 /// common in-order case, and drops the oldest items beyond `cap`. Grows the
-/// vector one slot at a time: most accounts hold one or two items, and
+/// list one slot at a time: most accounts hold one or two items, and
 /// doubling would waste most of their memory.
 pub fn insert_sorted<T>(
-    items: &mut Vec<T>,
+    items: &mut Items<T>,
     item: T,
     cap: usize,
     ts: impl Fn(&T) -> Millis,
@@ -198,7 +249,7 @@ pub fn insert_sorted<T>(
 }
 
 /// Drops items older than `horizon` from a vector sorted by time.
-pub fn prune_sorted<T>(items: &mut Vec<T>, horizon: Millis, ts: impl Fn(&T) -> Millis) {
+pub fn prune_sorted<T>(items: &mut Items<T>, horizon: Millis, ts: impl Fn(&T) -> Millis) {
     let n = items.partition_point(|x| ts(x) < horizon);
     if n > 0 {
         items.drain(..n);
@@ -212,7 +263,7 @@ pub fn prune_sorted<T>(items: &mut Vec<T>, horizon: Millis, ts: impl Fn(&T) -> M
 mod tests {
     use super::*;
 
-    struct E(Vec<Millis>);
+    struct E(Items<Millis>);
     impl Entry for E {
         fn last_seen(&self) -> Millis {
             self.0.last().copied().unwrap_or(0)
@@ -226,8 +277,8 @@ mod tests {
     #[test]
     fn sweep_evicts_by_event_time() {
         let t: Table<E> = Table::new("t", "account", 100, 1000);
-        t.update(1, || E(vec![]), |e| e.0.push(100));
-        t.update(2, || E(vec![]), |e| e.0.push(5000));
+        t.update(1, || E(Items::new()), |e| e.0.push(100));
+        t.update(2, || E(Items::new()), |e| e.0.push(5000));
         t.sweep(5500, 0);
         assert_eq!(t.len(), 1);
         assert!(t.with(2, |_| ()).is_some());
@@ -238,9 +289,9 @@ mod tests {
     fn cap_evicts_the_stalest_first() {
         let t: Table<E> = Table::new("t", "account", 100, 1_000_000);
         for k in 0..100u64 {
-            t.update(k, || E(vec![]), |e| e.0.push(k as Millis));
+            t.update(k, || E(Items::new()), |e| e.0.push(k as Millis));
         }
-        t.update(1000, || E(vec![]), |e| e.0.push(10_000));
+        t.update(1000, || E(Items::new()), |e| e.0.push(10_000));
         assert!(t.len() <= 100);
         assert!(t.stats().evicted_cap >= 10);
         assert!(t.with(1000, |_| ()).is_some(), "the newest survives");
@@ -250,12 +301,12 @@ mod tests {
 
     #[test]
     fn sorted_insert_keeps_order_and_cap() {
-        let mut v = vec![];
+        let mut v = Items::new();
         for t in [5, 1, 3, 9, 7] {
             insert_sorted(&mut v, t, 4, |x| *x);
         }
-        assert_eq!(v, vec![3, 5, 7, 9]);
+        assert_eq!(&v[..], &[3, 5, 7, 9]);
         prune_sorted(&mut v, 6, |x| *x);
-        assert_eq!(v, vec![7, 9]);
+        assert_eq!(&v[..], &[7, 9]);
     }
 }

@@ -1,3 +1,4 @@
 //! The command line's subcommands.
 
+pub mod parallel;
 pub mod replay;

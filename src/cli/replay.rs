@@ -131,7 +131,7 @@ impl<W: Write> RejectSink for RejectFile<W> {
 /// Options of one replay.
 pub struct ReplayOptions<'a> {
     pub limits: ParseLimits,
-    pub rejects: Option<&'a mut dyn RejectSink>,
+    pub rejects: Option<&'a mut (dyn RejectSink + Send)>,
     /// Total input size, for a progress bar on a terminal.
     pub progress_total: Option<u64>,
 }
@@ -216,10 +216,9 @@ pub fn replay<R: BufRead, W: Write>(
 /// Copies the engine's counters into a summary.
 pub fn fill(engine: &Engine, summary: &mut Summary) {
     use std::sync::atomic::Ordering::Relaxed;
+    let by_kind = engine.events_by_kind();
     for (i, k) in ["auth", "submission", "bounce"].iter().enumerate() {
-        summary
-            .events_by_kind
-            .insert(k, engine.events_by_kind[i].load(Relaxed));
+        summary.events_by_kind.insert(k, by_kind[i]);
     }
     summary.detectors = engine
         .detector_counts()
@@ -251,8 +250,7 @@ pub fn fill(engine: &Engine, summary: &mut Summary) {
         .collect();
     summary.breaker_open = engine.breaker_open();
     summary.breaker_opened = engine.breaker_opened_total();
-    summary.geo_lookups = engine.geo().stats.lookups.load(Relaxed);
-    summary.geo_cache_hits = engine.geo().stats.cache_hits.load(Relaxed);
+    (summary.geo_lookups, summary.geo_cache_hits) = engine.geo_lookups();
 }
 
 fn progress(done: u64, total: u64, lines: u64, elapsed: Duration) {

@@ -15,7 +15,7 @@ use serde_json::Map;
 use super::{ev, Context, Detector, Finding, Severity, Strength, Switches};
 use crate::config::{detector_invalid, ConfigError, StateConfig};
 use crate::source::event::{AuthResult, Event, Kind};
-use crate::state::{insert_sorted, prune_sorted, Entry, Table, TableStats};
+use crate::state::{insert_sorted, prune_sorted, Entry, Items, Table, TableStats};
 use crate::time::{format_rfc3339, human_duration, Millis, SECOND};
 
 pub const NAME: &str = "failed_login_burst";
@@ -97,7 +97,7 @@ struct Failure {
 }
 
 struct Failures {
-    items: Vec<Failure>,
+    items: Items<Failure>,
     /// When the last burst alert was raised, so one burst alerts once.
     alerted: Millis,
 }
@@ -225,7 +225,7 @@ impl Detector for FailedLoginBurst {
                 let found = self.table.update(
                     event.key,
                     || Failures {
-                        items: Vec::with_capacity(1),
+                        items: Items::new(),
                         alerted: Millis::MIN,
                     },
                     |f| {

@@ -21,7 +21,7 @@ use super::{
 use crate::config::{detector_invalid, ConfigError, StateConfig};
 use crate::geo::distance_km;
 use crate::source::event::{AuthResult, Event};
-use crate::state::{insert_sorted, prune_sorted, Entry, Table, TableStats};
+use crate::state::{insert_sorted, prune_sorted, Entry, Items, Table, TableStats};
 use crate::time::{format_rfc3339, human_duration, Millis, HOUR, SECOND};
 
 pub const NAME: &str = "impossible_travel";
@@ -76,14 +76,15 @@ impl Switches for TravelConfig {
 
 impl TravelConfig {
     pub fn check(&self) -> Result<(), ConfigError> {
-        if !(self.max_speed_kmh > 0.0) {
+        if self.max_speed_kmh.is_nan() || self.max_speed_kmh <= 0.0 {
             return Err(detector_invalid(
                 NAME,
                 "max_speed_kmh",
                 "must be greater than 0",
             ));
         }
-        if !(self.min_distance_km >= 0.0) || !(self.default_accuracy_km >= 0.0) {
+        let bad = |x: f64| x.is_nan() || x < 0.0;
+        if bad(self.min_distance_km) || bad(self.default_accuracy_km) {
             return Err(detector_invalid(
                 NAME,
                 "min_distance_km",
@@ -113,7 +114,7 @@ struct Login {
     anonymous: bool,
 }
 
-struct History(Vec<Login>);
+struct History(Items<Login>);
 
 impl Entry for History {
     fn last_seen(&self) -> Millis {
@@ -263,9 +264,21 @@ impl Detector for ImpossibleTravel {
         if !event.is_auth(AuthResult::Success) || ctx.source_trusted() {
             return;
         }
-        let (Some(ip), Some(place)) = (event.src_ip, ctx.place()) else {
+        let Some(ip) = event.src_ip else { return };
+        // The same address as the account's latest login (the common case:
+        // a mail client polling from home) is the same place: only its time
+        // moves, and no GeoIP lookup is needed.
+        let repeat = self.logins.with(event.key, |h| match h.0.last_mut() {
+            Some(last) if last.ip == ip && event.ts >= last.ts => {
+                last.ts = event.ts;
+                true
+            }
+            _ => false,
+        });
+        if repeat == Some(true) {
             return;
-        };
+        }
+        let Some(place) = ctx.point() else { return };
         let Some((lat, lon)) = place.coords else {
             return; // an unknown place proves nothing
         };
@@ -281,7 +294,7 @@ impl Detector for ImpossibleTravel {
         let cap = self.cap;
         let found = self.logins.update(
             event.key,
-            || History(Vec::with_capacity(1)),
+            || History(Items::new()),
             |h| {
                 let at = insert_sorted(&mut h.0, login, cap, |l| l.ts);
                 if login.anonymous {

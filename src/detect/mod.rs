@@ -11,14 +11,13 @@ pub mod password_spray;
 
 use std::cell::OnceCell;
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use ipnet::IpNet;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::config::Settings;
-use crate::geo::{GeoIp, Place};
+use crate::geo::{GeoIp, Place, Point};
 use crate::source::event::Event;
 use crate::state::TableStats;
 use crate::time::Millis;
@@ -63,7 +62,7 @@ pub struct Finding {
 pub struct Context<'a> {
     geo: &'a GeoIp,
     trusted: &'a [IpNet],
-    place: OnceCell<Option<Arc<Place>>>,
+    point: OnceCell<Option<(Point, bool)>>,
     ip: Option<IpAddr>,
     ts: Millis,
 }
@@ -73,22 +72,27 @@ impl<'a> Context<'a> {
         Context {
             geo,
             trusted,
-            place: OnceCell::new(),
+            point: OnceCell::new(),
             ip: event.src_ip,
             ts: event.ts,
         }
     }
 
     /// Where the event's source address is; looked up on first use only.
-    pub fn place(&self) -> Option<&Place> {
-        self.place
-            .get_or_init(|| self.ip.map(|ip| self.geo.lookup(ip, self.ts)))
-            .as_deref()
+    pub fn point(&self) -> Option<Point> {
+        self.point
+            .get_or_init(|| self.ip.map(|ip| self.geo.point(ip, self.ts)))
+            .map(|(p, _)| p)
     }
 
-    /// Where any address is (for evidence about earlier events).
-    pub fn place_of(&self, ip: IpAddr) -> Arc<Place> {
-        self.geo.lookup(ip, self.ts)
+    /// Whether this event needed a GeoIP lookup, and if it was a cache hit.
+    pub fn geo_lookup(&self) -> Option<bool> {
+        self.point.get().copied().flatten().map(|(_, hit)| hit)
+    }
+
+    /// Where any address is, with names (for evidence).
+    pub fn place_of(&self, ip: IpAddr) -> Place {
+        self.geo.place(ip)
     }
 
     /// True when the event's source is in `policy.trusted_networks`.
@@ -199,7 +203,7 @@ pub fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

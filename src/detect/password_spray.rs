@@ -15,8 +15,8 @@ use serde_json::Map;
 
 use super::{ev, Context, Detector, Finding, Severity, Strength, Switches};
 use crate::config::{detector_invalid, ConfigError, StateConfig};
-use crate::source::event::{account_key, AuthResult, Event, Kind};
-use crate::state::{prune_sorted, Entry, Table, TableStats};
+use crate::source::event::{AuthResult, Event, Kind};
+use crate::state::{prune_sorted, Entry, Items, Table, TableStats};
 use crate::time::{format_rfc3339, human_duration, Millis, SECOND};
 
 pub const NAME: &str = "password_spray";
@@ -91,8 +91,8 @@ struct Success {
 
 struct Source {
     /// (last failure time, account key), one per account, sorted by time.
-    failed: Vec<(Millis, u64)>,
-    successes: Vec<Success>,
+    failed: Items<(Millis, u64)>,
+    successes: Items<Success>,
     first_failure: Millis,
     /// When this source was recognised as spraying, if it was.
     recognised: Option<Millis>,
@@ -177,8 +177,7 @@ impl PasswordSpray {
 }
 
 fn source_key(ip: IpAddr) -> u64 {
-    // Same keyed hash as accounts, over a form no account can take.
-    account_key(&format!("\u{0}ip:{ip}"))
+    crate::source::event::address_key(ip)
 }
 
 impl Detector for PasswordSpray {
@@ -199,8 +198,8 @@ impl Detector for PasswordSpray {
                 self.sources.update(
                     source_key(ip),
                     || Source {
-                        failed: Vec::with_capacity(1),
-                        successes: Vec::new(),
+                        failed: Items::new(),
+                        successes: Items::new(),
                         first_failure: now,
                         recognised: None,
                     },

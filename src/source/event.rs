@@ -85,7 +85,8 @@ pub struct Event {
     pub result: Option<AuthResult>,
     /// The short password hash, as a number (at most 16 hex digits).
     pub pwhash: Option<u64>,
-    pub mechanism: Option<Box<str>>,
+    /// SASL mechanism; the common ones are not allocated.
+    pub mechanism: Option<Cow<'static, str>>,
     pub client: Option<Box<str>>,
     pub mail_from: Option<Box<str>>,
     pub header_from: Option<Box<str>>,
@@ -319,6 +320,23 @@ pub fn account_key(normalised: &str) -> u64 {
     account_hasher().hash_one(normalised)
 }
 
+/// The state-map key of a source address (same secret key as accounts; the
+/// 17-byte input can never equal an account's hash input).
+pub fn address_key(ip: IpAddr) -> u64 {
+    let mut b = [0u8; 17];
+    match ip {
+        IpAddr::V4(v4) => {
+            b[0] = 4;
+            b[1..5].copy_from_slice(&v4.octets());
+        }
+        IpAddr::V6(v6) => {
+            b[0] = 6;
+            b[1..17].copy_from_slice(&v6.octets());
+        }
+    }
+    account_hasher().hash_one(b)
+}
+
 /// Trims and lower-cases an account as the contract says accounts compare.
 pub fn normalise_account(raw: &str) -> Result<Box<str>, Reject> {
     let t = raw.trim();
@@ -398,6 +416,27 @@ fn enum_field<T>(
                 format!("`{field}` is not one of the contract's values"),
             )
         }),
+    }
+}
+
+fn mechanism(m: Cow<'_, str>) -> Cow<'static, str> {
+    const KNOWN: &[&str] = &[
+        "PLAIN",
+        "LOGIN",
+        "XOAUTH2",
+        "OAUTHBEARER",
+        "CRAM-MD5",
+        "DIGEST-MD5",
+        "SCRAM-SHA-1",
+        "SCRAM-SHA-256",
+        "EXTERNAL",
+        "GSSAPI",
+        "NTLM",
+        "ANONYMOUS",
+    ];
+    match KNOWN.iter().find(|k| k.eq_ignore_ascii_case(&m)) {
+        Some(k) => Cow::Borrowed(k),
+        None => Cow::Owned(m.into_owned()),
     }
 }
 
@@ -547,7 +586,7 @@ fn validate(raw: RawEvent<'_>, limits: &ParseLimits) -> Result<Event, Reject> {
         src_ip,
         result,
         pwhash,
-        mechanism: opt_box(raw.mechanism),
+        mechanism: raw.mechanism.map(|Str(m)| mechanism(m)),
         client: opt_box(raw.client),
         mail_from: opt_box(raw.mail_from),
         header_from: opt_box(raw.header_from),

@@ -1,6 +1,6 @@
 //! Shared helpers of the scenario tests: a generated GeoIP world, an engine
 //! built from TOML, and a way to feed it events and read its actions.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::net::IpAddr;
 use std::sync::Arc;
