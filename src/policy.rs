@@ -97,7 +97,7 @@ impl Policy {
         let outcome = self.incidents.update(
             f.key,
             || Incident {
-                start: f.first_event_ts,
+                start: f.anchor_ts,
                 last: Millis::MIN,
                 emitted: ActionKind::Alert,
             },
@@ -105,7 +105,7 @@ impl Policy {
                 let fresh =
                     inc.last == Millis::MIN || f.last_event_ts > inc.last.saturating_add(cooldown);
                 if fresh {
-                    inc.start = f.first_event_ts;
+                    inc.start = f.anchor_ts;
                     inc.last = f.last_event_ts;
                     inc.emitted = kind;
                     return (true, kind, downgraded_by, inc.start);

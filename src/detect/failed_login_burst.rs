@@ -260,6 +260,7 @@ impl Detector for FailedLoginBurst {
                         ),
                         first_event_ts: b.first,
                         last_event_ts: b.last,
+                        anchor_ts: b.first,
                         evidence: self.evidence(&b),
                     });
                 }
@@ -306,6 +307,7 @@ impl Detector for FailedLoginBurst {
                     ),
                     first_event_ts: b.first,
                     last_event_ts: event.ts,
+                    anchor_ts: b.first,
                     evidence,
                 });
             }

@@ -250,6 +250,7 @@ impl ImpossibleTravel {
             reason,
             first_event_ts: j.from.ts,
             last_event_ts: j.to.ts,
+            anchor_ts: j.from.ts,
             evidence: e,
         }
     }

@@ -54,6 +54,11 @@ pub struct Finding {
     pub reason: String,
     pub first_event_ts: Millis,
     pub last_event_ts: Millis,
+    /// A time from the account's *own* events that identifies the incident
+    /// (the action id is derived from it). It must not depend on the order
+    /// in which other accounts' events were judged, so that a parallel
+    /// replay or a restart gives the same ids.
+    pub anchor_ts: Millis,
     /// The detector's own facts; documented per detector in the README.
     pub evidence: Map<String, Value>,
 }

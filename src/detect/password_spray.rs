@@ -171,6 +171,7 @@ impl PasswordSpray {
             ),
             first_event_ts: src.first_failure.min(s.ts),
             last_event_ts: now.max(s.ts),
+            anchor_ts: s.ts,
             evidence: e,
         }
     }
@@ -234,25 +235,53 @@ impl Detector for PasswordSpray {
                 );
             }
             Some(AuthResult::Success) => {
+                // Every successful login is remembered for the window, also
+                // from an address that has not failed yet: a spray is often
+                // recognised only after some of its guesses worked.
                 let max = self.cfg.max_successes_per_source;
-                self.sources.with(source_key(ip), |src| {
-                    let failed = src.failed.iter().filter(|(t, _)| *t >= from).count();
-                    let spraying = src.recognised.is_some_and(|r| r >= from) && failed >= 1;
-                    let s = Success {
-                        ts: now,
-                        account: event.account.clone(),
-                        key: event.key,
-                        reported: spraying,
-                    };
-                    if spraying {
-                        out.push(self.finding(ip, src, &s, failed.max(self.cfg.min_accounts), now));
-                    }
-                    if src.successes.len() >= max {
-                        src.successes.remove(0);
-                    }
-                    let at = src.successes.partition_point(|x| x.ts <= now);
-                    src.successes.insert(at, s);
-                });
+                self.sources.update(
+                    source_key(ip),
+                    || Source {
+                        failed: Items::new(),
+                        successes: Items::new(),
+                        first_failure: Millis::MAX,
+                        recognised: None,
+                    },
+                    |src| {
+                        let failed = src.failed.iter().filter(|(t, _)| *t >= from).count();
+                        let spraying = src.recognised.is_some_and(|r| r >= from) && failed >= 1;
+                        let at = match src.successes.iter().position(|x| x.key == event.key) {
+                            // The same account again from here: one entry, newest time.
+                            Some(i) => {
+                                let mut s = src.successes.remove(i);
+                                s.ts = s.ts.max(now);
+                                s
+                            }
+                            None => Success {
+                                ts: now,
+                                account: event.account.clone(),
+                                key: event.key,
+                                reported: false,
+                            },
+                        };
+                        let mut s = at;
+                        if spraying && !s.reported {
+                            out.push(self.finding(
+                                ip,
+                                src,
+                                &s,
+                                failed.max(self.cfg.min_accounts),
+                                now,
+                            ));
+                            s.reported = true;
+                        }
+                        if src.successes.len() >= max {
+                            src.successes.remove(0);
+                        }
+                        let pos = src.successes.partition_point(|x| x.ts <= s.ts);
+                        src.successes.insert(pos, s);
+                    },
+                );
             }
             None => {}
         }

@@ -1,0 +1,82 @@
+//! State stays within its caps under a flood of junk accounts, and a real
+//! account under attack at the same time is still caught.
+
+mod common;
+use common::*;
+
+#[test]
+fn a_flood_of_random_usernames_stays_under_the_cap_and_the_real_attack_is_caught() {
+    let w = World::new();
+    let cap = 2_000;
+    let e = w.engine(&format!(
+        "[state]\nmax_accounts = {cap}\nmax_sources = {cap}\n"
+    ));
+    let victim = "bob@example.net";
+    let mut lines = Vec::new();
+    // 30,000 distinct junk usernames, one failure each, from rotating addresses.
+    for i in 0..30_000i64 {
+        let t = T0 + i * 20; // 50 per second
+        lines.push(fail(
+            t,
+            &format!("junk{i}@example.net"),
+            ip("Moscow", (i % 60_000) as u16),
+            Some("1"),
+        ));
+        // Meanwhile a real guessing attack on one account, then the right guess.
+        if i % 1_000 == 0 && i < 12_000 {
+            lines.push(fail(t, victim, ip("Lagos", 1), Some(&format!("{i:x}"))));
+        }
+    }
+    lines.push(ok(T0 + 12_000 * 20 + 1, victim, ip("Lagos", 1)));
+    let actions = run(&e, &lines);
+    let tables = e.tables();
+    for t in &tables {
+        assert!(t.len <= t.cap, "{t:?}");
+    }
+    let burst = tables.iter().find(|t| t.name == "burst_failures").unwrap();
+    assert!(
+        burst.evicted_cap > 10_000,
+        "eviction counters move: {burst:?}"
+    );
+    let locks: Vec<_> = actions
+        .iter()
+        .filter(|a| a.kind == "account.lock")
+        .collect();
+    assert_eq!(locks.len(), 1, "{actions:?}");
+    assert_eq!(locks[0].data.account, victim);
+    assert_eq!(locks[0].data.detector, "failed_login_burst");
+}
+
+#[test]
+fn old_state_is_swept_by_event_time() {
+    let w = World::new();
+    let e = w.engine("[state]\nsweep_interval_secs = 60\n");
+    let mut lines = Vec::new();
+    for i in 0..3_000i64 {
+        lines.push(fail(
+            T0 + i * SECOND,
+            &format!("u{i}@example.net"),
+            ip("Paris", i as u16),
+            Some("1"),
+        ));
+    }
+    // Two days later, enough traffic to trigger sweeps.
+    for i in 0..3_000i64 {
+        lines.push(ok(
+            T0 + 48 * 60 * MINUTE + i * SECOND,
+            &format!("v{i}@example.net"),
+            ip("Paris", 7),
+        ));
+    }
+    run(&e, &lines);
+    let burst = e
+        .tables()
+        .into_iter()
+        .find(|t| t.name == "burst_failures")
+        .unwrap();
+    assert_eq!(
+        burst.len, 0,
+        "failures from two days ago are gone: {burst:?}"
+    );
+    assert!(burst.evicted_expired >= 3_000);
+}
