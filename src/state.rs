@@ -7,12 +7,14 @@
 //!   time-to-live (plus the allowed disorder) behind the event-time
 //!   watermark is removed by the periodic sweep, and each entry drops its
 //!   own old items whenever it is touched;
-//! * **size**: when a new key would take the table past its cap, the least
-//!   recently active ~10 % of entries are evicted in one pass (the cut-off is
-//!   the 10th percentile of last activity in a sample of up to 1024 entries).
-//!   An attacker who floods the table with fresh junk keys therefore pushes
-//!   out the stalest entries first, while accounts that are active right now
-//!   (the ones under attack) stay.
+//! * **size**: when a new key would take the table past its cap, the ~10 %
+//!   of entries with the lowest *score* are evicted in one pass. The score is
+//!   the entry's last activity plus a quarter of the table's time-to-live
+//!   for each item of history beyond the first (at most three), and the
+//!   cut-off is the 10th percentile of scores in a sample of up to 1024
+//!   entries. A flood of junk keys with one event each therefore pushes out
+//!   other one-event entries, oldest first, while an account that is being
+//!   attacked right now (many recent failures) stays.
 //!
 //! Keys are 64-bit keyed hashes (see [`crate::source::event::account_key`]),
 //! so a table never stores the account name itself.
@@ -31,6 +33,11 @@ pub trait Entry: Send + Sync {
     fn last_seen(&self) -> Millis;
     /// Forgets everything older than `horizon`; returns true if nothing is left.
     fn prune(&mut self, horizon: Millis) -> bool;
+    /// How much history the entry holds (its item count); see the eviction
+    /// policy in the module documentation.
+    fn weight(&self) -> usize {
+        1
+    }
 }
 
 /// The keys are already uniformly distributed hashes: use them as they are.
@@ -183,12 +190,17 @@ impl<V: Entry> Table<V> {
         self.evicted_expired.fetch_add(removed, Ordering::Relaxed);
     }
 
+    fn score(&self, v: &V) -> Millis {
+        let extra = (v.weight().clamp(1, 4) - 1) as Millis;
+        v.last_seen().saturating_add(extra * (self.ttl / 4))
+    }
+
     fn evict_for_cap(&self) {
         let mut sample: Vec<Millis> = self
             .map
             .iter()
             .take(1024)
-            .map(|e| e.value().last_seen())
+            .map(|e| self.score(e.value()))
             .collect();
         if sample.is_empty() {
             return;
@@ -197,7 +209,7 @@ impl<V: Entry> Table<V> {
         let cutoff = sample[sample.len() / 10];
         let mut removed = 0u64;
         self.map.retain(|k, v| {
-            let keep = v.last_seen() > cutoff;
+            let keep = self.score(v) > cutoff;
             if !keep {
                 removed += 1;
                 stripe(&self.count, *k).fetch_sub(1, Ordering::Relaxed);
@@ -297,6 +309,34 @@ mod tests {
         assert!(t.with(1000, |_| ()).is_some(), "the newest survives");
         assert!(t.with(99, |_| ()).is_some(), "recent ones survive");
         assert!(t.with(0, |_| ()).is_none(), "the stalest went first");
+    }
+
+    struct W(Millis, usize);
+    impl Entry for W {
+        fn last_seen(&self) -> Millis {
+            self.0
+        }
+        fn prune(&mut self, _: Millis) -> bool {
+            false
+        }
+        fn weight(&self) -> usize {
+            self.1
+        }
+    }
+
+    #[test]
+    fn an_entry_with_history_outlives_a_flood_of_one_event_keys() {
+        let t: Table<W> = Table::new("t", "account", 100, 600_000);
+        t.update(7, || W(0, 12), |_| ());
+        for k in 1000..5000u64 {
+            let ts = (k as Millis - 1000) * 50; // 200 s of flood at 20 per second
+            t.update(k, || W(ts, 1), |_| ());
+        }
+        assert!(t.len() <= 100);
+        assert!(
+            t.with(7, |_| ()).is_some(),
+            "the account with history stays"
+        );
     }
 
     #[test]

@@ -106,6 +106,9 @@ impl Entry for Failures {
     fn last_seen(&self) -> Millis {
         self.items.last().map_or(Millis::MIN, |f| f.ts)
     }
+    fn weight(&self) -> usize {
+        self.items.len()
+    }
     fn prune(&mut self, horizon: Millis) -> bool {
         prune_sorted(&mut self.items, horizon, |f| f.ts);
         self.items.is_empty()

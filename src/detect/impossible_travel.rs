@@ -120,6 +120,9 @@ impl Entry for History {
     fn last_seen(&self) -> Millis {
         self.0.last().map_or(Millis::MIN, |l| l.ts)
     }
+    fn weight(&self) -> usize {
+        self.0.len()
+    }
     fn prune(&mut self, horizon: Millis) -> bool {
         prune_sorted(&mut self.0, horizon, |l| l.ts);
         self.0.is_empty()

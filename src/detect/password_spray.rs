@@ -104,6 +104,9 @@ impl Entry for Source {
         let s = self.successes.last().map_or(Millis::MIN, |x| x.ts);
         f.max(s)
     }
+    fn weight(&self) -> usize {
+        self.failed.len() + self.successes.len()
+    }
     fn prune(&mut self, horizon: Millis) -> bool {
         prune_sorted(&mut self.failed, horizon, |x| x.0);
         prune_sorted(&mut self.successes, horizon, |x| x.ts);
