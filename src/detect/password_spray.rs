@@ -2,11 +2,15 @@
 //! in a window (a few common passwords tried against many users).
 //!
 //! Each source that has failed remembers which accounts it failed on and
-//! which accounts logged in successfully from it. Once it has failed on
+//! which accounts logged in successfully from it since. Once it has failed on
 //! `min_accounts` distinct accounts it is a spraying source, and every
 //! account that logged in successfully from it within the window (before or
 //! after it was recognised) is locked. The accounts that only saw failures
 //! kept their password: they are not locked.
+//!
+//! Limit: a success judged before the address's *first* failure is not
+//! remembered (with several threads or partitions, "before" is the order in
+//! which they were judged).
 
 use std::net::IpAddr;
 
@@ -238,53 +242,41 @@ impl Detector for PasswordSpray {
                 );
             }
             Some(AuthResult::Success) => {
-                // Every successful login is remembered for the window, also
-                // from an address that has not failed yet: a spray is often
-                // recognised only after some of its guesses worked.
+                // Successful logins are remembered at addresses that have
+                // failed within the window (a spray is often recognised only
+                // after some of its guesses worked). Remembering every
+                // success of every address would cost about 80 bytes per
+                // account (BENCHMARKS.md) for the rare success that comes
+                // before the address's first failure.
                 let max = self.cfg.max_successes_per_source;
-                self.sources.update(
-                    source_key(ip),
-                    || Source {
-                        failed: Items::new(),
-                        successes: Items::new(),
-                        first_failure: Millis::MAX,
-                        recognised: None,
-                    },
-                    |src| {
-                        let failed = src.failed.iter().filter(|(t, _)| *t >= from).count();
-                        let spraying = src.recognised.is_some_and(|r| r >= from) && failed >= 1;
-                        let at = match src.successes.iter().position(|x| x.key == event.key) {
-                            // The same account again from here: one entry, newest time.
-                            Some(i) => {
-                                let mut s = src.successes.remove(i);
-                                s.ts = s.ts.max(now);
-                                s
-                            }
-                            None => Success {
-                                ts: now,
-                                account: event.account.clone(),
-                                key: event.key,
-                                reported: false,
-                            },
-                        };
-                        let mut s = at;
-                        if spraying && !s.reported {
-                            out.push(self.finding(
-                                ip,
-                                src,
-                                &s,
-                                failed.max(self.cfg.min_accounts),
-                                now,
-                            ));
-                            s.reported = true;
+                self.sources.with(source_key(ip), |src| {
+                    let failed = src.failed.iter().filter(|(t, _)| *t >= from).count();
+                    let spraying = src.recognised.is_some_and(|r| r >= from) && failed >= 1;
+                    let at = match src.successes.iter().position(|x| x.key == event.key) {
+                        // The same account again from here: one entry, newest time.
+                        Some(i) => {
+                            let mut s = src.successes.remove(i);
+                            s.ts = s.ts.max(now);
+                            s
                         }
-                        if src.successes.len() >= max {
-                            src.successes.remove(0);
-                        }
-                        let pos = src.successes.partition_point(|x| x.ts <= s.ts);
-                        src.successes.insert(pos, s);
-                    },
-                );
+                        None => Success {
+                            ts: now,
+                            account: event.account.clone(),
+                            key: event.key,
+                            reported: false,
+                        },
+                    };
+                    let mut s = at;
+                    if spraying && !s.reported {
+                        out.push(self.finding(ip, src, &s, failed.max(self.cfg.min_accounts), now));
+                        s.reported = true;
+                    }
+                    if src.successes.len() >= max {
+                        src.successes.remove(0);
+                    }
+                    let pos = src.successes.partition_point(|x| x.ts <= s.ts);
+                    src.successes.insert(pos, s);
+                });
             }
             None => {}
         }
