@@ -37,6 +37,8 @@ struct RawBatch {
     lines: Vec<Result<(usize, usize), usize>>,
     /// Line numbers of the entries (blank lines are not entries).
     numbers: Vec<u64>,
+    /// An empty vector for the parser's results, recycled with the batch.
+    items: Vec<Result<Event, Reject>>,
 }
 
 struct ParsedBatch {
@@ -55,21 +57,18 @@ enum ToWriter {
     },
 }
 
-fn parse_batch(raw: RawBatch, limits: &ParseLimits) -> ParsedBatch {
-    let items: Vec<Result<Event, Reject>> = raw
-        .lines
-        .iter()
-        .map(|l| match *l {
-            Ok((s, e)) => parse_event(&raw.data[s..e], limits),
-            Err(len) => Err(Reject {
-                reason: RejectReason::TooLarge,
-                detail: format!(
-                    "{len} bytes, at most {} allowed (events.max_bytes)",
-                    limits.max_bytes
-                ),
-            }),
-        })
-        .collect();
+fn parse_batch(mut raw: RawBatch, limits: &ParseLimits) -> ParsedBatch {
+    let mut items = std::mem::take(&mut raw.items);
+    items.extend(raw.lines.iter().map(|l| match *l {
+        Ok((s, e)) => parse_event(&raw.data[s..e], limits),
+        Err(len) => Err(Reject {
+            reason: RejectReason::TooLarge,
+            detail: format!(
+                "{len} bytes, at most {} allowed (events.max_bytes)",
+                limits.max_bytes
+            ),
+        }),
+    }));
     let max_ts = items
         .iter()
         .filter_map(|i| i.as_ref().ok())
@@ -104,6 +103,9 @@ pub fn replay_parallel<R: BufRead, W: Write + Send>(
     let limits = opts.limits;
     let rejects = opts.rejects;
     let (raw_tx, raw_rx) = sync_channel::<RawBatch>(parsers * 2);
+    // Batches go back to the reader once written: allocating fresh ones
+    // made the kernel zero hundreds of megabytes of pages per run.
+    let (recycle_tx, recycle_rx) = sync_channel::<RawBatch>(64);
     let raw_rx = Arc::new(Mutex::new(raw_rx));
     let (parsed_tx, parsed_rx) = sync_channel::<ParsedBatch>(parsers * 2);
     let (writer_tx, writer_rx) = sync_channel::<ToWriter>(judges * 8);
@@ -154,21 +156,20 @@ pub fn replay_parallel<R: BufRead, W: Write + Send>(
         drop(writer_tx);
 
         // The writer runs on its own thread; this one reads.
-        let writer = s.spawn(move || write_in_order(writer_rx, out, judges, rejects));
+        let writer = s.spawn(move || write_in_order(writer_rx, out, judges, rejects, recycle_tx));
 
         let mut reader = LineReader::new(input, limits.max_bytes);
-        let mut buf = Vec::with_capacity(1024);
         let mut seq = 0u64;
         let mut batch = new_batch(0);
         let mut read_error = None;
         loop {
-            match reader.next_line(&mut buf) {
+            let s0 = batch.data.len();
+            match reader.append_line(&mut batch.data) {
                 Ok(Some(Line::Data)) => {
-                    if buf.iter().all(u8::is_ascii_whitespace) {
+                    if batch.data[s0..].iter().all(u8::is_ascii_whitespace) {
+                        batch.data.truncate(s0);
                         continue;
                     }
-                    let s0 = batch.data.len();
-                    batch.data.extend_from_slice(&buf);
                     batch.lines.push(Ok((s0, batch.data.len())));
                     batch.numbers.push(reader.line_no);
                 }
@@ -184,7 +185,14 @@ pub fn replay_parallel<R: BufRead, W: Write + Send>(
             }
             if batch.lines.len() >= BATCH_LINES {
                 seq += 1;
-                let full = std::mem::replace(&mut batch, new_batch(seq));
+                let next = match recycle_rx.try_recv() {
+                    Ok(mut b) => {
+                        b.seq = seq;
+                        b
+                    }
+                    Err(_) => new_batch(seq),
+                };
+                let full = std::mem::replace(&mut batch, next);
                 if raw_tx.send(full).is_err() {
                     break;
                 }
@@ -219,6 +227,7 @@ fn new_batch(seq: u64) -> RawBatch {
         data: Vec::with_capacity(BATCH_LINES * 200),
         lines: Vec::with_capacity(BATCH_LINES),
         numbers: Vec::with_capacity(BATCH_LINES),
+        items: Vec::with_capacity(BATCH_LINES),
     }
 }
 
@@ -260,6 +269,7 @@ fn write_in_order<W: Write>(
     out: W,
     judges: usize,
     mut rejects: Option<&mut (dyn super::replay::RejectSink + Send)>,
+    recycle: SyncSender<RawBatch>,
 ) -> WriterResult {
     let mut sink = JsonLines::new(out);
     let mut batches: BTreeMap<u64, Arc<ParsedBatch>> = BTreeMap::new();
@@ -306,6 +316,18 @@ fn write_in_order<W: Write>(
             }
             lines += b.items.len() as u64;
             next += 1;
+            // The judges have sent their parts, so this is usually the last
+            // reference; if a judge has not dropped its copy yet, let it go.
+            if let Ok(batch) = Arc::try_unwrap(b) {
+                let mut raw = batch.raw;
+                let mut items = batch.items;
+                items.clear();
+                raw.items = items;
+                raw.data.clear();
+                raw.lines.clear();
+                raw.numbers.clear();
+                let _ = recycle.try_send(raw);
+            }
         }
     }
     sink.flush()?;

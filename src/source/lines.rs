@@ -35,6 +35,14 @@ impl<R: BufRead> LineReader<R> {
     /// Reads the next line into `buf`; `None` at the end of the input.
     pub fn next_line(&mut self, buf: &mut Vec<u8>) -> io::Result<Option<Line>> {
         buf.clear();
+        self.append_line(buf)
+    }
+
+    /// Appends the next line to `buf` (what `buf` held stays); on
+    /// [`Line::TooLong`] nothing is appended. Saves a copy when lines are
+    /// gathered into batches.
+    pub fn append_line(&mut self, buf: &mut Vec<u8>) -> io::Result<Option<Line>> {
+        let start = buf.len();
         let mut skipped = 0usize;
         let mut any = false;
         loop {
@@ -54,9 +62,10 @@ impl<R: BufRead> LineReader<R> {
                 Some(i) => (&chunk[..i], i + 1, true),
                 None => (chunk, chunk.len(), false),
             };
-            if skipped > 0 || buf.len() + part.len() > self.max {
-                skipped += buf.len() + part.len();
-                buf.clear();
+            let held = buf.len() - start;
+            if skipped > 0 || held + part.len() > self.max {
+                skipped += held + part.len();
+                buf.truncate(start);
             } else {
                 buf.extend_from_slice(part);
             }
@@ -70,7 +79,7 @@ impl<R: BufRead> LineReader<R> {
         if skipped > 0 {
             return Ok(Some(Line::TooLong(skipped)));
         }
-        if buf.last() == Some(&b'\r') {
+        if buf.len() > start && buf.last() == Some(&b'\r') {
             buf.pop();
         }
         Ok(Some(Line::Data))
