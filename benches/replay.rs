@@ -171,6 +171,69 @@ fn measure(w: &Workload, settings: &credwatch::config::Settings, threads: usize)
     }
 }
 
+/// Opening (and verifying) a City database of realistic size: start-up cost.
+fn geoip_open(networks: u32) -> (usize, f64) {
+    use serde::Serialize;
+    #[derive(Serialize)]
+    struct Names {
+        en: String,
+    }
+    #[derive(Serialize)]
+    struct City {
+        names: Names,
+        geoname_id: u32,
+    }
+    #[derive(Serialize)]
+    struct Location {
+        latitude: f64,
+        longitude: f64,
+        accuracy_radius: u16,
+    }
+    #[derive(Serialize)]
+    struct Rec {
+        city: City,
+        location: Location,
+    }
+    let mut w = mmdb_writer::Writer::builder("Bench-City")
+        .description(&[("en", "benchmark")])
+        .build();
+    for i in 0..networks {
+        let net: ipnet::IpNet = format!(
+            "{}.{}.{}.0/24",
+            1 + (i >> 16) % 200,
+            (i >> 8) & 255,
+            i & 255
+        )
+        .parse()
+        .expect("net");
+        let rec = Rec {
+            city: City {
+                names: Names {
+                    en: format!("City {}", i % 50_000),
+                },
+                geoname_id: i % 50_000,
+            },
+            location: Location {
+                latitude: (i % 180) as f64 - 90.0,
+                longitude: (i % 360) as f64 - 180.0,
+                accuracy_radius: 20,
+            },
+        };
+        w.insert(net, &rec).expect("insert");
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bench-City.mmdb");
+    let bytes = w.to_bytes().expect("bytes");
+    std::fs::write(&path, &bytes).expect("write");
+    let cfg = credwatch::config::GeoIpConfig {
+        city_db: path.display().to_string(),
+        ..Default::default()
+    };
+    let start = Instant::now();
+    let _geo = GeoIp::open(&cfg).expect("open");
+    (bytes.len(), start.elapsed().as_secs_f64())
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo test --benches` asks for a list; there are no tests here.
@@ -261,4 +324,12 @@ fn main() {
         )
     });
     row("rounds: parse/seq/parallel events/s", &|r| r.rounds.clone());
+
+    let networks = (accounts as u32).clamp(10_000, 1_000_000);
+    let (size, secs) = geoip_open(networks);
+    println!();
+    println!("| GeoIP start-up | value |");
+    println!("|---|---|");
+    println!("| City database with {networks} networks, bytes | {size} |");
+    println!("| open + type check + full verify, seconds | {secs:.2} |");
 }
