@@ -10,7 +10,7 @@ use crate::config::Settings;
 use crate::detect::{self, Context, Finding, Registered};
 use crate::geo::{GeoError, GeoIp};
 use crate::policy::{Decision, Policy};
-use crate::source::event::{AuthResult, Event, Kind, Protocol};
+use crate::source::event::{Event, Kind};
 use crate::state::TableStats;
 use crate::time::{Millis, SECOND};
 
@@ -264,19 +264,6 @@ impl Engine {
         );
     }
 
-    /// The newest event time any lane has seen.
-    pub fn watermark(&self) -> Millis {
-        self.lanes
-            .iter()
-            .map(|l| l.ts.load(Ordering::Relaxed))
-            .max()
-            .unwrap_or(Millis::MIN)
-    }
-
-    pub fn geo(&self) -> &GeoIp {
-        &self.geo
-    }
-
     pub fn breaker_open(&self) -> bool {
         self.policy.breaker.is_open()
     }
@@ -304,10 +291,10 @@ impl Engine {
         t
     }
 
-    /// Accounts tracked: the largest per-account table (each account with
-    /// recent activity that matters is in at least the table of the detector
-    /// that needs it; an account in two tables is counted once here only if
-    /// it is in the largest).
+    /// Accounts tracked: the size of the largest per-account table. (Each
+    /// detector keeps its own table; an account with successful logins is in
+    /// the travel table, one with recent failures in the burst table, so the
+    /// largest is a lower bound of the distinct accounts held.)
     pub fn accounts_tracked(&self) -> usize {
         self.tables()
             .iter()
@@ -316,13 +303,4 @@ impl Engine {
             .max()
             .unwrap_or(0)
     }
-}
-
-/// Labels of an event for the `credwatch_events_total` counter.
-pub fn event_labels(e: &Event) -> (&'static str, &'static str, &'static str) {
-    (
-        e.kind.as_str(),
-        e.protocol.map_or("none", Protocol::as_str),
-        e.result.map_or("none", AuthResult::as_str),
-    )
 }

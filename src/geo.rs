@@ -275,22 +275,6 @@ impl GeoIp {
         })
     }
 
-    /// No databases: every address is an unknown place.
-    pub fn empty() -> GeoIp {
-        GeoIp {
-            city: None,
-            asn: None,
-            anonymous: None,
-            cache: vec![Mutex::new(None)],
-            ttl: 0,
-            stats: GeoStats::default(),
-        }
-    }
-
-    pub fn has_city(&self) -> bool {
-        self.city.is_some()
-    }
-
     /// Where `ip` is, looked up at most once per `cache_ttl_secs` of event
     /// time; the flag is true when the answer came from the cache. (The
     /// caller counts lookups and hits, per thread, so that no counter is
@@ -397,10 +381,6 @@ impl GeoIp {
         }
         place.anonymity = self.anonymity(ip);
         place
-    }
-
-    pub fn cache_slots(&self) -> usize {
-        self.cache.len()
     }
 }
 

@@ -20,7 +20,8 @@
 //! so a table never stores the account name itself.
 
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::RwLock;
 
 use dashmap::DashMap;
 use smallvec::SmallVec;
@@ -68,6 +69,60 @@ fn stripe(s: &[Stripe; STRIPES], key: u64) -> &AtomicUsize {
     &s[(key >> 59) as usize % STRIPES].0
 }
 
+/// A lock-free "might this key be here?" bitmap in front of a sparse
+/// table (failures, spraying sources), so that the many events whose key is
+/// not in it (every successful login) skip the map and its shard lock.
+///
+/// Bits are set on insert and never cleared, except by a sweep, which
+/// rebuilds the bitmap from the surviving keys into the second buffer while
+/// lookups check both; inserts hold a read lock so none can slip between
+/// the switch and the rebuild. A false "might be here" only costs a lookup.
+struct Presence {
+    bits: [Vec<AtomicU64>; 2],
+    current: AtomicUsize,
+    rebuilding: AtomicBool,
+    switch: RwLock<()>,
+}
+
+const PRESENCE_BITS: u64 = 1 << 20;
+
+impl Presence {
+    fn new() -> Presence {
+        let words = (PRESENCE_BITS / 64) as usize;
+        Presence {
+            bits: [
+                (0..words).map(|_| AtomicU64::new(0)).collect(),
+                (0..words).map(|_| AtomicU64::new(0)).collect(),
+            ],
+            current: AtomicUsize::new(0),
+            rebuilding: AtomicBool::new(false),
+            switch: RwLock::new(()),
+        }
+    }
+
+    fn slot(key: u64) -> (usize, u64) {
+        // The low bits: the map's shard and bucket use the high ones.
+        let bit = key % PRESENCE_BITS;
+        ((bit / 64) as usize, 1u64 << (bit % 64))
+    }
+
+    fn set(&self, which: usize, key: u64) {
+        let (w, m) = Self::slot(key);
+        let word = &self.bits[which][w];
+        if word.load(Ordering::Relaxed) & m == 0 {
+            word.fetch_or(m, Ordering::Relaxed);
+        }
+    }
+
+    fn may_contain(&self, key: u64) -> bool {
+        let (w, m) = Self::slot(key);
+        let cur = self.current.load(Ordering::Acquire);
+        self.bits[cur][w].load(Ordering::Acquire) & m != 0
+            || (self.rebuilding.load(Ordering::Acquire)
+                && self.bits[1 - cur][w].load(Ordering::Acquire) & m != 0)
+    }
+}
+
 type Map<V> = DashMap<u64, V, BuildHasherDefault<KeyHasher>>;
 
 /// Counts a table reports (exported as gauges and counters).
@@ -98,6 +153,7 @@ pub struct Table<V> {
     /// striped by key so that threads inserting different keys do not
     /// fight over one cache line.
     count: [Stripe; STRIPES],
+    presence: Option<Presence>,
 }
 
 impl<V: Entry> Table<V> {
@@ -113,7 +169,21 @@ impl<V: Entry> Table<V> {
             evicted_cap: AtomicU64::new(0),
             oldest: AtomicI64::new(Millis::MIN),
             count: Default::default(),
+            presence: None,
         }
+    }
+
+    /// A table expected to hold few of the keys it is asked about (256 KB
+    /// of bitmap in front of it; see `Presence`).
+    pub fn sparse(name: &'static str, keyed_by: &'static str, cap: usize, ttl: Millis) -> Self {
+        Table {
+            presence: Some(Presence::new()),
+            ..Self::new(name, keyed_by, cap, ttl)
+        }
+    }
+
+    fn absent(&self, key: u64) -> bool {
+        self.presence.as_ref().is_some_and(|p| !p.may_contain(key))
     }
 
     pub fn ttl(&self) -> Millis {
@@ -124,12 +194,19 @@ impl<V: Entry> Table<V> {
     /// The entry's lock is held only while `f` runs; `f` must not touch this
     /// table again.
     pub fn update<R>(&self, key: u64, new: impl FnOnce() -> V, f: impl FnOnce(&mut V) -> R) -> R {
-        if let Some(mut e) = self.map.get_mut(&key) {
-            return f(&mut e);
+        if !self.absent(key) {
+            if let Some(mut e) = self.map.get_mut(&key) {
+                return f(&mut e);
+            }
         }
         if self.len() >= self.cap {
             self.evict_for_cap();
         }
+        let _switch = self.presence.as_ref().map(|p| {
+            let g = p.switch.read().unwrap_or_else(|e| e.into_inner());
+            p.set(p.current.load(Ordering::Acquire), key);
+            g
+        });
         let mut e = self.map.entry(key).or_insert_with(|| {
             stripe(&self.count, key).fetch_add(1, Ordering::Relaxed);
             new()
@@ -139,13 +216,10 @@ impl<V: Entry> Table<V> {
 
     /// Runs `f` on the entry of `key` if there is one.
     pub fn with<R>(&self, key: u64, f: impl FnOnce(&mut V) -> R) -> Option<R> {
-        self.map.get_mut(&key).map(|mut e| f(&mut e))
-    }
-
-    pub fn remove(&self, key: u64) {
-        if self.map.remove(&key).is_some() {
-            stripe(&self.count, key).fetch_sub(1, Ordering::Relaxed);
+        if self.absent(key) {
+            return None;
         }
+        self.map.get_mut(&key).map(|mut e| f(&mut e))
     }
 
     pub fn len(&self) -> usize {
@@ -153,10 +227,6 @@ impl<V: Entry> Table<V> {
             .iter()
             .map(|s| s.0.load(Ordering::Relaxed))
             .fold(0usize, usize::wrapping_add)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Removes what is older than `watermark - ttl - slack`.
@@ -167,16 +237,33 @@ impl<V: Entry> Table<V> {
         }
         let mut removed = 0u64;
         let mut oldest = Millis::MAX;
+        // Rebuild the presence bitmap from the survivors (see `Presence`).
+        let fresh = self.presence.as_ref().map(|p| {
+            let _g = p.switch.write().unwrap_or_else(|e| e.into_inner());
+            let next = 1 - p.current.load(Ordering::Acquire);
+            for w in &p.bits[next] {
+                w.store(0, Ordering::Relaxed);
+            }
+            p.rebuilding.store(true, Ordering::Release);
+            p.current.store(next, Ordering::Release);
+            (p, next)
+        });
         self.map.retain(|k, v| {
             let keep = !v.prune(horizon);
             if keep {
                 oldest = oldest.min(v.last_seen());
+                if let Some((p, next)) = fresh {
+                    p.set(next, *k);
+                }
             } else {
                 removed += 1;
                 stripe(&self.count, *k).fetch_sub(1, Ordering::Relaxed);
             }
             keep
         });
+        if let Some((p, _)) = fresh {
+            p.rebuilding.store(false, Ordering::Release);
+        }
         // Entries created meanwhile are newer than the horizon, except those
         // within the allowed disorder, which the slack already covers.
         self.oldest.store(
@@ -337,6 +424,23 @@ mod tests {
             t.with(7, |_| ()).is_some(),
             "the account with history stays"
         );
+    }
+
+    #[test]
+    fn a_sparse_table_finds_what_it_holds_across_sweeps() {
+        let t: Table<E> = Table::sparse("t", "account", 10_000, 1000);
+        for k in 0..2000u64 {
+            t.update(k * 7919, || E(Items::new()), |e| e.0.push(k as Millis * 10));
+        }
+        assert!(t.with(3 * 7919, |_| ()).is_some());
+        assert!(t.with(123_456_789, |_| ()).is_none());
+        // Sweep away the first half; the rest must still be found.
+        t.sweep(10_000 + 1000, 0);
+        for k in 0..2000u64 {
+            assert_eq!(t.with(k * 7919, |_| ()).is_some(), k >= 1000, "{k}");
+        }
+        t.update(5, || E(Items::new()), |e| e.0.push(20_000));
+        assert!(t.with(5, |_| ()).is_some());
     }
 
     #[test]

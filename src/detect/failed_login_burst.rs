@@ -138,7 +138,7 @@ impl FailedLoginBurst {
         FailedLoginBurst {
             cfg: cfg.clone(),
             window,
-            table: Table::new("burst_failures", "account", state.max_accounts, window),
+            table: Table::sparse("burst_failures", "account", state.max_accounts, window),
             cap: state.max_entries_per_key.max(cfg.min_failures),
         }
     }

@@ -138,7 +138,7 @@ impl PasswordSpray {
         PasswordSpray {
             cfg: cfg.clone(),
             window,
-            sources: Table::new("spray_sources", "source", state.max_sources, window),
+            sources: Table::sparse("spray_sources", "source", state.max_sources, window),
             // Enough to recognise the source; beyond that only the newest matter.
             max_failed: state.max_entries_per_key.max(cfg.min_accounts * 2),
         }
