@@ -178,9 +178,7 @@ impl Engine {
         let Some(l) = self.lanes.get(lane) else {
             return;
         };
-        if l.ts.load(Ordering::Relaxed) < ts {
-            l.ts.fetch_max(ts, Ordering::Relaxed);
-        }
+        self.move_lane(l, ts);
         let since = l.since_sweep.fetch_add(1, Ordering::Relaxed) + 1;
         if since * (self.lanes.len() as u64) < self.sweep_after_events.load(Ordering::Relaxed) {
             return;
@@ -233,7 +231,24 @@ impl Engine {
     /// when none of it was its own (a batch with no events of its shard).
     pub fn lane_progress(&self, lane: usize, ts: Millis) {
         if let Some(l) = self.lanes.get(lane) {
-            l.ts.fetch_max(ts, Ordering::Relaxed);
+            self.move_lane(l, ts);
+        }
+    }
+
+    /// A lane's time moves forward by at most one sweep interval per event:
+    /// a single event stamped hours ahead (the contract accepts up to 24 h)
+    /// then cannot make the next sweep forget what the detectors still
+    /// need. A real jump (a replay with a gap) is caught up within a few
+    /// hundred events; meanwhile state is only kept a little longer.
+    fn move_lane(&self, l: &Lane, ts: Millis) {
+        let cur = l.ts.load(Ordering::Relaxed);
+        let target = if cur == Millis::MIN {
+            ts
+        } else {
+            ts.min(cur.saturating_add(self.sweep_every))
+        };
+        if target > cur {
+            l.ts.fetch_max(target, Ordering::Relaxed);
         }
     }
 

@@ -80,3 +80,59 @@ fn old_state_is_swept_by_event_time() {
     );
     assert!(burst.evicted_expired >= 3_000);
 }
+
+#[test]
+fn one_event_stamped_a_day_ahead_does_not_make_the_sweep_forget() {
+    let w = World::new();
+    let e = w.engine("");
+    let victim = "bob@example.net";
+    let mut lines = Vec::new();
+    // Ordinary traffic first, so that sweeps are already scheduled.
+    for i in 0..2_000i64 {
+        lines.push(ok(
+            T0 - 2 * MINUTE + i * 10,
+            &format!("e{i}@example.net"),
+            ip("Paris", (i % 1000) as u16),
+        ));
+    }
+    for i in 0..6i64 {
+        lines.push(fail(
+            T0 + i * SECOND,
+            victim,
+            ip("Lagos", 1),
+            Some(&format!("{i:x}")),
+        ));
+    }
+    // A clock gone wrong somewhere: one event 23 h ahead.
+    lines.push(ok(
+        T0 + 23 * 60 * MINUTE,
+        "skewed@example.net",
+        ip("Paris", 1),
+    ));
+    // Ordinary traffic, enough for sweeps to run.
+    for i in 0..5_000i64 {
+        lines.push(ok(
+            T0 + 10 * SECOND + i * 10,
+            &format!("u{i}@example.net"),
+            ip("Paris", (i % 1000) as u16),
+        ));
+    }
+    for i in 6..12i64 {
+        lines.push(fail(
+            T0 + 70 * SECOND + i * SECOND,
+            victim,
+            ip("Lagos", 1),
+            Some(&format!("{i:x}")),
+        ));
+    }
+    lines.push(ok(T0 + 2 * MINUTE, victim, ip("Lagos", 1)));
+    let actions = run(&e, &lines);
+    let lock = actions
+        .iter()
+        .find(|a| a.data.account == victim && a.kind == "account.lock");
+    assert!(
+        lock.is_some(),
+        "the burst survived the skewed event: {actions:?}"
+    );
+    assert_eq!(lock.unwrap().data.evidence["failures"], 12);
+}
