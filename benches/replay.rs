@@ -173,27 +173,6 @@ fn measure(w: &Workload, settings: &credwatch::config::Settings, threads: usize)
 
 /// Opening (and verifying) a City database of realistic size: start-up cost.
 fn geoip_open(networks: u32) -> (usize, f64) {
-    use serde::Serialize;
-    #[derive(Serialize)]
-    struct Names {
-        en: String,
-    }
-    #[derive(Serialize)]
-    struct City {
-        names: Names,
-        geoname_id: u32,
-    }
-    #[derive(Serialize)]
-    struct Location {
-        latitude: f64,
-        longitude: f64,
-        accuracy_radius: u16,
-    }
-    #[derive(Serialize)]
-    struct Rec {
-        city: City,
-        location: Location,
-    }
     let mut w = mmdb_writer::Writer::builder("Bench-City")
         .description(&[("en", "benchmark")])
         .build();
@@ -206,19 +185,13 @@ fn geoip_open(networks: u32) -> (usize, f64) {
         )
         .parse()
         .expect("net");
-        let rec = Rec {
-            city: City {
-                names: Names {
-                    en: format!("City {}", i % 50_000),
-                },
-                geoname_id: i % 50_000,
-            },
-            location: Location {
-                latitude: (i % 180) as f64 - 90.0,
-                longitude: (i % 360) as f64 - 180.0,
-                accuracy_radius: 20,
-            },
-        };
+        let rec = sample::CityRecord::new(
+            &format!("City {}", i % 50_000),
+            "ZZ",
+            (i % 180) as f64 - 90.0,
+            (i % 360) as f64 - 180.0,
+            20,
+        );
         w.insert(net, &rec).expect("insert");
     }
     let dir = tempfile::tempdir().expect("tempdir");

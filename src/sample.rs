@@ -291,11 +291,32 @@ struct Location {
     accuracy_radius: u16,
 }
 
+/// A City-database record with the fields credwatch reads.
 #[derive(Serialize)]
-struct CityRecord {
+pub struct CityRecord {
     city: CityName,
     country: Country,
     location: Location,
+}
+
+impl CityRecord {
+    pub fn new(city: &str, country: &str, lat: f64, lon: f64, accuracy_km: u16) -> CityRecord {
+        CityRecord {
+            city: CityName {
+                names: Names {
+                    en: city.to_string(),
+                },
+            },
+            country: Country {
+                iso_code: country.to_string(),
+            },
+            location: Location {
+                latitude: lat,
+                longitude: lon,
+                accuracy_radius: accuracy_km,
+            },
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -351,21 +372,7 @@ pub fn write_geoip(dir: &Path) -> io::Result<GeoFiles> {
     let mut anon_w = writer("Anonymous-IP");
     for c in CITIES {
         for net in nets(c) {
-            let rec = CityRecord {
-                city: CityName {
-                    names: Names {
-                        en: c.name.to_string(),
-                    },
-                },
-                country: Country {
-                    iso_code: c.country.to_string(),
-                },
-                location: Location {
-                    latitude: c.lat,
-                    longitude: c.lon,
-                    accuracy_radius: c.accuracy_km,
-                },
-            };
+            let rec = CityRecord::new(c.name, c.country, c.lat, c.lon, c.accuracy_km);
             city_w.insert(net, &rec).map_err(mmdb_err)?;
             let asn = AsnRecord {
                 autonomous_system_number: c.asn,

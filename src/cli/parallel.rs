@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Instant;
 
-use super::replay::{fill, ReplayOptions, Summary};
+use super::replay::{deliver, fill, ReplayOptions, Summary};
 use crate::engine::Engine;
 use crate::policy::Decision;
 use crate::sink::JsonLines;
@@ -302,17 +302,7 @@ fn write_in_order<W: Write>(
                 }
             }
             for (_, d) in decisions {
-                match d {
-                    Decision::Emit(a) => sink.send(&a)?,
-                    Decision::Enrich {
-                        account,
-                        detector,
-                        incident,
-                        ..
-                    } => {
-                        tracing::info!(%account, detector, %incident, "Finding joined an open incident.");
-                    }
-                }
+                deliver(d, &mut sink)?;
             }
             lines += b.items.len() as u64;
             next += 1;

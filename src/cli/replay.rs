@@ -169,17 +169,7 @@ pub fn replay<R: BufRead, W: Write>(
                 summary.events += 1;
                 engine.process(&event, None, &mut decisions);
                 for d in decisions.drain(..) {
-                    match d {
-                        Decision::Emit(action) => sink.send(&action)?,
-                        Decision::Enrich {
-                            account,
-                            detector,
-                            incident,
-                            ..
-                        } => {
-                            tracing::info!(%account, detector, %incident, "Finding joined an open incident.");
-                        }
-                    }
+                    deliver(d, &mut sink)?;
                 }
             }
             Err(reject) => {
@@ -211,6 +201,23 @@ pub fn replay<R: BufRead, W: Write>(
     summary.actions = sink.written;
     fill(engine, &mut summary);
     Ok(summary)
+}
+
+/// Sends an action to standard output; a finding that joined an open
+/// incident is logged instead.
+pub fn deliver<W: Write>(d: Decision, sink: &mut JsonLines<W>) -> io::Result<()> {
+    match d {
+        Decision::Emit(action) => sink.send(&action),
+        Decision::Enrich {
+            account,
+            detector,
+            incident,
+            ..
+        } => {
+            tracing::info!(%account, detector, %incident, "Finding joined an open incident.");
+            Ok(())
+        }
+    }
 }
 
 /// Copies the engine's counters into a summary.
