@@ -193,23 +193,22 @@ fn a_missing_geoip_file_is_a_clear_startup_error() {
     );
 }
 
+/// `check-config` on a config whose City database is `city_db`: it must
+/// fail with exit code 2; returns what it said.
+fn check_config_fails(w: &World, city_db: &std::path::Path) -> String {
+    let cfg = w.dir.path().join("c.toml");
+    let toml = format!("[geoip]\ncity_db = {:?}\n", city_db.display().to_string());
+    std::fs::write(&cfg, toml).unwrap();
+    let out = credwatch().arg("check-config").arg(&cfg).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    String::from_utf8(out.stderr).unwrap()
+}
+
 #[test]
 fn a_corrupt_or_wrong_geoip_file_is_named() {
     let w = World::new();
-    let cfg = w.dir.path().join("c.toml");
     // The ASN database where the City database belongs.
-    std::fs::write(
-        &cfg,
-        format!("[geoip]\ncity_db = {:?}\n", w.geo.asn.display().to_string()),
-    )
-    .unwrap();
-    let out = credwatch()
-        .args(["check-config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8(out.stderr).unwrap();
+    let err = check_config_fails(&w, &w.geo.asn);
     assert!(
         err.contains("geoip.city_db") && err.contains("ASN"),
         "{err}"
@@ -218,18 +217,7 @@ fn a_corrupt_or_wrong_geoip_file_is_named() {
     let bytes = std::fs::read(&w.geo.city).unwrap();
     let cut = w.dir.path().join("cut.mmdb");
     std::fs::write(&cut, &bytes[..bytes.len() / 3]).unwrap();
-    std::fs::write(
-        &cfg,
-        format!("[geoip]\ncity_db = {:?}\n", cut.display().to_string()),
-    )
-    .unwrap();
-    let out = credwatch()
-        .args(["check-config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8(out.stderr).unwrap();
+    let err = check_config_fails(&w, &cut);
     assert!(
         err.contains("cut.mmdb") && err.contains("not a valid MaxMind DB"),
         "{err}"
