@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Instant;
 
-use super::replay::{deliver, fill, ReplayOptions, Summary};
+use super::replay::{deliver, fill, Progress, ReplayOptions, Summary};
 use crate::engine::Engine;
 use crate::policy::Decision;
 use crate::sink::JsonLines;
@@ -102,6 +102,7 @@ pub fn replay_parallel<R: BufRead, W: Write + Send>(
     let parsers = threads.max(2);
     let limits = opts.limits;
     let rejects = opts.rejects;
+    let progress_total = opts.progress_total;
     let (raw_tx, raw_rx) = sync_channel::<RawBatch>(parsers * 2);
     // Batches go back to the reader once written: allocating fresh ones
     // made the kernel zero hundreds of megabytes of pages per run.
@@ -159,6 +160,7 @@ pub fn replay_parallel<R: BufRead, W: Write + Send>(
         let writer = s.spawn(move || write_in_order(writer_rx, out, judges, rejects, recycle_tx));
 
         let mut reader = LineReader::new(input, limits.max_bytes);
+        let mut progress = Progress::new(progress_total);
         let mut seq = 0u64;
         let mut batch = new_batch(0);
         let mut read_error = None;
@@ -183,6 +185,7 @@ pub fn replay_parallel<R: BufRead, W: Write + Send>(
                     break;
                 }
             }
+            progress.tick(reader.bytes_read, reader.line_no);
             if batch.lines.len() >= BATCH_LINES {
                 seq += 1;
                 let next = match recycle_rx.try_recv() {
@@ -202,6 +205,7 @@ pub fn replay_parallel<R: BufRead, W: Write + Send>(
             let _ = raw_tx.send(batch);
         }
         drop(raw_tx);
+        progress.finish();
         let (lines, rejected, actions) = writer
             .join()
             .map_err(|_| io::Error::other("the writer thread panicked"))??;

@@ -149,8 +149,7 @@ pub fn replay<R: BufRead, W: Write>(
     let mut buf = Vec::with_capacity(1024);
     let mut decisions = Vec::new();
     let mut summary = Summary::default();
-    let show_progress = opts.progress_total.is_some() && io::stderr().is_terminal();
-    let mut last_progress = Instant::now();
+    let mut progress = Progress::new(opts.progress_total);
     while let Some(line) = reader.next_line(&mut buf)? {
         let parsed = match line {
             Line::TooLong(len) => Err(Reject {
@@ -180,22 +179,9 @@ pub fn replay<R: BufRead, W: Write>(
                 }
             }
         }
-        if show_progress
-            && summary.lines % 4096 == 0
-            && last_progress.elapsed() > Duration::from_millis(200)
-        {
-            last_progress = Instant::now();
-            progress(
-                reader.bytes_read,
-                opts.progress_total.unwrap_or(1),
-                summary.lines,
-                start.elapsed(),
-            );
-        }
+        progress.tick(reader.bytes_read, summary.lines);
     }
-    if show_progress {
-        eprint!("\r\x1b[2K");
-    }
+    progress.finish();
     sink.flush()?;
     summary.elapsed = start.elapsed();
     summary.actions = sink.written;
@@ -260,16 +246,46 @@ pub fn fill(engine: &Engine, summary: &mut Summary) {
     (summary.geo_lookups, summary.geo_cache_hits) = engine.geo_lookups();
 }
 
-fn progress(done: u64, total: u64, lines: u64, elapsed: Duration) {
-    let frac = (done as f64 / total.max(1) as f64).min(1.0);
-    let width = 30;
-    let filled = (frac * width as f64) as usize;
-    eprint!(
-        "\r\x1b[2K[{}{}] {:>5.1} %  {} lines  {} lines/s",
-        "#".repeat(filled),
-        " ".repeat(width - filled),
-        frac * 100.0,
-        n(lines),
-        n((lines as f64 / elapsed.as_secs_f64().max(1e-9)) as u64)
-    );
+/// A progress bar on standard error, for a file of known size, only when
+/// standard error is a terminal.
+pub struct Progress {
+    total: Option<u64>,
+    start: Instant,
+    last: Instant,
+}
+
+impl Progress {
+    pub fn new(total: Option<u64>) -> Progress {
+        Progress {
+            total: total.filter(|_| io::stderr().is_terminal()),
+            start: Instant::now(),
+            last: Instant::now(),
+        }
+    }
+
+    /// Redraws at most five times a second.
+    pub fn tick(&mut self, done: u64, lines: u64) {
+        let Some(total) = self.total else { return };
+        if lines % 4096 != 0 || self.last.elapsed() < Duration::from_millis(200) {
+            return;
+        }
+        self.last = Instant::now();
+        let frac = (done as f64 / total.max(1) as f64).min(1.0);
+        let width = 30;
+        let filled = (frac * width as f64) as usize;
+        eprint!(
+            "\r\x1b[2K[{}{}] {:>5.1} %  {} lines  {} lines/s",
+            "#".repeat(filled),
+            " ".repeat(width - filled),
+            frac * 100.0,
+            n(lines),
+            n((lines as f64 / self.start.elapsed().as_secs_f64().max(1e-9)) as u64)
+        );
+    }
+
+    pub fn finish(&self) {
+        if self.total.is_some() {
+            eprint!("\r\x1b[2K");
+        }
+    }
 }
