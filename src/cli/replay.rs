@@ -266,7 +266,7 @@ impl Progress {
     /// Redraws at most five times a second.
     pub fn tick(&mut self, done: u64, lines: u64) {
         let Some(total) = self.total else { return };
-        if lines % 4096 != 0 || self.last.elapsed() < Duration::from_millis(200) {
+        if !lines.is_multiple_of(4096) || self.last.elapsed() < Duration::from_millis(200) {
             return;
         }
         self.last = Instant::now();
