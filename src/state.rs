@@ -123,6 +123,18 @@ impl Presence {
     }
 }
 
+/// Shards of every table. A thread that judges whole shards (see
+/// [`shard_of`]) never writes a lock another thread writes.
+pub const SHARDS: usize = 64;
+
+/// The shard a key lands in: DashMap picks `(hash << 7) >> (64 - log2 SHARDS)`
+/// and the tables hash keys to themselves. The parallel replay gives each
+/// thread whole shards with this; if DashMap chose otherwise, only speed
+/// would suffer, never correctness.
+pub fn shard_of(key: u64) -> usize {
+    ((key << 7) >> (64 - SHARDS.trailing_zeros())) as usize
+}
+
 type Map<V> = DashMap<u64, V, BuildHasherDefault<KeyHasher>>;
 
 /// Counts a table reports (exported as gauges and counters).
@@ -162,7 +174,7 @@ impl<V: Entry> Table<V> {
         Table {
             name,
             keyed_by,
-            map: Map::with_hasher(BuildHasherDefault::default()),
+            map: Map::with_hasher_and_shard_amount(BuildHasherDefault::default(), SHARDS),
             cap: cap.max(1),
             ttl,
             evicted_expired: AtomicU64::new(0),

@@ -8,8 +8,9 @@
 //! ```
 //!
 //! Every judge sees every batch in input order and handles the events of
-//! its own accounts (key mod W), so each account's events are judged in
-//! order by one thread. Detectors that look across accounts
+//! its own accounts (whole state shards: see [`crate::state::shard_of`]),
+//! so each account's events are judged in order by one thread, and no two
+//! judges write the same shard lock of an account table. Detectors that look across accounts
 //! (`password_spray`, the breaker) see events of different shards in an
 //! order that can vary from run to run: who is locked does not change, but
 //! a count in the evidence can. `--threads 1` is strictly sequential.
@@ -27,6 +28,7 @@ use crate::policy::Decision;
 use crate::sink::JsonLines;
 use crate::source::event::{parse_event, Event, ParseLimits, Reject, RejectReason};
 use crate::source::lines::{Line, LineReader};
+use crate::state::shard_of;
 
 const BATCH_LINES: usize = 2048;
 
@@ -247,7 +249,7 @@ fn judge(
         let mut part = Vec::new();
         for (i, item) in b.items.iter().enumerate() {
             if let Ok(ev) = item {
-                if ev.key % of == me {
+                if shard_of(ev.key) as u64 % of == me {
                     engine.process_in_lane(me as usize, ev, None, &mut decisions);
                     part.extend(decisions.drain(..).map(|d| (i, d)));
                 }
