@@ -8,9 +8,12 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use crate::detect::backscatter::BackscatterConfig;
 use crate::detect::failed_login_burst::BurstConfig;
 use crate::detect::impossible_travel::TravelConfig;
 use crate::detect::password_spray::SprayConfig;
+use crate::detect::send_volume::SendVolumeConfig;
+use crate::detect::sender_mismatch::SenderMismatchConfig;
 
 /// A configuration that cannot be used, with what to do about it.
 #[derive(Debug, thiserror::Error)]
@@ -242,6 +245,9 @@ pub struct DetectorsConfig {
     pub impossible_travel: TravelConfig,
     pub failed_login_burst: BurstConfig,
     pub password_spray: SprayConfig,
+    pub send_volume: SendVolumeConfig,
+    pub sender_mismatch: SenderMismatchConfig,
+    pub backscatter: BackscatterConfig,
 }
 
 /// A config that has been checked, with its derived values.
@@ -359,6 +365,9 @@ impl Config {
         travel.check()?;
         self.detectors.failed_login_burst.check()?;
         self.detectors.password_spray.check()?;
+        self.detectors.send_volume.check()?;
+        self.detectors.sender_mismatch.check()?;
+        self.detectors.backscatter.check()?;
         if let Some(bad) = self
             .webhook
             .urls

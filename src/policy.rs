@@ -40,9 +40,28 @@ pub enum Decision {
 
 struct Incident {
     start: Millis,
+    /// Earliest and latest event time of all its findings.
+    first: Millis,
     last: Millis,
     emitted: ActionKind,
+    /// Its findings in event-time order (at most `STORY_MAX`).
+    story: Vec<Chapter>,
 }
+
+/// One finding of an incident, as the story in an action's evidence tells it.
+#[derive(Clone, Debug, serde::Serialize)]
+struct Chapter {
+    #[serde(serialize_with = "ts_text")]
+    ts: Millis,
+    detector: &'static str,
+    reason: String,
+}
+
+fn ts_text<S: serde::Serializer>(ts: &Millis, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&crate::time::format_rfc3339(*ts))
+}
+
+const STORY_MAX: usize = 16;
 
 impl Entry for Incident {
     fn last_seen(&self) -> Millis {
@@ -98,27 +117,53 @@ impl Policy {
             f.key,
             || Incident {
                 start: f.anchor_ts,
+                first: f.first_event_ts,
                 last: Millis::MIN,
                 emitted: ActionKind::Alert,
+                story: Vec::new(),
             },
             |inc| {
                 let fresh =
                     inc.last == Millis::MIN || f.last_event_ts > inc.last.saturating_add(cooldown);
-                if fresh {
+                let emit = if fresh {
                     inc.start = f.anchor_ts;
+                    inc.first = f.first_event_ts;
                     inc.last = f.last_event_ts;
                     inc.emitted = kind;
-                    return (true, kind, downgraded_by, inc.start);
-                }
-                inc.last = inc.last.max(f.last_event_ts);
-                if inc.emitted == ActionKind::Alert && kind == ActionKind::Lock {
+                    inc.story.clear();
+                    true
+                } else if inc.emitted == ActionKind::Alert && kind == ActionKind::Lock {
                     inc.emitted = ActionKind::Lock;
-                    return (true, kind, downgraded_by, inc.start);
+                    true
+                } else {
+                    false
+                };
+                inc.first = inc.first.min(f.first_event_ts);
+                inc.last = inc.last.max(f.last_event_ts);
+                let chapter = Chapter {
+                    ts: f.last_event_ts,
+                    detector: f.detector,
+                    reason: f.reason.clone(),
+                };
+                let at = inc.story.partition_point(|c| c.ts <= chapter.ts);
+                inc.story.insert(at, chapter);
+                if inc.story.len() > STORY_MAX {
+                    // Keep the beginning (how it started) and the newest.
+                    inc.story.remove(STORY_MAX / 2);
                 }
-                (false, kind, downgraded_by, inc.start)
+                let story = (emit && inc.story.len() > 1).then(|| inc.story.clone());
+                (
+                    emit,
+                    kind,
+                    downgraded_by,
+                    inc.start,
+                    inc.first,
+                    inc.last,
+                    story,
+                )
             },
         );
-        let (emit, mut kind, mut downgraded_by, start) = outcome;
+        let (emit, mut kind, mut downgraded_by, start, first, last, story) = outcome;
         if !emit {
             return Decision::Enrich {
                 incident: action::stable_id(&[&f.account, &start.to_string()]),
@@ -135,6 +180,15 @@ impl Policy {
                 .with(f.key, |inc| inc.emitted = ActionKind::Alert);
         }
         let mut reason = f.reason;
+        let mut evidence = f.evidence;
+        if let Some(story) = story {
+            // What happened before, in order: the login from where, what was
+            // sent as whom, how many bounces came back.
+            evidence.insert(
+                "incident_story".into(),
+                serde_json::to_value(story).unwrap_or_default(),
+            );
+        }
         if downgraded_by == Some(Downgrade::Breaker) {
             reason.push_str(
                 " (Not locked: automatic locking is suspended by the lock-storm breaker.)",
@@ -149,10 +203,10 @@ impl Policy {
             dry_run,
             downgraded_by,
             start,
-            f.first_event_ts,
-            f.last_event_ts,
+            first,
+            last,
             decided_at,
-            f.evidence,
+            evidence,
         )))
     }
 

@@ -372,6 +372,48 @@ pub fn prune_sorted<T>(items: &mut Items<T>, horizon: Millis, ts: impl Fn(&T) ->
     }
 }
 
+/// A count over a sliding hour of event time, in two whole-hour buckets:
+/// the current hour, plus the share of the previous hour still inside the
+/// sliding hour. 16 bytes; late events count in the current hour.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HourCount {
+    hour: i64,
+    this: u32,
+    prev: u32,
+}
+
+impl HourCount {
+    /// Moves to the hour of `ts`; returns the count of the hour that was
+    /// completed, if the hour changed.
+    pub fn roll(&mut self, ts: Millis) -> Option<u32> {
+        let hour = ts.div_euclid(crate::time::HOUR);
+        if hour <= self.hour {
+            return None;
+        }
+        let done = self.this;
+        self.prev = if hour == self.hour + 1 { self.this } else { 0 };
+        self.this = 0;
+        self.hour = hour;
+        Some(done)
+    }
+
+    pub fn add(&mut self, ts: Millis, n: u32) {
+        self.roll(ts);
+        self.this = self.this.saturating_add(n);
+    }
+
+    /// The count over the hour up to `ts`.
+    pub fn last_hour(&self, ts: Millis) -> u32 {
+        let into = ts.rem_euclid(crate::time::HOUR) as f64 / crate::time::HOUR as f64;
+        self.this + (f64::from(self.prev) * (1.0 - into)) as u32
+    }
+
+    /// Hours since the hour of the last roll (0 in the same hour).
+    pub fn hours_to(&self, ts: Millis) -> i64 {
+        ts.div_euclid(crate::time::HOUR) - self.hour
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,9 +5,12 @@
 //! judges only; whether a finding locks, alerts or joins an incident already
 //! open is the policy's business ([`crate::policy`]).
 
+pub mod backscatter;
 pub mod failed_login_burst;
 pub mod impossible_travel;
 pub mod password_spray;
+pub mod send_volume;
+pub mod sender_mismatch;
 
 use std::cell::OnceCell;
 use std::net::IpAddr;
@@ -168,6 +171,18 @@ pub fn build(settings: &Settings) -> Vec<Registered> {
             &d.password_spray,
             &c.state,
         ))
+    });
+    add(&d.send_volume, &|| {
+        Box::new(send_volume::SendVolume::new(&d.send_volume, &c.state))
+    });
+    add(&d.sender_mismatch, &|| {
+        Box::new(sender_mismatch::SenderMismatch::new(
+            &d.sender_mismatch,
+            &c.state,
+        ))
+    });
+    add(&d.backscatter, &|| {
+        Box::new(backscatter::Backscatter::new(&d.backscatter, &c.state))
     });
     all
 }

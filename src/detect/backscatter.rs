@@ -1,0 +1,175 @@
+//! `backscatter`: a surge of bounces delivered to an account.
+//!
+//! When spam goes out under a customer's address, the bounces come back to
+//! that customer. An account that is bounced at while sending little itself
+//! is being *impersonated*: it is a victim, so this detector only ever
+//! alerts (support can tell the customer what is happening), never locks.
+//! An account that is bounced at while sending a lot is the sender of the
+//! spam: that is `send_volume`'s finding, which the bounces raise to a lock.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Map;
+
+use super::{ev, Context, Detector, Finding, Severity, Strength, Switches};
+use crate::config::{detector_invalid, ConfigError, StateConfig};
+use crate::source::event::{Event, Kind};
+use crate::state::{Entry, HourCount, Table, TableStats};
+use crate::time::{Millis, HOUR};
+
+pub const NAME: &str = "backscatter";
+
+/// `[detectors.backscatter]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackscatterConfig {
+    /// Default true.
+    pub enabled: bool,
+    /// Kept for symmetry: this detector never locks. Default false.
+    pub dry_run: bool,
+    /// Bounces in the last hour that make a surge. Default 50: a mailbox
+    /// gets a few bounces a day of its own (typos, full mailboxes).
+    pub min_bounces: u32,
+    /// The account counts as "sending little" while the recipients it sent
+    /// to in the last hour are fewer than this share of the bounces. Default
+    /// 0.5: a sender of spam gets back a fraction of what it sent; a victim
+    /// gets back far more than it sent.
+    pub own_sending_ratio: f64,
+}
+
+impl Default for BackscatterConfig {
+    fn default() -> Self {
+        BackscatterConfig {
+            enabled: true,
+            dry_run: false,
+            min_bounces: 50,
+            own_sending_ratio: 0.5,
+        }
+    }
+}
+
+impl Switches for BackscatterConfig {
+    fn enabled(&self) -> bool {
+        self.enabled
+    }
+    fn dry_run(&self) -> bool {
+        self.dry_run
+    }
+}
+
+impl BackscatterConfig {
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.min_bounces < 2 {
+            return Err(detector_invalid(NAME, "min_bounces", "must be at least 2"));
+        }
+        if self.own_sending_ratio.is_nan() || self.own_sending_ratio < 0.0 {
+            return Err(detector_invalid(
+                NAME,
+                "own_sending_ratio",
+                "must be 0 or more",
+            ));
+        }
+        Ok(())
+    }
+}
+
+struct Mailbox {
+    bounces: HourCount,
+    sent: HourCount,
+    alerted: Millis,
+    last_ts: Millis,
+}
+
+impl Entry for Mailbox {
+    fn last_seen(&self) -> Millis {
+        self.last_ts
+    }
+    fn prune(&mut self, horizon: Millis) -> bool {
+        self.last_ts < horizon
+    }
+}
+
+pub struct Backscatter {
+    cfg: BackscatterConfig,
+    table: Table<Mailbox>,
+}
+
+impl Backscatter {
+    pub fn new(cfg: &BackscatterConfig, state: &StateConfig) -> Self {
+        Backscatter {
+            cfg: cfg.clone(),
+            table: Table::new("backscatter", "account", state.max_accounts, 2 * HOUR),
+        }
+    }
+}
+
+impl Detector for Backscatter {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn observe(&self, event: &Event, _ctx: &Context<'_>, out: &mut Vec<Finding>) {
+        let now = event.ts;
+        let new = || Mailbox {
+            bounces: HourCount::default(),
+            sent: HourCount::default(),
+            alerted: Millis::MIN,
+            last_ts: now,
+        };
+        match event.kind {
+            Kind::Submission => {
+                let n = event.rcpt_count.unwrap_or(0);
+                self.table.update(event.key, new, |m| {
+                    m.sent.add(now, n);
+                    m.bounces.roll(now);
+                    m.last_ts = m.last_ts.max(now);
+                });
+            }
+            Kind::Bounce => {
+                let found = self.table.update(event.key, new, |m| {
+                    m.bounces.add(now, 1);
+                    m.sent.roll(now);
+                    m.last_ts = m.last_ts.max(now);
+                    let bounces = m.bounces.last_hour(now);
+                    let sent = m.sent.last_hour(now);
+                    if bounces < self.cfg.min_bounces
+                        || f64::from(sent) >= self.cfg.own_sending_ratio * f64::from(bounces)
+                        || m.alerted >= now - HOUR
+                    {
+                        return None;
+                    }
+                    m.alerted = now;
+                    Some((bounces, sent))
+                });
+                let Some((bounces, sent)) = found else { return };
+                let mut e = Map::new();
+                e.insert("bounces_last_hour".into(), ev(bounces));
+                e.insert("recipients_sent_last_hour".into(), ev(sent));
+                e.insert("min_bounces".into(), ev(self.cfg.min_bounces));
+                e.insert("own_sending_ratio".into(), ev(self.cfg.own_sending_ratio));
+                out.push(Finding {
+                    detector: NAME,
+                    account: event.account.clone(),
+                    key: event.key,
+                    strength: Strength::Alert,
+                    severity: Severity::Medium,
+                    reason: format!(
+                        "{bounces} bounces in the last hour for mail this account did not send (it sent to {sent} recipients): someone is sending in its name."
+                    ),
+                    first_event_ts: now - HOUR,
+                    last_event_ts: now,
+                    anchor_ts: now.div_euclid(HOUR) * HOUR,
+                    evidence: e,
+                });
+            }
+            Kind::Auth => {}
+        }
+    }
+
+    fn sweep(&self, watermark: Millis, slack: Millis) {
+        self.table.sweep(watermark, slack);
+    }
+
+    fn tables(&self) -> Vec<TableStats> {
+        vec![self.table.stats()]
+    }
+}

@@ -1,0 +1,369 @@
+//! `send_volume`: an account sending to far more recipients than it
+//! normally does — the spam run after a password was phished, or malware on
+//! the customer's own PC sending from the customer's usual address (this
+//! detector does not depend on where the login came from).
+//!
+//! Per account it keeps the recipients of the current and the previous hour
+//! and a *decayed peak* of its past hours: the largest hourly count it has
+//! sent, halving every `baseline_half_life_hours`. A peak (not an average)
+//! is what lets the account that sends a newsletter every morning go on
+//! doing so. A finding needs the last hour's recipients to exceed
+//! `multiple` × that peak *and* the absolute `floor`, so a quiet account
+//! sending one 30-person invitation is fine; the hourly and daily `ceiling`s
+//! fire whatever the history.
+//!
+//! The same entry counts the bounces delivered to the account: a send surge
+//! with bounces coming back (the recipients' servers refusing the spam) is
+//! raised to a lock.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Map;
+
+use super::{
+    ev, place_evidence, thousands, Context, Detector, Finding, Severity, Strength, Switches,
+};
+use crate::config::{detector_invalid, ConfigError, StateConfig};
+use crate::source::event::{Event, Kind};
+use crate::state::{Entry, HourCount, Table, TableStats};
+use crate::time::{format_rfc3339, Millis, HOUR};
+
+pub const NAME: &str = "send_volume";
+
+/// `[detectors.send_volume]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SendVolumeConfig {
+    /// Default true.
+    pub enabled: bool,
+    /// Emit `account.alert` instead of `account.lock`. Default false.
+    pub dry_run: bool,
+    /// The last hour's recipients must exceed this many times the account's
+    /// decayed peak hour. Default 10.
+    pub multiple: f64,
+    /// ... and at least this many recipients in the last hour. Default 100:
+    /// rspamd's ratelimit examples allow a user about 100 messages an hour;
+    /// an invitation to 30 people stays well below.
+    pub floor: u32,
+    /// Recipients in the last hour that fire whatever the history. Default
+    /// 1000 (a tenth of the daily ceiling in one hour).
+    pub hourly_ceiling: u32,
+    /// Recipients in a UTC day that fire whatever the history. Default
+    /// 10,000: Exchange Online's recipient rate limit per mailbox and day.
+    pub daily_ceiling: u32,
+    /// How fast the remembered peak fades, in hours. Default 168 (a week):
+    /// a weekly newsletter still counts as normal a week later.
+    pub baseline_half_life_hours: f64,
+    /// How long an account's sending is remembered after its last message,
+    /// in hours. Default 336 (two weeks).
+    pub history_hours: u64,
+    /// Bounces to the account in the last hour that make a send surge a
+    /// lock. Default 20.
+    pub bounces_for_lock: u32,
+}
+
+impl Default for SendVolumeConfig {
+    fn default() -> Self {
+        SendVolumeConfig {
+            enabled: true,
+            dry_run: false,
+            multiple: 10.0,
+            floor: 100,
+            hourly_ceiling: 1000,
+            daily_ceiling: 10_000,
+            baseline_half_life_hours: 168.0,
+            history_hours: 336,
+            bounces_for_lock: 20,
+        }
+    }
+}
+
+impl Switches for SendVolumeConfig {
+    fn enabled(&self) -> bool {
+        self.enabled
+    }
+    fn dry_run(&self) -> bool {
+        self.dry_run
+    }
+}
+
+impl SendVolumeConfig {
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.multiple.is_nan() || self.multiple < 1.0 {
+            return Err(detector_invalid(NAME, "multiple", "must be at least 1"));
+        }
+        if self.floor == 0
+            || self.hourly_ceiling <= self.floor
+            || self.daily_ceiling < self.hourly_ceiling
+        {
+            return Err(detector_invalid(
+                NAME,
+                "hourly_ceiling",
+                "need 0 < floor < hourly_ceiling <= daily_ceiling",
+            ));
+        }
+        if self.baseline_half_life_hours.is_nan()
+            || self.baseline_half_life_hours <= 0.0
+            || self.history_hours == 0
+        {
+            return Err(detector_invalid(
+                NAME,
+                "baseline_half_life_hours",
+                "baseline_half_life_hours and history_hours must be greater than 0",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One account's sending, in whole UTC hours of event time.
+struct Sending {
+    sent: HourCount,
+    bounces: HourCount,
+    /// Decayed peak of completed hours.
+    peak: f32,
+    day: i64,
+    today: u32,
+    /// Hour of the last finding, so a surge is reported once an hour.
+    reported_hour: i64,
+    first_ts: Millis,
+    last_ts: Millis,
+}
+
+impl Sending {
+    fn new(ts: Millis) -> Sending {
+        Sending {
+            sent: HourCount::default(),
+            bounces: HourCount::default(),
+            peak: 0.0,
+            day: ts.div_euclid(24 * HOUR),
+            today: 0,
+            reported_hour: i64::MIN,
+            first_ts: ts,
+            last_ts: ts,
+        }
+    }
+
+    /// Moves to the hour of `ts`: the hour just completed joins the (one
+    /// hour older) peak, and empty hours after it only let the peak fade.
+    fn roll(&mut self, ts: Millis, decay_per_hour: f32) {
+        let gap = self.sent.hours_to(ts);
+        if let Some(done) = self.sent.roll(ts) {
+            let fade = decay_per_hour.powi((gap - 1).clamp(0, 1 << 20) as i32);
+            self.peak = (self.peak * decay_per_hour).max(done as f32) * fade;
+            let day = ts.div_euclid(24 * HOUR);
+            if day != self.day {
+                self.day = day;
+                self.today = 0;
+            }
+        }
+        self.bounces.roll(ts);
+        self.last_ts = self.last_ts.max(ts);
+    }
+}
+
+impl Entry for Sending {
+    fn last_seen(&self) -> Millis {
+        self.last_ts
+    }
+    fn prune(&mut self, horizon: Millis) -> bool {
+        self.last_ts < horizon
+    }
+    fn weight(&self) -> usize {
+        if self.peak > 0.0 {
+            2
+        } else {
+            1
+        }
+    }
+}
+
+pub struct SendVolume {
+    cfg: SendVolumeConfig,
+    decay: f32,
+    table: Table<Sending>,
+}
+
+/// What crossed which line.
+enum Trigger {
+    Baseline,
+    HourlyCeiling,
+    DailyCeiling,
+}
+
+impl SendVolume {
+    pub fn new(cfg: &SendVolumeConfig, state: &StateConfig) -> Self {
+        SendVolume {
+            cfg: cfg.clone(),
+            decay: 0.5f64.powf(1.0 / cfg.baseline_half_life_hours) as f32,
+            table: Table::new(
+                "send_volume",
+                "account",
+                state.max_accounts,
+                cfg.history_hours as Millis * HOUR,
+            ),
+        }
+    }
+
+    fn trigger(&self, s: &Sending, last_hour: u32) -> Option<Trigger> {
+        if s.today >= self.cfg.daily_ceiling {
+            return Some(Trigger::DailyCeiling);
+        }
+        if last_hour >= self.cfg.hourly_ceiling {
+            return Some(Trigger::HourlyCeiling);
+        }
+        let baseline = f64::from(s.peak);
+        (last_hour >= self.cfg.floor && f64::from(last_hour) > self.cfg.multiple * baseline)
+            .then_some(Trigger::Baseline)
+    }
+}
+
+impl Detector for SendVolume {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn observe(&self, event: &Event, ctx: &Context<'_>, out: &mut Vec<Finding>) {
+        let decay = self.decay;
+        match event.kind {
+            Kind::Bounce => {
+                // Only accounts that send are followed: a bounce to an
+                // account that never sent is backscatter's business.
+                self.table.with(event.key, |s| {
+                    s.roll(event.ts, decay);
+                    s.bounces.add(event.ts, 1);
+                });
+            }
+            Kind::Submission => {
+                let rcpts = event.rcpt_count.unwrap_or(0);
+                let found = self.table.update(
+                    event.key,
+                    || Sending::new(event.ts),
+                    |s| {
+                        s.roll(event.ts, decay);
+                        s.sent.add(event.ts, rcpts);
+                        s.today = s.today.saturating_add(rcpts);
+                        let last_hour = s.sent.last_hour(event.ts);
+                        let trigger = self.trigger(s, last_hour)?;
+                        let hour = event.ts.div_euclid(HOUR);
+                        if s.reported_hour >= hour {
+                            return None;
+                        }
+                        s.reported_hour = hour;
+                        Some((
+                            trigger,
+                            last_hour,
+                            s.today,
+                            s.peak,
+                            s.bounces.last_hour(event.ts),
+                            s.first_ts,
+                        ))
+                    },
+                );
+                let Some((trigger, last_hour, today, peak, bounces, first_ts)) = found else {
+                    return;
+                };
+                let bounced = bounces >= self.cfg.bounces_for_lock;
+                let (strength, severity) = match (&trigger, bounced) {
+                    (Trigger::Baseline, false) => (Strength::Alert, Severity::Medium),
+                    (Trigger::Baseline, true) => (Strength::Lock, Severity::Critical),
+                    (_, false) => (Strength::Lock, Severity::High),
+                    (_, true) => (Strength::Lock, Severity::Critical),
+                };
+                let why = match trigger {
+                    Trigger::Baseline => format!(
+                        "{} recipients in the last hour, more than {} times its usual peak of {} an hour",
+                        thousands(u64::from(last_hour)),
+                        self.cfg.multiple,
+                        peak.round()
+                    ),
+                    Trigger::HourlyCeiling => format!(
+                        "{} recipients in the last hour, over the limit of {} an hour",
+                        thousands(u64::from(last_hour)),
+                        thousands(u64::from(self.cfg.hourly_ceiling))
+                    ),
+                    Trigger::DailyCeiling => format!(
+                        "{} recipients today, over the limit of {} a day",
+                        thousands(u64::from(today)),
+                        thousands(u64::from(self.cfg.daily_ceiling))
+                    ),
+                };
+                let bounce_note = if bounced {
+                    format!(", and {bounces} bounces came back")
+                } else {
+                    String::new()
+                };
+                let mut e = Map::new();
+                e.insert(
+                    "trigger".into(),
+                    ev(match trigger {
+                        Trigger::Baseline => "baseline",
+                        Trigger::HourlyCeiling => "hourly_ceiling",
+                        Trigger::DailyCeiling => "daily_ceiling",
+                    }),
+                );
+                e.insert("recipients_last_hour".into(), ev(last_hour));
+                e.insert("recipients_today".into(), ev(today));
+                e.insert("usual_peak_per_hour".into(), ev(f64::from(peak).round()));
+                e.insert("bounces_last_hour".into(), ev(bounces));
+                e.insert("multiple".into(), ev(self.cfg.multiple));
+                e.insert("floor".into(), ev(self.cfg.floor));
+                e.insert("hourly_ceiling".into(), ev(self.cfg.hourly_ceiling));
+                e.insert("daily_ceiling".into(), ev(self.cfg.daily_ceiling));
+                e.insert("sending_since".into(), ev(format_rfc3339(first_ts)));
+                let mut msg = Map::new();
+                msg.insert("ts".into(), ev(format_rfc3339(event.ts)));
+                if let Some(ip) = event.src_ip {
+                    msg.insert("from".into(), place_evidence(ip, &ctx.place_of(ip)));
+                }
+                if let Some(m) = &event.mail_from {
+                    msg.insert("mail_from".into(), ev(m));
+                }
+                msg.insert("rcpt_count".into(), ev(rcpts));
+                e.insert("message".into(), serde_json::Value::Object(msg));
+                out.push(Finding {
+                    detector: NAME,
+                    account: event.account.clone(),
+                    key: event.key,
+                    strength,
+                    severity,
+                    reason: format!("The account sent to {why}{bounce_note}."),
+                    first_event_ts: event.ts - HOUR,
+                    last_event_ts: event.ts,
+                    anchor_ts: event.ts.div_euclid(HOUR) * HOUR,
+                    evidence: e,
+                });
+            }
+            Kind::Auth => {}
+        }
+    }
+
+    fn sweep(&self, watermark: Millis, slack: Millis) {
+        self.table.sweep(watermark, slack);
+    }
+
+    fn tables(&self) -> Vec<TableStats> {
+        vec![self.table.stats()]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_peak_decays_by_half_in_a_half_life() {
+        let decay = 0.5f64.powf(1.0 / 10.0) as f32;
+        let mut s = Sending::new(0);
+        s.roll(0, decay);
+        s.sent.add(0, 400);
+        s.roll(HOUR, decay);
+        assert_eq!(s.peak, 400.0, "a completed hour is the peak");
+        s.roll(11 * HOUR, decay);
+        assert!((s.peak - 200.0).abs() < 2.0, "{}", s.peak);
+        assert_eq!(
+            s.sent.last_hour(11 * HOUR),
+            0,
+            "a gap empties the previous hour"
+        );
+    }
+}

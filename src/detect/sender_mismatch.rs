@@ -1,0 +1,477 @@
+//! `sender_mismatch`: the authenticated login sending as addresses it does
+//! not own — the envelope `mail_from` or the `header_from`.
+//!
+//! The platform lets an authenticated user send as other addresses it
+//! hosts, so the spam of a phished account claims to come from other
+//! customers and passes SPF, DKIM and DMARC. An account owns:
+//!
+//! * its own address (the login, when it is an address), compared
+//!   case-insensitively and ignoring a `+tag` sub-address;
+//! * the addresses the alias map gives it (`alias_map`: a file of
+//!   `login  sender, sender, @domain`, in the spirit of Postfix's
+//!   `smtpd_sender_login_maps`, re-read when it changes);
+//! * every address of its own domain, when the login is one of the
+//!   domain's administrators (`domain_admins`).
+//!
+//! A null sender (`<>`) is not a mismatch. One foreign sender in a window
+//! is an alert (a forwarding rule, a shared mailbox nobody put in the alias
+//! map); `min_foreign_senders` distinct ones lock.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Map;
+
+use super::{ev, place_evidence, Context, Detector, Finding, Severity, Strength, Switches};
+use crate::config::{detector_invalid, ConfigError, StateConfig};
+use crate::source::event::{account_key, Event, Kind};
+use crate::state::{insert_sorted, prune_sorted, Entry, Items, Table, TableStats};
+use crate::time::{format_rfc3339, human_duration, Millis, SECOND};
+
+pub const NAME: &str = "sender_mismatch";
+
+/// `[detectors.sender_mismatch]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SenderMismatchConfig {
+    /// Default true.
+    pub enabled: bool,
+    /// Emit `account.alert` instead of `account.lock`. Default false.
+    pub dry_run: bool,
+    /// The window, in seconds. Default 3600.
+    pub window_secs: u64,
+    /// Distinct foreign senders in the window that lock. Default 3: one is a
+    /// forgotten alias, three different customers' addresses in an hour is
+    /// someone sending as the platform's customers.
+    pub min_foreign_senders: usize,
+    /// The alias map file; empty for none. Default empty.
+    pub alias_map: String,
+    /// How often (wall clock) the alias map file is checked for changes, in
+    /// seconds. Default 10.
+    pub alias_map_reload_secs: u64,
+    /// Logins that may send as any address of their own domain (a domain's
+    /// administrators). Default `[]`.
+    pub domain_admins: Vec<String>,
+}
+
+impl Default for SenderMismatchConfig {
+    fn default() -> Self {
+        SenderMismatchConfig {
+            enabled: true,
+            dry_run: false,
+            window_secs: 3600,
+            min_foreign_senders: 3,
+            alias_map: String::new(),
+            alias_map_reload_secs: 10,
+            domain_admins: Vec::new(),
+        }
+    }
+}
+
+impl Switches for SenderMismatchConfig {
+    fn enabled(&self) -> bool {
+        self.enabled
+    }
+    fn dry_run(&self) -> bool {
+        self.dry_run
+    }
+}
+
+impl SenderMismatchConfig {
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.window_secs == 0 {
+            return Err(detector_invalid(
+                NAME,
+                "window_secs",
+                "must be greater than 0",
+            ));
+        }
+        if self.min_foreign_senders < 2 {
+            return Err(detector_invalid(
+                NAME,
+                "min_foreign_senders",
+                "must be at least 2",
+            ));
+        }
+        if !self.alias_map.is_empty() {
+            read_alias_map(&PathBuf::from(&self.alias_map))
+                .map_err(|e| detector_invalid(NAME, "alias_map", &e))?;
+        }
+        Ok(())
+    }
+}
+
+/// `Alice+news@Example.COM` → `alice@example.com`; `<>` and empty → `None`.
+pub fn normalise_address(raw: &str) -> Option<String> {
+    let t = raw.trim();
+    let t = t
+        .strip_prefix('<')
+        .and_then(|x| x.strip_suffix('>'))
+        .unwrap_or(t)
+        .trim();
+    if t.is_empty() {
+        return None;
+    }
+    let lower = t.to_lowercase();
+    Some(match lower.rsplit_once('@') {
+        Some((local, domain)) => {
+            let local = local.split_once('+').map_or(local, |(l, _)| l);
+            format!("{local}@{domain}")
+        }
+        None => lower,
+    })
+}
+
+fn domain_of(addr: &str) -> Option<&str> {
+    addr.rsplit_once('@').map(|(_, d)| d)
+}
+
+type Aliases = HashMap<String, Vec<String>>;
+
+/// Parses the alias map: `login  allowed, allowed @domain` per line, `#` comments.
+fn read_alias_map(path: &PathBuf) -> Result<Aliases, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut map = Aliases::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let mut parts = line.splitn(2, char::is_whitespace);
+        let login = parts.next().unwrap_or("");
+        let rest = parts.next().unwrap_or("").trim();
+        let login = crate::source::event::normalise_account(login)
+            .map_err(|_| format!("{}:{}: not a login", path.display(), n + 1))?;
+        let allowed: Vec<String> = rest
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|s| !s.is_empty())
+            .filter_map(|s| {
+                if let Some(d) = s.strip_prefix('@') {
+                    Some(format!("@{}", d.to_lowercase()))
+                } else {
+                    normalise_address(s)
+                }
+            })
+            .collect();
+        if allowed.is_empty() {
+            return Err(format!(
+                "{}:{}: expected `login  sender[, sender...]`",
+                path.display(),
+                n + 1
+            ));
+        }
+        map.entry(login.to_string()).or_default().extend(allowed);
+    }
+    Ok(map)
+}
+
+/// The alias map, re-read when the file changes (checked at most every
+/// `alias_map_reload_secs`). A file that has become unreadable or invalid
+/// keeps the previous map in force and is logged.
+struct AliasMap {
+    path: Option<PathBuf>,
+    every: Duration,
+    map: RwLock<Arc<Aliases>>,
+    checked: Mutex<(Instant, Option<(SystemTime, u64)>)>,
+}
+
+fn stamp(path: &PathBuf) -> Option<(SystemTime, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+impl AliasMap {
+    fn new(cfg: &SenderMismatchConfig) -> AliasMap {
+        let path = (!cfg.alias_map.is_empty()).then(|| PathBuf::from(&cfg.alias_map));
+        let (map, st) = match &path {
+            Some(p) => match read_alias_map(p) {
+                Ok(m) => (m, stamp(p)),
+                Err(e) => {
+                    tracing::error!(error = %e, "The alias map cannot be read; no aliases are in force.");
+                    (Aliases::new(), None)
+                }
+            },
+            None => (Aliases::new(), None),
+        };
+        AliasMap {
+            path,
+            every: Duration::from_secs(cfg.alias_map_reload_secs),
+            map: RwLock::new(Arc::new(map)),
+            checked: Mutex::new((Instant::now(), st)),
+        }
+    }
+
+    fn current(&self) -> Arc<Aliases> {
+        if let Some(path) = &self.path {
+            if let Ok(mut c) = self.checked.try_lock() {
+                if c.0.elapsed() >= self.every {
+                    c.0 = Instant::now();
+                    let st = stamp(path);
+                    if st != c.1 {
+                        c.1 = st;
+                        match read_alias_map(path) {
+                            Ok(m) => {
+                                tracing::info!(entries = m.len(), "Alias map reloaded.");
+                                *self.map.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(m);
+                            }
+                            Err(e) => {
+                                tracing::error!(error = %e, "The changed alias map is invalid; the previous one stays in force.");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        self.map.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// Foreign senders an account used recently: (time, sender hash, domain hash).
+struct Foreign {
+    senders: Items<(Millis, u64, u64)>,
+    /// Last sender addresses, for evidence (at most 10).
+    shown: Vec<Box<str>>,
+    alerted: Millis,
+    locked: Millis,
+}
+
+impl Entry for Foreign {
+    fn last_seen(&self) -> Millis {
+        self.senders.last().map_or(Millis::MIN, |x| x.0)
+    }
+    fn prune(&mut self, horizon: Millis) -> bool {
+        prune_sorted(&mut self.senders, horizon, |x| x.0);
+        self.senders.is_empty()
+    }
+    fn weight(&self) -> usize {
+        self.senders.len()
+    }
+}
+
+pub struct SenderMismatch {
+    cfg: SenderMismatchConfig,
+    window: Millis,
+    aliases: AliasMap,
+    admins: Vec<Box<str>>,
+    table: Table<Foreign>,
+    cap: usize,
+}
+
+impl SenderMismatch {
+    pub fn new(cfg: &SenderMismatchConfig, state: &StateConfig) -> Self {
+        let window = cfg.window_secs as Millis * SECOND;
+        SenderMismatch {
+            cfg: cfg.clone(),
+            window,
+            aliases: AliasMap::new(cfg),
+            admins: cfg
+                .domain_admins
+                .iter()
+                .filter_map(|a| crate::source::event::normalise_account(a).ok())
+                .collect(),
+            table: Table::sparse("sender_mismatch", "account", state.max_accounts, window),
+            cap: state.max_entries_per_key.max(cfg.min_foreign_senders),
+        }
+    }
+
+    /// Whether `account` (normalised) may send as `sender` (normalised).
+    fn owns(&self, account: &str, sender: &str, aliases: &Aliases) -> bool {
+        if normalise_address(account).as_deref() == Some(sender) {
+            return true;
+        }
+        if let Some(allowed) = aliases.get(account) {
+            let domain = domain_of(sender);
+            if allowed
+                .iter()
+                .any(|a| a == sender || a.strip_prefix('@').is_some_and(|d| Some(d) == domain))
+            {
+                return true;
+            }
+        }
+        self.admins.iter().any(|a| &**a == account)
+            && domain_of(account).is_some()
+            && domain_of(account) == domain_of(sender)
+    }
+}
+
+impl Detector for SenderMismatch {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn observe(&self, event: &Event, ctx: &Context<'_>, out: &mut Vec<Finding>) {
+        if event.kind != Kind::Submission {
+            return;
+        }
+        let aliases = self.aliases.current();
+        let mut foreign: Vec<String> = Vec::new();
+        for raw in [event.mail_from.as_deref(), event.header_from.as_deref()]
+            .into_iter()
+            .flatten()
+        {
+            if let Some(sender) = normalise_address(raw) {
+                if !self.owns(&event.account, &sender, &aliases) && !foreign.contains(&sender) {
+                    foreign.push(sender);
+                }
+            }
+        }
+        if foreign.is_empty() {
+            return;
+        }
+        let now = event.ts;
+        let from = now - self.window;
+        let (cap, min) = (self.cap, self.cfg.min_foreign_senders);
+        let found = self.table.update(
+            event.key,
+            || Foreign {
+                senders: Items::new(),
+                shown: Vec::new(),
+                alerted: Millis::MIN,
+                locked: Millis::MIN,
+            },
+            |f| {
+                for s in &foreign {
+                    let h = account_key(s);
+                    let d = account_key(domain_of(s).unwrap_or(""));
+                    f.senders.retain(|x| x.1 != h);
+                    insert_sorted(&mut f.senders, (now, h, d), cap, |x| x.0);
+                    if !f.shown.iter().any(|x| **x == **s) {
+                        if f.shown.len() >= 10 {
+                            f.shown.remove(0);
+                        }
+                        f.shown.push(s.as_str().into());
+                    }
+                }
+                let inside: Vec<&(Millis, u64, u64)> =
+                    f.senders.iter().filter(|x| x.0 >= from).collect();
+                let senders = inside.len();
+                let mut domains: Vec<u64> = inside.iter().map(|x| x.2).collect();
+                domains.sort_unstable();
+                domains.dedup();
+                let first = inside.first().map_or(now, |x| x.0);
+                if senders >= min {
+                    if f.locked >= from {
+                        return None;
+                    }
+                    f.locked = now;
+                    return Some((
+                        Strength::Lock,
+                        senders,
+                        domains.len(),
+                        first,
+                        f.shown.clone(),
+                    ));
+                }
+                if f.alerted >= from || f.locked >= from {
+                    return None;
+                }
+                f.alerted = now;
+                Some((
+                    Strength::Alert,
+                    senders,
+                    domains.len(),
+                    first,
+                    f.shown.clone(),
+                ))
+            },
+        );
+        let Some((strength, senders, domains, first, shown)) = found else {
+            return;
+        };
+        let severity = match strength {
+            Strength::Lock if domains >= 2 => Severity::Critical,
+            Strength::Lock => Severity::High,
+            _ => Severity::Medium,
+        };
+        let mut e = Map::new();
+        e.insert("foreign_senders".into(), ev(senders));
+        e.insert("foreign_domains".into(), ev(domains));
+        e.insert("senders".into(), ev(&shown));
+        e.insert("window_seconds".into(), ev(self.cfg.window_secs));
+        e.insert("min_foreign_senders".into(), ev(min));
+        let mut msg = Map::new();
+        msg.insert("ts".into(), ev(format_rfc3339(now)));
+        if let Some(ip) = event.src_ip {
+            msg.insert("from".into(), place_evidence(ip, &ctx.place_of(ip)));
+        }
+        if let Some(m) = &event.mail_from {
+            msg.insert("mail_from".into(), ev(m));
+        }
+        if let Some(h) = &event.header_from {
+            msg.insert("header_from".into(), ev(h));
+        }
+        if let Some(n) = event.rcpt_count {
+            msg.insert("rcpt_count".into(), ev(n));
+        }
+        if let Some(q) = &event.queue_id {
+            msg.insert("queue_id".into(), ev(q));
+        }
+        e.insert("message".into(), serde_json::Value::Object(msg));
+        let reason = if strength == Strength::Lock {
+            format!(
+                "The account sent as {senders} addresses it does not own, in {domains} domain(s), within {}.",
+                human_duration(self.window)
+            )
+        } else {
+            format!(
+                "The account sent as {}, an address it does not own.",
+                foreign[0]
+            )
+        };
+        out.push(Finding {
+            detector: NAME,
+            account: event.account.clone(),
+            key: event.key,
+            strength,
+            severity,
+            reason,
+            first_event_ts: first,
+            last_event_ts: now,
+            anchor_ts: first,
+            evidence: e,
+        });
+    }
+
+    fn sweep(&self, watermark: Millis, slack: Millis) {
+        self.table.sweep(watermark, slack);
+    }
+
+    fn tables(&self) -> Vec<TableStats> {
+        vec![self.table.stats()]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_normalise() {
+        assert_eq!(
+            normalise_address(" <Alice+News@Example.COM> ").as_deref(),
+            Some("alice@example.com")
+        );
+        assert_eq!(normalise_address("<>"), None);
+        assert_eq!(normalise_address(""), None);
+        assert_eq!(normalise_address("bob").as_deref(), Some("bob"));
+    }
+
+    #[test]
+    fn the_alias_map_parses_and_names_bad_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("aliases");
+        std::fs::write(&p, "# login  senders\nAlice@example.com  sales@example.com, @example.org\n\nbob@x.net bob@y.net\n").unwrap();
+        let m = read_alias_map(&p).unwrap();
+        assert_eq!(
+            m["alice@example.com"],
+            vec!["sales@example.com", "@example.org"]
+        );
+        std::fs::write(&p, "alice@example.com\n").unwrap();
+        let e = read_alias_map(&p).unwrap_err();
+        assert!(e.contains(":1:"), "{e}");
+    }
+}
