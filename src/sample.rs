@@ -504,6 +504,43 @@ pub fn auth(
     }
 }
 
+/// A message submitted by an authenticated session.
+pub fn submission(
+    ts: Millis,
+    account: &str,
+    ip: IpAddr,
+    mail_from: &str,
+    header_from: Option<&str>,
+    rcpt_count: u32,
+) -> Line {
+    let mut m = BTreeMap::new();
+    m.insert("ts", serde_json::Value::from(format_rfc3339(ts)));
+    m.insert("kind", "submission".into());
+    m.insert("account", account.into());
+    m.insert("src_ip", ip.to_string().into());
+    m.insert("mail_from", mail_from.into());
+    if let Some(h) = header_from {
+        m.insert("header_from", h.into());
+    }
+    m.insert("rcpt_count", rcpt_count.into());
+    Line {
+        ts,
+        json: serde_json::to_string(&m).expect("serialises"),
+    }
+}
+
+/// A bounce (DSN) delivered to `account`.
+pub fn bounce(ts: Millis, account: &str) -> Line {
+    let mut m = BTreeMap::new();
+    m.insert("ts", serde_json::Value::from(format_rfc3339(ts)));
+    m.insert("kind", "bounce".into());
+    m.insert("account", account.into());
+    Line {
+        ts,
+        json: serde_json::to_string(&m).expect("serialises"),
+    }
+}
+
 /// A compressed day of a mail platform: ordinary customers logging in from
 /// home, plus (with `scenarios`) the attacks credwatch exists for and their
 /// benign look-alikes. Returns the lines in time order and what each

@@ -123,8 +123,10 @@ struct Sending {
     peak: f32,
     day: i64,
     today: u32,
-    /// Hour of the last finding, so a surge is reported once an hour.
+    /// Hour of the last finding, and whether it was strong enough to lock:
+    /// a surge is reported once an hour, and again if it becomes a lock.
     reported_hour: i64,
+    reported_lock: bool,
     first_ts: Millis,
     last_ts: Millis,
 }
@@ -138,6 +140,7 @@ impl Sending {
             day: ts.div_euclid(24 * HOUR),
             today: 0,
             reported_hour: i64::MIN,
+            reported_lock: false,
             first_ts: ts,
             last_ts: ts,
         }
@@ -204,6 +207,11 @@ impl SendVolume {
         }
     }
 
+    /// A ceiling locks; the baseline rule locks only with bounces coming back.
+    fn locks(&self, trigger: &Trigger, bounces: u32) -> bool {
+        !matches!(trigger, Trigger::Baseline) || bounces >= self.cfg.bounces_for_lock
+    }
+
     fn trigger(&self, s: &Sending, last_hour: u32) -> Option<Trigger> {
         if s.today >= self.cfg.daily_ceiling {
             return Some(Trigger::DailyCeiling);
@@ -245,29 +253,24 @@ impl Detector for SendVolume {
                         let last_hour = s.sent.last_hour(event.ts);
                         let trigger = self.trigger(s, last_hour)?;
                         let hour = event.ts.div_euclid(HOUR);
-                        if s.reported_hour >= hour {
+                        let bounces = s.bounces.last_hour(event.ts);
+                        let lock = self.locks(&trigger, bounces);
+                        if s.reported_hour >= hour && (s.reported_lock || !lock) {
                             return None;
                         }
                         s.reported_hour = hour;
-                        Some((
-                            trigger,
-                            last_hour,
-                            s.today,
-                            s.peak,
-                            s.bounces.last_hour(event.ts),
-                            s.first_ts,
-                        ))
+                        s.reported_lock = lock;
+                        Some((trigger, last_hour, s.today, s.peak, bounces, s.first_ts))
                     },
                 );
                 let Some((trigger, last_hour, today, peak, bounces, first_ts)) = found else {
                     return;
                 };
                 let bounced = bounces >= self.cfg.bounces_for_lock;
-                let (strength, severity) = match (&trigger, bounced) {
-                    (Trigger::Baseline, false) => (Strength::Alert, Severity::Medium),
-                    (Trigger::Baseline, true) => (Strength::Lock, Severity::Critical),
-                    (_, false) => (Strength::Lock, Severity::High),
-                    (_, true) => (Strength::Lock, Severity::Critical),
+                let (strength, severity) = match (self.locks(&trigger, bounces), bounced) {
+                    (false, _) => (Strength::Alert, Severity::Medium),
+                    (true, false) => (Strength::Lock, Severity::High),
+                    (true, true) => (Strength::Lock, Severity::Critical),
                 };
                 let why = match trigger {
                     Trigger::Baseline => format!(

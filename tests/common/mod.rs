@@ -14,7 +14,7 @@ use credwatch::sample::{self, GeoFiles, Line};
 use credwatch::source::event::{parse_event, ParseLimits};
 use credwatch::time::{Millis, HOUR};
 
-pub use credwatch::sample::{auth, city_named, ip6_in, ip_in};
+pub use credwatch::sample::{auth, bounce, city_named, ip6_in, ip_in, submission};
 pub use credwatch::time::{MINUTE, SECOND};
 
 /// 2026-11-05T00:00:00Z
