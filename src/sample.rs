@@ -448,9 +448,13 @@ pub struct Line {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Expected {
     pub account: String,
-    /// `Some(detector)` for an attack that must be caught by it.
+    /// `Some(detector)` for an attack: the account must be locked (by this
+    /// detector or an earlier one of the same incident). `None`: it must
+    /// not be locked (an alert may be right, e.g. for a spoofed customer).
     pub detector: Option<&'static str>,
     pub scenario: &'static str,
+    /// When the abuse began (the first attacker event), for attacks.
+    pub abuse_start: Option<Millis>,
 }
 
 /// Parameters of a generated day.
@@ -579,6 +583,18 @@ pub fn generate_day(p: &DayParams) -> (Vec<Line>, Vec<Expected>) {
                 ));
             }
             lines.push(auth(ts, &account, proto, ip, true, Some(&pw)));
+            // A login on the submission port usually sends a message.
+            if proto == "smtp" {
+                let rcpts = 1 + rng.below(5) as u32;
+                lines.push(submission(
+                    ts + SECOND,
+                    &account,
+                    ip,
+                    &account,
+                    Some(&account),
+                    rcpts,
+                ));
+            }
         }
     }
     let mut expected = Vec::new();
@@ -597,6 +613,7 @@ fn scenarios(p: &DayParams, lines: &mut Vec<Line>, expected: &mut Vec<Expected>)
             account: account.into(),
             detector,
             scenario,
+            abuse_start: None,
         });
     };
 
@@ -795,6 +812,162 @@ fn scenarios(p: &DayParams, lines: &mut Vec<Line>, expected: &mut Vec<Expected>)
         None,
         "webmail front end in a trusted network",
     );
+    mail_scenarios(p, lines, expected);
+}
+
+/// The seed's story: phished accounts abused over SMTP AUTH from abroad,
+/// sending as other customers of the platform, whose domains then drown in
+/// bounces; beside them a newsletter, and malware on a customer's own PC.
+fn mail_scenarios(p: &DayParams, lines: &mut Vec<Line>, expected: &mut Vec<Expected>) {
+    let t0 = p.start + 9 * HOUR;
+    let spoofed = [
+        "ceo@harbour-bank.example",
+        "billing@corner-shop.example",
+        "info@village-school.example",
+        "sales@garden-centre.example",
+        "office@law-firm.example",
+        "orders@bakery.example",
+    ];
+    let abroad = ["Changchun", "Lagos", "São Paulo"];
+    for (k, place) in abroad.iter().enumerate() {
+        let a = format!("phished{k}@example.jp");
+        let home = city_named("Tokyo");
+        let k = k as i64;
+        // The customer reads mail at home in the morning...
+        lines.push(auth(
+            t0 - 3 * HOUR + k * MINUTE,
+            &a,
+            "imap",
+            ip_in(home, 500 + k as u16),
+            true,
+            Some("5a5a5a5a"),
+        ));
+        lines.push(submission(
+            t0 - 3 * HOUR + k * MINUTE + SECOND,
+            &a,
+            ip_in(home, 500 + k as u16),
+            &a,
+            Some(&a),
+            2,
+        ));
+        // ...hours later the phisher logs in over SMTP AUTH from abroad and
+        // sends as other customers; the bounces go to those customers.
+        let start = t0 + k * 20 * MINUTE;
+        let src = ip_in(city_named(place), 40 + k as u16);
+        lines.push(auth(start, &a, "smtp", src, true, Some("5a5a5a5a")));
+        for m in 0..60i64 {
+            let ts = start + 10 * SECOND + m * 20 * SECOND;
+            let forged = spoofed[((m + k) % spoofed.len() as i64) as usize];
+            lines.push(submission(ts, &a, src, forged, Some(forged), 50));
+            for b in 0..3 {
+                lines.push(bounce(ts + (40 + b * 7) * SECOND, forged));
+            }
+        }
+        expected.push(Expected {
+            account: a,
+            detector: Some("impossible_travel"),
+            scenario: "phished, abused over SMTP AUTH from abroad, sending as other customers",
+            abuse_start: Some(start),
+        });
+    }
+    for victim in spoofed {
+        // The real owners of the forged addresses go on as usual.
+        let home = city_named("Manchester");
+        lines.push(auth(
+            t0 - HOUR,
+            victim,
+            "smtp",
+            ip_in(home, 900),
+            true,
+            Some("77777777"),
+        ));
+        lines.push(submission(
+            t0 - HOUR + SECOND,
+            victim,
+            ip_in(home, 900),
+            victim,
+            Some(victim),
+            3,
+        ));
+        expected.push(Expected {
+            account: victim.into(),
+            detector: None,
+            scenario: "customer whose address spammers forge (bounces come back to it)",
+            abuse_start: None,
+        });
+    }
+
+    // Benign: a club sends its newsletter to 600 members every morning.
+    let club = "club@example.org";
+    let paris = city_named("Paris");
+    for day in -7i64..=0 {
+        let d = p.start + day * 24 * HOUR + 8 * HOUR;
+        lines.push(auth(
+            d - MINUTE,
+            club,
+            "smtp",
+            ip_in(paris, 3),
+            true,
+            Some("c1c1c1c1"),
+        ));
+        for i in 0..12 {
+            lines.push(submission(
+                d + i * MINUTE,
+                club,
+                ip_in(paris, 3),
+                club,
+                Some(club),
+                50,
+            ));
+        }
+    }
+    expected.push(Expected {
+        account: club.into(),
+        detector: None,
+        scenario: "the newsletter it sends every morning",
+        abuse_start: None,
+    });
+
+    // Attack: malware on a customer's own PC sends from the usual address
+    // and the usual place; the recipients' servers bounce much of it.
+    let pc = "dentist@example.de";
+    let berlin = city_named("Berlin");
+    for day in -7i64..=0 {
+        for h in 9..17 {
+            let ts = p.start + day * 24 * HOUR + h * HOUR;
+            if day == 0 && h >= 13 {
+                break;
+            }
+            lines.push(auth(
+                ts,
+                pc,
+                "smtp",
+                ip_in(berlin, 77),
+                true,
+                Some("d3d3d3d3"),
+            ));
+            lines.push(submission(
+                ts + SECOND,
+                pc,
+                ip_in(berlin, 77),
+                pc,
+                Some(pc),
+                4,
+            ));
+        }
+    }
+    let start = p.start + 13 * HOUR;
+    for m in 0..90i64 {
+        let ts = start + m * 30 * SECOND;
+        lines.push(submission(ts, pc, ip_in(berlin, 77), pc, Some(pc), 20));
+        lines.push(bounce(ts + 20 * SECOND, pc));
+    }
+    expected.push(Expected {
+        account: pc.into(),
+        detector: Some("send_volume"),
+        scenario: "malware on the customer's own PC",
+        abuse_start: Some(start),
+    });
 }
 
 /// Writes the lines as JSON lines.

@@ -86,11 +86,11 @@ fn same_accounts_same_ids_in_input_order() {
         s.sort();
         assert_eq!(p, s, "threads = {threads}");
     }
-    let caught: Vec<String> = ids_of(&seq_out);
+    let caught: Vec<String> = locked(&seq_out);
     for e in expected.iter().filter(|e| e.detector.is_some()) {
         assert!(
             caught.contains(&e.account),
-            "{} ({}) not caught",
+            "{} ({}) not locked",
             e.account,
             e.scenario
         );
@@ -98,22 +98,20 @@ fn same_accounts_same_ids_in_input_order() {
     for e in expected.iter().filter(|e| e.detector.is_none()) {
         assert!(
             !caught.contains(&e.account),
-            "{} ({}) caught",
+            "{} ({}) locked",
             e.account,
             e.scenario
         );
     }
 }
 
-fn ids_of(out: &[u8]) -> Vec<String> {
+/// The accounts the output locks.
+fn locked(out: &[u8]) -> Vec<String> {
     String::from_utf8(out.to_vec())
         .unwrap()
         .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["data"]["account"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["type"] == "account.lock")
+        .map(|v| v["data"]["account"].as_str().unwrap().to_string())
         .collect()
 }

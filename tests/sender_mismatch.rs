@@ -9,7 +9,7 @@ fn send(t: i64, account: &str, from: &str, header: Option<&str>) -> credwatch::s
     submission(t, account, ip("London", 7), from, header, 3)
 }
 
-fn of<'a>(actions: &'a [credwatch::action::Action]) -> Vec<&'a credwatch::action::Action> {
+fn of(actions: &[credwatch::action::Action]) -> Vec<&credwatch::action::Action> {
     actions
         .iter()
         .filter(|x| x.data.detector == "sender_mismatch")
