@@ -114,7 +114,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             threads,
             input,
         } => {
-            init_logs("warn");
+            init_logs("warn,credwatch=info");
             let settings = Config::load(config.as_deref())?;
             let mut engine = Engine::new(&settings)?;
             let limits = ParseLimits::new(settings.config.events.max_bytes, now_millis());

@@ -153,7 +153,7 @@ impl Detector for Backscatter {
                     strength: Strength::Alert,
                     severity: Severity::Medium,
                     reason: format!(
-                        "{bounces} bounces in the last hour for mail this account did not send (it sent to {sent} recipients): someone is sending in its name."
+                        "{bounces} bounces in the last hour for mail this account did not send (it sent to {sent} recipient(s) itself): someone is sending in its name."
                     ),
                     first_event_ts: now - HOUR,
                     last_event_ts: now,
