@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Map;
 
-use super::{ev, Context, Detector, Finding, Severity, Strength, Switches};
+use super::{ev, Context, Detector, Finding, Severity, Strength};
 use crate::config::{detector_invalid, ConfigError, StateConfig};
 use crate::source::event::{Event, Kind};
 use crate::state::{Entry, HourCount, Table, TableStats};
@@ -47,14 +47,7 @@ impl Default for BackscatterConfig {
     }
 }
 
-impl Switches for BackscatterConfig {
-    fn enabled(&self) -> bool {
-        self.enabled
-    }
-    fn dry_run(&self) -> bool {
-        self.dry_run
-    }
-}
+super::switches!(BackscatterConfig);
 
 impl BackscatterConfig {
     pub fn check(&self) -> Result<(), ConfigError> {

@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 use serde_json::Map;
 
-use super::{ev, Context, Detector, Finding, Severity, Strength, Switches};
+use super::{ev, Context, Detector, Finding, Severity, Strength};
 use crate::config::{detector_invalid, ConfigError, StateConfig};
 use crate::source::event::{AuthResult, Event, Kind};
 use crate::state::{insert_sorted, prune_sorted, Entry, Items, Table, TableStats};
@@ -57,14 +57,7 @@ impl Default for BurstConfig {
     }
 }
 
-impl Switches for BurstConfig {
-    fn enabled(&self) -> bool {
-        self.enabled
-    }
-    fn dry_run(&self) -> bool {
-        self.dry_run
-    }
-}
+super::switches!(BurstConfig);
 
 impl BurstConfig {
     pub fn check(&self) -> Result<(), ConfigError> {

@@ -15,9 +15,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 use serde_json::Map;
 
-use super::{
-    ev, place_evidence, thousands, Context, Detector, Finding, Severity, Strength, Switches,
-};
+use super::{ev, place_evidence, thousands, Context, Detector, Finding, Severity, Strength};
 use crate::config::{detector_invalid, ConfigError, StateConfig};
 use crate::geo::distance_km;
 use crate::source::event::{AuthResult, Event};
@@ -65,14 +63,7 @@ impl Default for TravelConfig {
     }
 }
 
-impl Switches for TravelConfig {
-    fn enabled(&self) -> bool {
-        self.enabled
-    }
-    fn dry_run(&self) -> bool {
-        self.dry_run
-    }
-}
+super::switches!(TravelConfig);
 
 impl TravelConfig {
     pub fn check(&self) -> Result<(), ConfigError> {

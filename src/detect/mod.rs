@@ -134,6 +134,44 @@ pub trait Switches {
     fn dry_run(&self) -> bool;
 }
 
+/// Implements [`Switches`] for a config struct with `enabled` and `dry_run`.
+macro_rules! switches {
+    ($config:ty) => {
+        impl $crate::detect::Switches for $config {
+            fn enabled(&self) -> bool {
+                self.enabled
+            }
+            fn dry_run(&self) -> bool {
+                self.dry_run
+            }
+        }
+    };
+}
+pub(crate) use switches;
+
+/// The submitted message a mail-side finding is about, for evidence: when,
+/// from which address and place, as whom, to how many.
+pub fn message_evidence(event: &Event, ctx: &Context<'_>) -> Value {
+    let mut msg = Map::new();
+    msg.insert("ts".into(), ev(crate::time::format_rfc3339(event.ts)));
+    if let Some(ip) = event.src_ip {
+        msg.insert("from".into(), place_evidence(ip, &ctx.place_of(ip)));
+    }
+    for (k, v) in [
+        ("mail_from", &event.mail_from),
+        ("header_from", &event.header_from),
+        ("queue_id", &event.queue_id),
+    ] {
+        if let Some(v) = v {
+            msg.insert(k.into(), ev(v));
+        }
+    }
+    if let Some(n) = event.rcpt_count {
+        msg.insert("rcpt_count".into(), ev(n));
+    }
+    Value::Object(msg)
+}
+
 /// A detector with its switches.
 pub struct Registered {
     pub detector: Box<dyn Detector>,

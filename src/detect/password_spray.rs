@@ -17,7 +17,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 use serde_json::Map;
 
-use super::{ev, Context, Detector, Finding, Severity, Strength, Switches};
+use super::{ev, Context, Detector, Finding, Severity, Strength};
 use crate::config::{detector_invalid, ConfigError, StateConfig};
 use crate::source::event::{AuthResult, Event, Kind};
 use crate::state::{prune_sorted, Entry, Items, Table, TableStats};
@@ -54,14 +54,7 @@ impl Default for SprayConfig {
     }
 }
 
-impl Switches for SprayConfig {
-    fn enabled(&self) -> bool {
-        self.enabled
-    }
-    fn dry_run(&self) -> bool {
-        self.dry_run
-    }
-}
+super::switches!(SprayConfig);
 
 impl SprayConfig {
     pub fn check(&self) -> Result<(), ConfigError> {

@@ -19,9 +19,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Map;
 
-use super::{
-    ev, place_evidence, thousands, Context, Detector, Finding, Severity, Strength, Switches,
-};
+use super::{ev, message_evidence, thousands, Context, Detector, Finding, Severity, Strength};
 use crate::config::{detector_invalid, ConfigError, StateConfig};
 use crate::source::event::{Event, Kind};
 use crate::state::{Entry, HourCount, Table, TableStats};
@@ -77,14 +75,7 @@ impl Default for SendVolumeConfig {
     }
 }
 
-impl Switches for SendVolumeConfig {
-    fn enabled(&self) -> bool {
-        self.enabled
-    }
-    fn dry_run(&self) -> bool {
-        self.dry_run
-    }
-}
+super::switches!(SendVolumeConfig);
 
 impl SendVolumeConfig {
     pub fn check(&self) -> Result<(), ConfigError> {
@@ -313,16 +304,7 @@ impl Detector for SendVolume {
                 e.insert("hourly_ceiling".into(), ev(self.cfg.hourly_ceiling));
                 e.insert("daily_ceiling".into(), ev(self.cfg.daily_ceiling));
                 e.insert("sending_since".into(), ev(format_rfc3339(first_ts)));
-                let mut msg = Map::new();
-                msg.insert("ts".into(), ev(format_rfc3339(event.ts)));
-                if let Some(ip) = event.src_ip {
-                    msg.insert("from".into(), place_evidence(ip, &ctx.place_of(ip)));
-                }
-                if let Some(m) = &event.mail_from {
-                    msg.insert("mail_from".into(), ev(m));
-                }
-                msg.insert("rcpt_count".into(), ev(rcpts));
-                e.insert("message".into(), serde_json::Value::Object(msg));
+                e.insert("message".into(), message_evidence(event, ctx));
                 out.push(Finding {
                     detector: NAME,
                     account: event.account.clone(),

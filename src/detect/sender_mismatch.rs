@@ -25,11 +25,11 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::{Deserialize, Serialize};
 use serde_json::Map;
 
-use super::{ev, place_evidence, Context, Detector, Finding, Severity, Strength, Switches};
+use super::{ev, message_evidence, Context, Detector, Finding, Severity, Strength};
 use crate::config::{detector_invalid, ConfigError, StateConfig};
 use crate::source::event::{account_key, Event, Kind};
 use crate::state::{insert_sorted, prune_sorted, Entry, Items, Table, TableStats};
-use crate::time::{format_rfc3339, human_duration, Millis, SECOND};
+use crate::time::{human_duration, Millis, SECOND};
 
 pub const NAME: &str = "sender_mismatch";
 
@@ -71,14 +71,7 @@ impl Default for SenderMismatchConfig {
     }
 }
 
-impl Switches for SenderMismatchConfig {
-    fn enabled(&self) -> bool {
-        self.enabled
-    }
-    fn dry_run(&self) -> bool {
-        self.dry_run
-    }
-}
+super::switches!(SenderMismatchConfig);
 
 impl SenderMismatchConfig {
     pub fn check(&self) -> Result<(), ConfigError> {
@@ -393,24 +386,7 @@ impl Detector for SenderMismatch {
         e.insert("senders".into(), ev(&shown));
         e.insert("window_seconds".into(), ev(self.cfg.window_secs));
         e.insert("min_foreign_senders".into(), ev(min));
-        let mut msg = Map::new();
-        msg.insert("ts".into(), ev(format_rfc3339(now)));
-        if let Some(ip) = event.src_ip {
-            msg.insert("from".into(), place_evidence(ip, &ctx.place_of(ip)));
-        }
-        if let Some(m) = &event.mail_from {
-            msg.insert("mail_from".into(), ev(m));
-        }
-        if let Some(h) = &event.header_from {
-            msg.insert("header_from".into(), ev(h));
-        }
-        if let Some(n) = event.rcpt_count {
-            msg.insert("rcpt_count".into(), ev(n));
-        }
-        if let Some(q) = &event.queue_id {
-            msg.insert("queue_id".into(), ev(q));
-        }
-        e.insert("message".into(), serde_json::Value::Object(msg));
+        e.insert("message".into(), message_evidence(event, ctx));
         let reason = if strength == Strength::Lock {
             format!(
                 "The account sent as {senders} addresses it does not own, in {domains} domain(s), within {}.",
