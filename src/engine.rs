@@ -11,7 +11,7 @@ use crate::detect::{self, Context, Finding, Registered};
 use crate::geo::{GeoError, GeoIp};
 use crate::policy::{Decision, Policy};
 use crate::source::event::{Event, Kind};
-use crate::state::TableStats;
+use crate::state::{Swept, TableStats};
 use crate::time::{Millis, SECOND};
 
 /// Counters of what the engine did, per detector in registration order.
@@ -118,14 +118,12 @@ impl Engine {
         let ctx = Context::new(&self.geo, &self.trusted, event);
         let mut findings: Vec<Finding> = Vec::new();
         for (i, reg) in self.detectors.iter().enumerate() {
-            let before = findings.len();
             reg.detector.observe(event, &ctx, &mut findings);
-            let n = findings.len() - before;
-            if n > 0 {
+            if !findings.is_empty() {
                 self.counts[i]
                     .findings
-                    .fetch_add(n as u64, Ordering::Relaxed);
-                for f in findings.drain(before..) {
+                    .fetch_add(findings.len() as u64, Ordering::Relaxed);
+                for f in findings.drain(..) {
                     let d = self
                         .policy
                         .decide(f, reg.dry_run, decided_at.unwrap_or(event.ts));
@@ -265,11 +263,12 @@ impl Engine {
 
     /// Forgets everything older than each table needs.
     pub fn sweep(&self, watermark: Millis) {
-        for reg in &self.detectors {
-            reg.detector.sweep(watermark, self.slack);
+        let mut entries = 0;
+        for table in self.state() {
+            table.sweep(watermark, self.slack);
+            entries += table.stats().len;
         }
-        self.policy.sweep(watermark, self.slack);
-        let entries: usize = self.tables().iter().map(|t| t.len).sum();
+        self.policy.breaker.refresh(watermark);
         for l in &self.lanes {
             l.since_sweep.store(0, Ordering::Relaxed);
         }
@@ -295,15 +294,17 @@ impl Engine {
             .map(|(r, c)| (r.detector.name(), r.dry_run, c))
     }
 
+    /// Every state table: the detectors' and the incidents'.
+    fn state(&self) -> impl Iterator<Item = &dyn Swept> {
+        self.detectors
+            .iter()
+            .flat_map(|r| r.detector.state())
+            .chain(std::iter::once(self.policy.state()))
+    }
+
     /// Every state table with its size and evictions.
     pub fn tables(&self) -> Vec<TableStats> {
-        let mut t: Vec<TableStats> = self
-            .detectors
-            .iter()
-            .flat_map(|r| r.detector.tables())
-            .collect();
-        t.extend(self.policy.tables());
-        t
+        self.state().map(|t| t.stats()).collect()
     }
 
     /// Accounts tracked: the size of the largest per-account table. (Each

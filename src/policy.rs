@@ -21,7 +21,7 @@ use crate::action::{self, Action, ActionKind, Downgrade};
 use crate::config::{BreakerConfig, PolicyConfig, StateConfig};
 use crate::detect::{Finding, Strength};
 use crate::source::event::normalise_account;
-use crate::state::{Entry, Table, TableStats};
+use crate::state::{Entry, Swept, Table};
 use crate::time::{Millis, SECOND};
 
 /// What became of a finding.
@@ -210,13 +210,9 @@ impl Policy {
         )))
     }
 
-    pub fn sweep(&self, watermark: Millis, slack: Millis) {
-        self.incidents.sweep(watermark, slack);
-        self.breaker.refresh(watermark);
-    }
-
-    pub fn tables(&self) -> Vec<TableStats> {
-        vec![self.incidents.stats()]
+    /// The incident table (swept by the engine with the detectors' tables).
+    pub fn state(&self) -> &dyn Swept {
+        &self.incidents
     }
 }
 

@@ -149,6 +149,24 @@ pub struct TableStats {
     pub evicted_cap: u64,
 }
 
+/// What the engine needs of any table, whatever its values: to sweep it
+/// and to report on it. Detectors hand their tables over as `&dyn Swept`
+/// ([`crate::detect::Detector::state`]) instead of each sweeping their own.
+pub trait Swept: Send + Sync {
+    /// Removes what is older than `watermark - ttl - slack`.
+    fn sweep(&self, watermark: Millis, slack: Millis);
+    fn stats(&self) -> TableStats;
+}
+
+impl<V: Entry> Swept for Table<V> {
+    fn sweep(&self, watermark: Millis, slack: Millis) {
+        Table::sweep(self, watermark, slack)
+    }
+    fn stats(&self) -> TableStats {
+        Table::stats(self)
+    }
+}
+
 /// A bounded concurrent map from a 64-bit key to `V`.
 pub struct Table<V> {
     name: &'static str,

@@ -13,7 +13,7 @@ use serde_json::Map;
 use super::{ev, Context, Detector, Finding, Severity, Strength};
 use crate::config::{detector_invalid, ConfigError, StateConfig};
 use crate::source::event::{Event, Kind};
-use crate::state::{Entry, HourCount, Table, TableStats};
+use crate::state::{Entry, HourCount, Swept, Table};
 use crate::time::{Millis, HOUR};
 
 pub const NAME: &str = "backscatter";
@@ -158,11 +158,7 @@ impl Detector for Backscatter {
         }
     }
 
-    fn sweep(&self, watermark: Millis, slack: Millis) {
-        self.table.sweep(watermark, slack);
-    }
-
-    fn tables(&self) -> Vec<TableStats> {
-        vec![self.table.stats()]
+    fn state(&self) -> Vec<&dyn Swept> {
+        vec![&self.table]
     }
 }

@@ -15,7 +15,7 @@ use serde_json::Map;
 use super::{ev, Context, Detector, Finding, Severity, Strength};
 use crate::config::{detector_invalid, ConfigError, StateConfig};
 use crate::source::event::{AuthResult, Event, Kind};
-use crate::state::{insert_sorted, prune_sorted, Entry, Items, Table, TableStats};
+use crate::state::{insert_sorted, prune_sorted, Entry, Items, Swept, Table};
 use crate::time::{format_rfc3339, human_duration, Millis, SECOND};
 
 pub const NAME: &str = "failed_login_burst";
@@ -311,11 +311,7 @@ impl Detector for FailedLoginBurst {
         }
     }
 
-    fn sweep(&self, watermark: Millis, slack: Millis) {
-        self.table.sweep(watermark, slack);
-    }
-
-    fn tables(&self) -> Vec<TableStats> {
-        vec![self.table.stats()]
+    fn state(&self) -> Vec<&dyn Swept> {
+        vec![&self.table]
     }
 }

@@ -19,7 +19,7 @@ use super::{ev, place_evidence, thousands, Context, Detector, Finding, Severity,
 use crate::config::{detector_invalid, ConfigError, StateConfig};
 use crate::geo::distance_km;
 use crate::source::event::{AuthResult, Event};
-use crate::state::{insert_sorted, prune_sorted, Entry, Items, Table, TableStats};
+use crate::state::{insert_sorted, prune_sorted, Entry, Items, Swept, Table};
 use crate::time::{format_rfc3339, human_duration, Millis, HOUR, SECOND};
 
 pub const NAME: &str = "impossible_travel";
@@ -318,11 +318,7 @@ impl Detector for ImpossibleTravel {
         }
     }
 
-    fn sweep(&self, watermark: Millis, slack: Millis) {
-        self.logins.sweep(watermark, slack);
-    }
-
-    fn tables(&self) -> Vec<TableStats> {
-        vec![self.logins.stats()]
+    fn state(&self) -> Vec<&dyn Swept> {
+        vec![&self.logins]
     }
 }

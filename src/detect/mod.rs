@@ -22,7 +22,7 @@ use serde_json::{Map, Value};
 use crate::config::Settings;
 use crate::geo::{GeoIp, Place, Point};
 use crate::source::event::Event;
-use crate::state::TableStats;
+use crate::state::Swept;
 use crate::time::Millis;
 
 /// How bad a finding is (contract §2).
@@ -119,11 +119,9 @@ pub trait Detector: Send + Sync {
     fn name(&self) -> &'static str;
     /// Judges one event, pushing any findings to `out`.
     fn observe(&self, event: &Event, ctx: &Context<'_>, out: &mut Vec<Finding>);
-    /// Forgets what is older than this detector needs, given the event-time
-    /// watermark and the allowed disorder.
-    fn sweep(&self, _watermark: Millis, _slack: Millis) {}
-    /// Sizes of this detector's tables.
-    fn tables(&self) -> Vec<TableStats> {
+    /// This detector's tables, which the engine sweeps (each by its own
+    /// time-to-live) and reports on.
+    fn state(&self) -> Vec<&dyn Swept> {
         Vec::new()
     }
 }

@@ -20,7 +20,7 @@ use serde_json::Map;
 use super::{ev, Context, Detector, Finding, Severity, Strength};
 use crate::config::{detector_invalid, ConfigError, StateConfig};
 use crate::source::event::{AuthResult, Event, Kind};
-use crate::state::{prune_sorted, Entry, Items, Table, TableStats};
+use crate::state::{prune_sorted, Entry, Items, Swept, Table};
 use crate::time::{format_rfc3339, human_duration, Millis, SECOND};
 
 pub const NAME: &str = "password_spray";
@@ -275,11 +275,7 @@ impl Detector for PasswordSpray {
         }
     }
 
-    fn sweep(&self, watermark: Millis, slack: Millis) {
-        self.sources.sweep(watermark, slack);
-    }
-
-    fn tables(&self) -> Vec<TableStats> {
-        vec![self.sources.stats()]
+    fn state(&self) -> Vec<&dyn Swept> {
+        vec![&self.sources]
     }
 }

@@ -22,7 +22,7 @@ use serde_json::Map;
 use super::{ev, message_evidence, thousands, Context, Detector, Finding, Severity, Strength};
 use crate::config::{detector_invalid, ConfigError, StateConfig};
 use crate::source::event::{Event, Kind};
-use crate::state::{Entry, HourCount, Table, TableStats};
+use crate::state::{Entry, HourCount, Swept, Table};
 use crate::time::{format_rfc3339, Millis, HOUR};
 
 pub const NAME: &str = "send_volume";
@@ -322,12 +322,8 @@ impl Detector for SendVolume {
         }
     }
 
-    fn sweep(&self, watermark: Millis, slack: Millis) {
-        self.table.sweep(watermark, slack);
-    }
-
-    fn tables(&self) -> Vec<TableStats> {
-        vec![self.table.stats()]
+    fn state(&self) -> Vec<&dyn Swept> {
+        vec![&self.table]
     }
 }
 

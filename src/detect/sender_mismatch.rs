@@ -28,7 +28,7 @@ use serde_json::Map;
 use super::{ev, message_evidence, Context, Detector, Finding, Severity, Strength};
 use crate::config::{detector_invalid, ConfigError, StateConfig};
 use crate::source::event::{account_key, Event, Kind};
-use crate::state::{insert_sorted, prune_sorted, Entry, Items, Table, TableStats};
+use crate::state::{insert_sorted, prune_sorted, Entry, Items, Swept, Table};
 use crate::time::{human_duration, Millis, SECOND};
 
 pub const NAME: &str = "sender_mismatch";
@@ -412,12 +412,8 @@ impl Detector for SenderMismatch {
         });
     }
 
-    fn sweep(&self, watermark: Millis, slack: Millis) {
-        self.table.sweep(watermark, slack);
-    }
-
-    fn tables(&self) -> Vec<TableStats> {
-        vec![self.table.stats()]
+    fn state(&self) -> Vec<&dyn Swept> {
+        vec![&self.table]
     }
 }
 
