@@ -413,6 +413,39 @@ pub fn detector_invalid(detector: &str, key: &str, message: &str) -> ConfigError
     invalid(&format!("detectors.{detector}.{key}"), message)
 }
 
+/// `detectors.<detector>.<key>` must be at least `min`.
+pub fn at_least(detector: &str, key: &str, value: u64, min: u64) -> Result<(), ConfigError> {
+    if value < min {
+        return Err(detector_invalid(
+            detector,
+            key,
+            &format!("must be at least {min}"),
+        ));
+    }
+    Ok(())
+}
+
+/// `detectors.<detector>.<key>` must be a number of at least `min` (more
+/// than `min` when `strict`).
+pub fn number_at_least(
+    detector: &str,
+    key: &str,
+    value: f64,
+    min: f64,
+    strict: bool,
+) -> Result<(), ConfigError> {
+    let ok = if strict { value > min } else { value >= min };
+    if !ok || value.is_nan() {
+        let rel = if strict { "greater than" } else { "at least" };
+        return Err(detector_invalid(
+            detector,
+            key,
+            &format!("must be {rel} {min}"),
+        ));
+    }
+    Ok(())
+}
+
 /// Every leaf key of the default config, as (ENV_NAME, path).
 fn env_keys() -> Vec<(String, Vec<String>)> {
     fn walk(prefix: &mut Vec<String>, v: &toml::Value, out: &mut Vec<(String, Vec<String>)>) {
@@ -578,6 +611,37 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("boolean"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_detector_setting_is_named_exactly() {
+        for (toml, key) in [
+            (
+                "[detectors.impossible_travel]\nhistory_secs = 0\n",
+                "detectors.impossible_travel.history_secs",
+            ),
+            (
+                "[detectors.impossible_travel]\ndefault_accuracy_km = -1.0\n",
+                "detectors.impossible_travel.default_accuracy_km",
+            ),
+            (
+                "[detectors.send_volume]\nhourly_ceiling = 50\n",
+                "detectors.send_volume.hourly_ceiling",
+            ),
+            (
+                "[detectors.failed_login_burst]\nmin_distinct_passwords = 11\n",
+                "detectors.failed_login_burst.min_distinct_passwords",
+            ),
+            (
+                "[detectors.backscatter]\nown_sending_ratio = nan\n",
+                "detectors.backscatter.own_sending_ratio",
+            ),
+        ] {
+            let e = Config::from_toml_with_env(toml, "t", &[])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{toml}: {e}");
+        }
     }
 
     #[test]

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Map;
 
 use super::{ev, Context, Detector, Finding, Severity, Strength};
-use crate::config::{detector_invalid, ConfigError, StateConfig};
+use crate::config::{at_least, number_at_least, ConfigError, StateConfig};
 use crate::source::event::{Event, Kind};
 use crate::state::{Entry, HourCount, Swept, Table};
 use crate::time::{Millis, HOUR};
@@ -51,17 +51,14 @@ super::switches!(BackscatterConfig);
 
 impl BackscatterConfig {
     pub fn check(&self) -> Result<(), ConfigError> {
-        if self.min_bounces < 2 {
-            return Err(detector_invalid(NAME, "min_bounces", "must be at least 2"));
-        }
-        if self.own_sending_ratio.is_nan() || self.own_sending_ratio < 0.0 {
-            return Err(detector_invalid(
-                NAME,
-                "own_sending_ratio",
-                "must be 0 or more",
-            ));
-        }
-        Ok(())
+        at_least(NAME, "min_bounces", self.min_bounces.into(), 2)?;
+        number_at_least(
+            NAME,
+            "own_sending_ratio",
+            self.own_sending_ratio,
+            0.0,
+            false,
+        )
     }
 }
 

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Map;
 
 use super::{ev, Context, Detector, Finding, Severity, Strength};
-use crate::config::{detector_invalid, ConfigError, StateConfig};
+use crate::config::{at_least, detector_invalid, ConfigError, StateConfig};
 use crate::source::event::{AuthResult, Event, Kind};
 use crate::state::{insert_sorted, prune_sorted, Entry, Items, Swept, Table};
 use crate::time::{format_rfc3339, human_duration, Millis, SECOND};
@@ -61,21 +61,19 @@ super::switches!(BurstConfig);
 
 impl BurstConfig {
     pub fn check(&self) -> Result<(), ConfigError> {
-        if self.window_secs == 0 {
-            return Err(detector_invalid(
-                NAME,
-                "window_secs",
-                "must be greater than 0",
-            ));
-        }
-        if self.min_failures < 2 {
-            return Err(detector_invalid(NAME, "min_failures", "must be at least 2"));
-        }
-        if self.min_distinct_passwords < 2 || self.min_distinct_passwords > self.min_failures {
+        at_least(NAME, "window_secs", self.window_secs, 1)?;
+        at_least(NAME, "min_failures", self.min_failures as u64, 2)?;
+        at_least(
+            NAME,
+            "min_distinct_passwords",
+            self.min_distinct_passwords as u64,
+            2,
+        )?;
+        if self.min_distinct_passwords > self.min_failures {
             return Err(detector_invalid(
                 NAME,
                 "min_distinct_passwords",
-                "must be at least 2 and at most min_failures",
+                "must be at most min_failures",
             ));
         }
         Ok(())

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Map;
 
 use super::{ev, place_evidence, thousands, Context, Detector, Finding, Severity, Strength};
-use crate::config::{detector_invalid, ConfigError, StateConfig};
+use crate::config::{at_least, number_at_least, ConfigError, StateConfig};
 use crate::geo::distance_km;
 use crate::source::event::{AuthResult, Event};
 use crate::state::{insert_sorted, prune_sorted, Entry, Items, Swept, Table};
@@ -67,29 +67,17 @@ super::switches!(TravelConfig);
 
 impl TravelConfig {
     pub fn check(&self) -> Result<(), ConfigError> {
-        if self.max_speed_kmh.is_nan() || self.max_speed_kmh <= 0.0 {
-            return Err(detector_invalid(
-                NAME,
-                "max_speed_kmh",
-                "must be greater than 0",
-            ));
-        }
-        let bad = |x: f64| x.is_nan() || x < 0.0;
-        if bad(self.min_distance_km) || bad(self.default_accuracy_km) {
-            return Err(detector_invalid(
-                NAME,
-                "min_distance_km",
-                "distances must be 0 or more",
-            ));
-        }
-        if self.history_secs == 0 || self.max_logins < 2 {
-            return Err(detector_invalid(
-                NAME,
-                "max_logins",
-                "history_secs must be > 0 and max_logins at least 2",
-            ));
-        }
-        Ok(())
+        number_at_least(NAME, "max_speed_kmh", self.max_speed_kmh, 0.0, true)?;
+        number_at_least(NAME, "min_distance_km", self.min_distance_km, 0.0, false)?;
+        number_at_least(
+            NAME,
+            "default_accuracy_km",
+            self.default_accuracy_km,
+            0.0,
+            false,
+        )?;
+        at_least(NAME, "history_secs", self.history_secs, 1)?;
+        at_least(NAME, "max_logins", self.max_logins as u64, 2)
     }
 }
 

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Map;
 
 use super::{ev, Context, Detector, Finding, Severity, Strength};
-use crate::config::{detector_invalid, ConfigError, StateConfig};
+use crate::config::{at_least, ConfigError, StateConfig};
 use crate::source::event::{AuthResult, Event, Kind};
 use crate::state::{prune_sorted, Entry, Items, Swept, Table};
 use crate::time::{format_rfc3339, human_duration, Millis, SECOND};
@@ -58,24 +58,14 @@ super::switches!(SprayConfig);
 
 impl SprayConfig {
     pub fn check(&self) -> Result<(), ConfigError> {
-        if self.window_secs == 0 {
-            return Err(detector_invalid(
-                NAME,
-                "window_secs",
-                "must be greater than 0",
-            ));
-        }
-        if self.min_accounts < 2 {
-            return Err(detector_invalid(NAME, "min_accounts", "must be at least 2"));
-        }
-        if self.max_successes_per_source == 0 {
-            return Err(detector_invalid(
-                NAME,
-                "max_successes_per_source",
-                "must be at least 1",
-            ));
-        }
-        Ok(())
+        at_least(NAME, "window_secs", self.window_secs, 1)?;
+        at_least(NAME, "min_accounts", self.min_accounts as u64, 2)?;
+        at_least(
+            NAME,
+            "max_successes_per_source",
+            self.max_successes_per_source as u64,
+            1,
+        )
     }
 }
 

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Map;
 
 use super::{ev, message_evidence, thousands, Context, Detector, Finding, Severity, Strength};
-use crate::config::{detector_invalid, ConfigError, StateConfig};
+use crate::config::{at_least, number_at_least, ConfigError, StateConfig};
 use crate::source::event::{Event, Kind};
 use crate::state::{Entry, HourCount, Swept, Table};
 use crate::time::{format_rfc3339, Millis, HOUR};
@@ -79,30 +79,29 @@ super::switches!(SendVolumeConfig);
 
 impl SendVolumeConfig {
     pub fn check(&self) -> Result<(), ConfigError> {
-        if self.multiple.is_nan() || self.multiple < 1.0 {
-            return Err(detector_invalid(NAME, "multiple", "must be at least 1"));
-        }
-        if self.floor == 0
-            || self.hourly_ceiling <= self.floor
-            || self.daily_ceiling < self.hourly_ceiling
-        {
-            return Err(detector_invalid(
-                NAME,
-                "hourly_ceiling",
-                "need 0 < floor < hourly_ceiling <= daily_ceiling",
-            ));
-        }
-        if self.baseline_half_life_hours.is_nan()
-            || self.baseline_half_life_hours <= 0.0
-            || self.history_hours == 0
-        {
-            return Err(detector_invalid(
-                NAME,
-                "baseline_half_life_hours",
-                "baseline_half_life_hours and history_hours must be greater than 0",
-            ));
-        }
-        Ok(())
+        number_at_least(NAME, "multiple", self.multiple, 1.0, false)?;
+        at_least(NAME, "floor", self.floor.into(), 1)?;
+        at_least(
+            NAME,
+            "hourly_ceiling",
+            self.hourly_ceiling.into(),
+            u64::from(self.floor) + 1,
+        )?;
+        at_least(
+            NAME,
+            "daily_ceiling",
+            self.daily_ceiling.into(),
+            self.hourly_ceiling.into(),
+        )?;
+        number_at_least(
+            NAME,
+            "baseline_half_life_hours",
+            self.baseline_half_life_hours,
+            0.0,
+            true,
+        )?;
+        at_least(NAME, "history_hours", self.history_hours, 1)?;
+        at_least(NAME, "bounces_for_lock", self.bounces_for_lock.into(), 1)
     }
 }
 

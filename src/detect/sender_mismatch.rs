@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Map;
 
 use super::{ev, message_evidence, Context, Detector, Finding, Severity, Strength};
-use crate::config::{detector_invalid, ConfigError, StateConfig};
+use crate::config::{at_least, detector_invalid, ConfigError, StateConfig};
 use crate::source::event::{account_key, Event, Kind};
 use crate::state::{insert_sorted, prune_sorted, Entry, Items, Swept, Table};
 use crate::time::{human_duration, Millis, SECOND};
@@ -75,20 +75,13 @@ super::switches!(SenderMismatchConfig);
 
 impl SenderMismatchConfig {
     pub fn check(&self) -> Result<(), ConfigError> {
-        if self.window_secs == 0 {
-            return Err(detector_invalid(
-                NAME,
-                "window_secs",
-                "must be greater than 0",
-            ));
-        }
-        if self.min_foreign_senders < 2 {
-            return Err(detector_invalid(
-                NAME,
-                "min_foreign_senders",
-                "must be at least 2",
-            ));
-        }
+        at_least(NAME, "window_secs", self.window_secs, 1)?;
+        at_least(
+            NAME,
+            "min_foreign_senders",
+            self.min_foreign_senders as u64,
+            2,
+        )?;
         if !self.alias_map.is_empty() {
             read_alias_map(&PathBuf::from(&self.alias_map))
                 .map_err(|e| detector_invalid(NAME, "alias_map", &e))?;
