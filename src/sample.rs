@@ -482,7 +482,30 @@ impl Default for DayParams {
     }
 }
 
-/// Builds auth events as JSON (the contract's field names).
+/// One event as a JSON line: the common fields, then `fields` (a `None`
+/// value leaves its field out).
+fn event_line(
+    ts: Millis,
+    kind: &str,
+    account: &str,
+    fields: &[(&str, Option<serde_json::Value>)],
+) -> Line {
+    let mut m = BTreeMap::new();
+    m.insert("ts", serde_json::Value::from(format_rfc3339(ts)));
+    m.insert("kind", kind.into());
+    m.insert("account", account.into());
+    for (k, v) in fields {
+        if let Some(v) = v {
+            m.insert(k, v.clone());
+        }
+    }
+    Line {
+        ts,
+        json: serde_json::to_string(&m).expect("serialises"),
+    }
+}
+
+/// A login attempt.
 pub fn auth(
     ts: Millis,
     account: &str,
@@ -491,21 +514,21 @@ pub fn auth(
     success: bool,
     pwhash: Option<&str>,
 ) -> Line {
-    let mut m = BTreeMap::new();
-    m.insert("ts", serde_json::Value::from(format_rfc3339(ts)));
-    m.insert("kind", "auth".into());
-    m.insert("account", account.into());
-    m.insert("protocol", protocol.into());
-    m.insert("src_ip", ip.to_string().into());
-    m.insert("result", if success { "success" } else { "failure" }.into());
-    m.insert("mechanism", "PLAIN".into());
-    if let Some(h) = pwhash {
-        m.insert("pwhash", h.into());
-    }
-    Line {
+    event_line(
         ts,
-        json: serde_json::to_string(&m).expect("serialises"),
-    }
+        "auth",
+        account,
+        &[
+            ("protocol", Some(protocol.into())),
+            ("src_ip", Some(ip.to_string().into())),
+            (
+                "result",
+                Some(if success { "success" } else { "failure" }.into()),
+            ),
+            ("mechanism", Some("PLAIN".into())),
+            ("pwhash", pwhash.map(Into::into)),
+        ],
+    )
 }
 
 /// A message submitted by an authenticated session.
@@ -517,32 +540,22 @@ pub fn submission(
     header_from: Option<&str>,
     rcpt_count: u32,
 ) -> Line {
-    let mut m = BTreeMap::new();
-    m.insert("ts", serde_json::Value::from(format_rfc3339(ts)));
-    m.insert("kind", "submission".into());
-    m.insert("account", account.into());
-    m.insert("src_ip", ip.to_string().into());
-    m.insert("mail_from", mail_from.into());
-    if let Some(h) = header_from {
-        m.insert("header_from", h.into());
-    }
-    m.insert("rcpt_count", rcpt_count.into());
-    Line {
+    event_line(
         ts,
-        json: serde_json::to_string(&m).expect("serialises"),
-    }
+        "submission",
+        account,
+        &[
+            ("src_ip", Some(ip.to_string().into())),
+            ("mail_from", Some(mail_from.into())),
+            ("header_from", header_from.map(Into::into)),
+            ("rcpt_count", Some(rcpt_count.into())),
+        ],
+    )
 }
 
 /// A bounce (DSN) delivered to `account`.
 pub fn bounce(ts: Millis, account: &str) -> Line {
-    let mut m = BTreeMap::new();
-    m.insert("ts", serde_json::Value::from(format_rfc3339(ts)));
-    m.insert("kind", "bounce".into());
-    m.insert("account", account.into());
-    Line {
-        ts,
-        json: serde_json::to_string(&m).expect("serialises"),
-    }
+    event_line(ts, "bounce", account, &[])
 }
 
 /// A compressed day of a mail platform: ordinary customers logging in from

@@ -63,13 +63,7 @@ fn parse_batch(mut raw: RawBatch, limits: &ParseLimits) -> ParsedBatch {
     let mut items = std::mem::take(&mut raw.items);
     items.extend(raw.lines.iter().map(|l| match *l {
         Ok((s, e)) => parse_event(&raw.data[s..e], limits),
-        Err(len) => Err(Reject {
-            reason: RejectReason::TooLarge,
-            detail: format!(
-                "{len} bytes, at most {} allowed (events.max_bytes)",
-                limits.max_bytes
-            ),
-        }),
+        Err(len) => Err(Reject::too_large(len, limits.max_bytes)),
     }));
     let max_ts = items
         .iter()

@@ -152,13 +152,7 @@ pub fn replay<R: BufRead, W: Write>(
     let mut progress = Progress::new(opts.progress_total);
     while let Some(line) = reader.next_line(&mut buf)? {
         let parsed = match line {
-            Line::TooLong(len) => Err(Reject {
-                reason: RejectReason::TooLarge,
-                detail: format!(
-                    "{len} bytes, at most {} allowed (events.max_bytes)",
-                    opts.limits.max_bytes
-                ),
-            }),
+            Line::TooLong(len) => Err(Reject::too_large(len, opts.limits.max_bytes)),
             Line::Data if buf.iter().all(u8::is_ascii_whitespace) => continue,
             Line::Data => parse_event(&buf, &opts.limits),
         };

@@ -264,11 +264,9 @@ impl SenderMismatch {
         }
     }
 
-    /// Whether `account` (normalised) may send as `sender` (normalised).
-    fn owns(&self, account: &str, sender: &str, aliases: &Aliases) -> bool {
-        if normalise_address(account).as_deref() == Some(sender) {
-            return true;
-        }
+    /// Whether `account` (normalised) may send as `sender` (normalised),
+    /// other than as its own address (the caller checks that first, cheaply).
+    fn allowed(&self, account: &str, sender: &str, aliases: &Aliases) -> bool {
         if let Some(allowed) = aliases.get(account) {
             let domain = domain_of(sender);
             if allowed
@@ -293,16 +291,24 @@ impl Detector for SenderMismatch {
         if event.kind != Kind::Submission {
             return;
         }
-        let aliases = self.aliases.current();
+        // Almost every message is sent as the account's own address: that
+        // is settled without the alias map.
+        let own = normalise_address(&event.account);
+        let mut aliases = None;
         let mut foreign: Vec<String> = Vec::new();
         for raw in [event.mail_from.as_deref(), event.header_from.as_deref()]
             .into_iter()
             .flatten()
         {
-            if let Some(sender) = normalise_address(raw) {
-                if !self.owns(&event.account, &sender, &aliases) && !foreign.contains(&sender) {
-                    foreign.push(sender);
-                }
+            let Some(sender) = normalise_address(raw) else {
+                continue;
+            };
+            if own.as_deref() == Some(sender.as_str()) || foreign.contains(&sender) {
+                continue;
+            }
+            let aliases = aliases.get_or_insert_with(|| self.aliases.current());
+            if !self.allowed(&event.account, &sender, aliases) {
+                foreign.push(sender);
             }
         }
         if foreign.is_empty() {

@@ -177,6 +177,15 @@ impl Reject {
             detail: detail.into(),
         }
     }
+    /// A line of `len` bytes over the `max_bytes` limit (whether it was read
+    /// whole or skipped unread by the line reader).
+    pub fn too_large(len: usize, max_bytes: usize) -> Self {
+        Reject::new(
+            RejectReason::TooLarge,
+            format!("{len} bytes, at most {max_bytes} allowed (events.max_bytes)"),
+        )
+    }
+
     fn missing(field: &str) -> Self {
         Reject::new(
             RejectReason::MissingField,
@@ -447,14 +456,7 @@ fn opt_box(s: Option<Str<'_>>) -> Option<Box<str>> {
 /// Parses one line (without its newline) into an event.
 pub fn parse_event(line: &[u8], limits: &ParseLimits) -> Result<Event, Reject> {
     if line.len() > limits.max_bytes {
-        return Err(Reject::new(
-            RejectReason::TooLarge,
-            format!(
-                "{} bytes, at most {} allowed (events.max_bytes)",
-                line.len(),
-                limits.max_bytes
-            ),
-        ));
+        return Err(Reject::too_large(line.len(), limits.max_bytes));
     }
     let text = std::str::from_utf8(line).map_err(|e| {
         Reject::new(
