@@ -192,9 +192,9 @@ pub fn deliver<W: Write>(d: Decision, sink: &mut JsonLines<W>) -> io::Result<()>
             account,
             detector,
             incident,
-            ..
+            reason,
         } => {
-            tracing::info!(%account, detector, %incident, "Finding joined an open incident.");
+            tracing::info!(%account, detector, %incident, %reason, "Finding joined an open incident.");
             Ok(())
         }
     }
