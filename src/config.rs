@@ -66,7 +66,21 @@ pub struct KafkaConfig {
     pub actions_topic: String,
     /// Where rejected events go, with the reason. Default `credwatch.dlq`.
     pub dead_letter_topic: String,
-    /// Any other librdkafka property, passed through (TLS, SASL, ...).
+    /// How far back (Kafka message time) the state of a newly assigned
+    /// partition is rebuilt from the partition itself, in seconds. Default
+    /// 86400: a day covers every detector's window except the two-week
+    /// sending baseline of `send_volume`. Retention must keep at least this.
+    pub restore_secs: u64,
+    /// Threads that judge events; partitions are spread over them. Default 2.
+    pub workers: usize,
+    /// How often processed offsets are committed, in milliseconds. Default 1000.
+    pub commit_interval_ms: u64,
+    /// How long a revoke or a shutdown waits for in-flight events and their
+    /// actions before committing what is done, in seconds. Default 20.
+    pub drain_timeout_secs: u64,
+    /// Any other librdkafka property, passed through to the consumer and
+    /// the producer (TLS, SASL, ...). `CREDWATCH_KAFKA_PROPERTIES_SASL_PASSWORD`
+    /// sets `sasl.password`.
     pub properties: BTreeMap<String, String>,
 }
 
@@ -78,6 +92,10 @@ impl Default for KafkaConfig {
             input_topics: vec!["mail.auth".into()],
             actions_topic: "credwatch.actions".into(),
             dead_letter_topic: "credwatch.dlq".into(),
+            restore_secs: 86_400,
+            workers: 2,
+            commit_interval_ms: 1000,
+            drain_timeout_secs: 20,
             properties: BTreeMap::new(),
         }
     }
@@ -346,6 +364,31 @@ impl Config {
                 return Err(invalid(key, "must be greater than 0"));
             }
         }
+        let k = &self.kafka;
+        for (key, v) in [
+            ("kafka.workers", k.workers as u64),
+            ("kafka.commit_interval_ms", k.commit_interval_ms),
+            ("kafka.drain_timeout_secs", k.drain_timeout_secs),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, "must be greater than 0"));
+            }
+        }
+        if k.input_topics.is_empty() || k.input_topics.iter().any(|t| t.trim().is_empty()) {
+            return Err(invalid(
+                "kafka.input_topics",
+                "must name at least one topic, and no empty names",
+            ));
+        }
+        for (key, v) in [
+            ("kafka.actions_topic", &k.actions_topic),
+            ("kafka.dead_letter_topic", &k.dead_letter_topic),
+            ("kafka.group_id", &k.group_id),
+        ] {
+            if v.trim().is_empty() {
+                return Err(invalid(key, "must not be empty"));
+            }
+        }
         if self.events.max_bytes < 256 {
             return Err(invalid("events.max_bytes", "must be at least 256"));
         }
@@ -480,6 +523,28 @@ fn apply_env(tree: &mut toml::Table, env: &[(String, String)]) -> Result<(), Con
     let defaults = toml::Value::try_from(Config::default()).expect("defaults serialise");
     for (var, raw) in env {
         if NOT_SETTINGS.contains(&var.as_str()) {
+            continue;
+        }
+        if let Some(prop) = var.strip_prefix("CREDWATCH_KAFKA_PROPERTIES_") {
+            // A librdkafka property: SASL_PASSWORD -> sasl.password.
+            let name = prop.to_ascii_lowercase().replace('_', ".");
+            if name.is_empty() {
+                return Err(ConfigError::Env {
+                    var: var.clone(),
+                    message: "names no librdkafka property (e.g. CREDWATCH_KAFKA_PROPERTIES_SASL_PASSWORD)".into(),
+                });
+            }
+            let kafka = tree
+                .entry("kafka")
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                .as_table_mut()
+                .ok_or_else(|| invalid("kafka", "is not a table"))?;
+            let props = kafka
+                .entry("properties")
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                .as_table_mut()
+                .ok_or_else(|| invalid("kafka.properties", "is not a table"))?;
+            props.insert(name, toml::Value::String(raw.clone()));
             continue;
         }
         let Some((_, path)) = keys.iter().find(|(name, _)| name == var) else {

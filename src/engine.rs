@@ -35,6 +35,9 @@ struct Lane {
     events_by_kind: [AtomicU64; 3],
     geo_lookups: AtomicU64,
     geo_hits: AtomicU64,
+    /// An idle lane (a service worker between partitions, a finished
+    /// restore) does not hold the watermark back.
+    idle: std::sync::atomic::AtomicBool,
 }
 
 impl Lane {
@@ -211,6 +214,7 @@ impl Engine {
     pub fn low_watermark(&self) -> Millis {
         self.lanes
             .iter()
+            .filter(|l| !l.idle.load(Ordering::Relaxed))
             .map(|l| l.ts.load(Ordering::Relaxed))
             .min()
             .unwrap_or(Millis::MIN)
@@ -239,6 +243,9 @@ impl Engine {
     /// need. A real jump (a replay with a gap) is caught up within a few
     /// hundred events; meanwhile state is only kept a little longer.
     fn move_lane(&self, l: &Lane, ts: Millis) {
+        if l.idle.load(Ordering::Relaxed) {
+            l.idle.store(false, Ordering::Relaxed);
+        }
         let cur = l.ts.load(Ordering::Relaxed);
         let target = if cur == Millis::MIN {
             ts
@@ -248,6 +255,32 @@ impl Engine {
         if target > cur {
             l.ts.fetch_max(target, Ordering::Relaxed);
         }
+    }
+
+    /// Declares `lane` idle until its next event: it then no longer holds
+    /// the sweep watermark back. A lane is active again with its next event
+    /// (or [`Engine::lane_progress`]); it must then not be behind the
+    /// watermark by more than `state.max_disorder_secs`.
+    pub fn lane_idle(&self, lane: usize) {
+        if let Some(l) = self.lanes.get(lane) {
+            l.idle.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Removes every account that `drop` picks from every per-account
+    /// table (the accounts of a partition revoked from this instance);
+    /// returns the entries removed.
+    pub fn forget_accounts(&self, drop: &dyn Fn(u64) -> bool) -> usize {
+        self.state()
+            .filter(|t| t.stats().keyed_by == "account")
+            .map(|t| t.forget(drop))
+            .sum()
+    }
+
+    /// The longest time any table keeps an entry after its last event: how
+    /// far back the state of an account reaches.
+    pub fn longest_window(&self) -> Millis {
+        self.state().map(|t| t.stats().ttl).max().unwrap_or(0)
     }
 
     /// Events judged, by kind (auth, submission, bounce).

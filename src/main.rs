@@ -73,13 +73,34 @@ enum Command {
         #[arg(long, default_value_t = 7)]
         seed: u64,
     },
-    /// The service: Kafka in, actions out, metrics served. NOT BUILT YET.
+    /// The service: Kafka in, actions out, metrics served on http.listen.
+    /// Stops cleanly on SIGTERM or Ctrl-C (drains, commits, leaves the group).
     Run {
+        /// Config file (TOML); defaults and CREDWATCH_* variables apply without one.
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// The whole service on one machine with nothing installed. NOT BUILT YET.
-    Demo,
+    /// The whole service on one machine with nothing installed: an embedded
+    /// Kafka broker, a generated GeoIP database, a compressed day of a mail
+    /// platform with the seed's attacks, and a timeline of what was caught.
+    Demo {
+        /// Keep playing days (seed+1, seed+2, ...) until Ctrl-C.
+        #[arg(long)]
+        follow: bool,
+        /// Where /metrics, /healthz and /readyz are served (a free port is
+        /// taken if this one is busy).
+        #[arg(long, default_value = "127.0.0.1:9898")]
+        listen: String,
+        /// Wall-clock seconds one day of events takes.
+        #[arg(long, default_value_t = 20.0)]
+        seconds: f64,
+        /// Ordinary customers in the day.
+        #[arg(long, default_value_t = 500)]
+        accounts: usize,
+        /// Seed of the generated day.
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
 }
 
 fn init_logs(default: &str) {
@@ -207,9 +228,33 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { .. } | Command::Demo => {
-            eprintln!("credwatch: `run` and `demo` are not built yet (Kafka service: issue 4). Use `credwatch replay`.");
-            Ok(ExitCode::from(2))
+        Command::Run { config } => {
+            init_logs("info");
+            let settings = Config::load(config.as_deref())?;
+            credwatch::cli::service::run(settings)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo {
+            follow,
+            listen,
+            seconds,
+            accounts,
+            seed,
+        } => {
+            init_logs("warn");
+            let opts = credwatch::cli::demo::DemoOptions {
+                follow,
+                listen,
+                seconds: seconds.max(0.0),
+                accounts,
+                seed,
+            };
+            let ok = credwatch::cli::demo::demo(opts, &mut io::stdout())?;
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
     }
 }

@@ -147,6 +147,8 @@ pub struct TableStats {
     pub cap: usize,
     pub evicted_expired: u64,
     pub evicted_cap: u64,
+    /// How long an entry is kept after its last event.
+    pub ttl: Millis,
 }
 
 /// What the engine needs of any table, whatever its values: to sweep it
@@ -156,6 +158,9 @@ pub trait Swept: Send + Sync {
     /// Removes what is older than `watermark - ttl - slack`.
     fn sweep(&self, watermark: Millis, slack: Millis);
     fn stats(&self) -> TableStats;
+    /// Removes the entries whose key `drop` picks (the accounts of a Kafka
+    /// partition that moved to another instance); returns how many.
+    fn forget(&self, drop: &dyn Fn(u64) -> bool) -> usize;
 }
 
 impl<V: Entry> Swept for Table<V> {
@@ -164,6 +169,9 @@ impl<V: Entry> Swept for Table<V> {
     }
     fn stats(&self) -> TableStats {
         Table::stats(self)
+    }
+    fn forget(&self, drop: &dyn Fn(u64) -> bool) -> usize {
+        Table::forget(self, drop)
     }
 }
 
@@ -346,7 +354,24 @@ impl<V: Entry> Table<V> {
             cap: self.cap,
             evicted_expired: self.evicted_expired.load(Ordering::Relaxed),
             evicted_cap: self.evicted_cap.load(Ordering::Relaxed),
+            ttl: self.ttl,
         }
+    }
+
+    /// Removes the entries whose key `drop` picks; returns how many. The
+    /// presence bitmap may keep their bits until the next sweep (a bit set
+    /// for an absent key only costs a lookup).
+    pub fn forget(&self, drop: &dyn Fn(u64) -> bool) -> usize {
+        let mut removed = 0;
+        self.map.retain(|k, _| {
+            let keep = !drop(*k);
+            if !keep {
+                removed += 1;
+                stripe(&self.count, *k).fetch_sub(1, Ordering::Relaxed);
+            }
+            keep
+        });
+        removed
     }
 }
 

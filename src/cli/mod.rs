@@ -1,4 +1,6 @@
 //! The command line's subcommands.
 
+pub mod demo;
 pub mod parallel;
 pub mod replay;
+pub mod service;

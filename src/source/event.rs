@@ -186,6 +186,14 @@ impl Reject {
         )
     }
 
+    /// A Kafka message without a value (a tombstone).
+    pub fn empty() -> Self {
+        Reject::new(
+            RejectReason::MalformedJson,
+            "the message has no value (expected one JSON object)",
+        )
+    }
+
     fn missing(field: &str) -> Self {
         Reject::new(
             RejectReason::MissingField,

@@ -1,0 +1,413 @@
+//! `credwatch demo`: the whole service on one machine with nothing
+//! installed. An embedded Kafka-protocol broker (librdkafka's mock
+//! cluster), a generated GeoIP database, a compressed day of a mail
+//! platform produced to the input topic, the real service consuming it,
+//! and a timeline of what it caught, read back from the actions topic.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use rdkafka::{ClientConfig, Message};
+use serde_json::Value;
+
+use crate::config::{Config, Settings};
+use crate::http::Endpoint;
+use crate::metrics::Metrics;
+use crate::sample::{self, DayParams, Expected, Line};
+use crate::service::embedded::EmbeddedBroker;
+use crate::service::Service;
+use crate::time::{format_rfc3339, Millis, HOUR};
+
+pub struct DemoOptions {
+    /// Keep playing days until Ctrl-C.
+    pub follow: bool,
+    /// Where `/metrics` is served.
+    pub listen: String,
+    /// Wall-clock seconds one day of events takes.
+    pub seconds: f64,
+    pub accounts: usize,
+    pub seed: u64,
+}
+
+const INPUT: &str = "mail.events";
+const ACTIONS: &str = "credwatch.actions";
+const DLQ: &str = "credwatch.dlq";
+
+/// Runs the demo; returns false if an attack of the seed was not locked.
+pub fn demo(o: DemoOptions, out: &mut dyn Write) -> anyhow::Result<bool> {
+    let dir = std::env::temp_dir().join(format!("credwatch-demo-{}", std::process::id()));
+    let geo = sample::write_geoip(&dir).with_context(|| {
+        format!(
+            "cannot write the demo's GeoIP databases into {}",
+            dir.display()
+        )
+    })?;
+    let result = run(&o, &dir, &geo, out);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn run(
+    o: &DemoOptions,
+    _dir: &std::path::Path,
+    geo: &sample::GeoFiles,
+    out: &mut dyn Write,
+) -> anyhow::Result<bool> {
+    let broker = EmbeddedBroker::start(1)?;
+    broker.create_topic(INPUT, 4)?;
+    broker.create_topic(ACTIONS, 1)?;
+    broker.create_topic(DLQ, 1)?;
+    let settings = demo_settings(geo, &broker.bootstrap_servers())?;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let metrics = Arc::new(Metrics::new());
+    let endpoint = rt.block_on(async {
+        match Endpoint::bind(&o.listen, metrics.clone()).await {
+            Ok(e) => Ok(e),
+            // The default port is taken: any free port will do for a demo.
+            Err(_) => Endpoint::bind("127.0.0.1:0", metrics.clone()).await,
+        }
+    })?;
+    let service = Service::start(settings, metrics.clone())?;
+    endpoint.set_status(service.status());
+
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        rt.spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                stop.store(true, Ordering::Relaxed);
+            }
+        });
+    }
+
+    writeln!(
+        out,
+        "credwatch demo: a day of a mail platform ({} customers, seed {}) in {:.0} s, through an embedded Kafka broker at {}.\n\
+         Metrics: http://{}/metrics   (readiness: /readyz)\n",
+        o.accounts,
+        o.seed,
+        o.seconds,
+        broker.bootstrap_servers(),
+        endpoint.addr
+    )?;
+    writeln!(
+        out,
+        "{:<6} {:<6} {:<30} {:<18} why",
+        "time", "action", "account", "detector"
+    )?;
+    out.flush()?;
+
+    let timeline = Timeline::start(&broker.bootstrap_servers())?;
+    let producer: ThreadedProducer<rdkafka::producer::DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap_servers())
+        .set("linger.ms", "5")
+        .create()?;
+
+    // Join the group first, so the day is judged as it is played.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !service.ready() {
+        if Instant::now() > deadline || service.stopped() {
+            anyhow::bail!("the service did not join the embedded broker's group within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let started = Instant::now();
+    let mut produced = 0u64;
+    let mut all_ok = true;
+    let mut day = 0u64;
+    loop {
+        let params = DayParams {
+            accounts: o.accounts,
+            seed: o.seed + day,
+            start: DayParams::default().start + day as Millis * 24 * HOUR,
+            ..Default::default()
+        };
+        let (mut lines, expected) = sample::generate_day(&params);
+        lines.sort_by_key(|l| l.ts);
+        produced += play(
+            &producer,
+            &lines,
+            &expected,
+            params.start,
+            o.seconds,
+            &stop,
+            &timeline,
+            out,
+        )?;
+        // Let the service judge everything and the timeline print it.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while (service.processed() as u64) < produced && Instant::now() < deadline {
+            if service.stopped() {
+                anyhow::bail!("the service stopped unexpectedly (see the log above)");
+            }
+            timeline.print(out)?;
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let want = metrics.actions.with_label_values(&["lock"]).get()
+            + metrics.actions.with_label_values(&["alert"]).get();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while (timeline.seen() as u64) < want && Instant::now() < deadline {
+            timeline.print(out)?;
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        timeline.print(out)?;
+        all_ok &= summary(&expected, &timeline, day, out)?;
+        day += 1;
+        if !o.follow || stop.load(Ordering::Relaxed) {
+            break;
+        }
+    }
+    let events_per_s = produced as f64 / started.elapsed().as_secs_f64();
+    service.shutdown()?;
+    writeln!(
+        out,
+        "\n{produced} events went through Kafka ({events_per_s:.0}/s, paced), {} actions on {ACTIONS}. Stopped cleanly: offsets committed, group left.",
+        timeline.seen()
+    )?;
+    Ok(all_ok)
+}
+
+fn demo_settings(geo: &sample::GeoFiles, brokers: &str) -> anyhow::Result<Settings> {
+    let text = format!(
+        "{}\n[kafka]\nbrokers = {brokers:?}\ngroup_id = \"credwatch-demo\"\ninput_topics = [{INPUT:?}]\n\
+         actions_topic = {ACTIONS:?}\ndead_letter_topic = {DLQ:?}\ncommit_interval_ms = 200\n",
+        sample::config_toml(geo)
+    );
+    Ok(Config::from_toml_with_env(&text, "the demo's config", &[])?)
+}
+
+/// Produces one day's events, paced so the day (from `day_start`) takes
+/// `seconds`, printing a marker when an attack of the seed begins. The
+/// history before the day (the customers' usual sending) goes first, at once.
+#[allow(clippy::too_many_arguments)]
+fn play(
+    producer: &ThreadedProducer<rdkafka::producer::DefaultProducerContext>,
+    lines: &[Line],
+    expected: &[Expected],
+    day_start: Millis,
+    seconds: f64,
+    stop: &AtomicBool,
+    timeline: &Timeline,
+    out: &mut dyn Write,
+) -> anyhow::Result<u64> {
+    let Some(last) = lines.last() else {
+        return Ok(0);
+    };
+    let span = (last.ts - day_start).max(1) as f64;
+    let mut markers: Vec<&Expected> = expected
+        .iter()
+        .filter(|e| e.detector.is_some() && e.abuse_start.is_some())
+        .collect();
+    markers.sort_by_key(|e| e.abuse_start);
+    let mut markers = markers.into_iter().peekable();
+    let t0 = Instant::now();
+    let mut n = 0u64;
+    for line in lines {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        while let Some(m) = markers.next_if(|m| m.abuse_start.is_some_and(|a| a <= line.ts)) {
+            timeline.print(out)?;
+            writeln!(
+                out,
+                "{:<6} {:<6} {:<30} {:<18} {}",
+                hhmm(m.abuse_start.unwrap_or(line.ts)),
+                "▸",
+                m.account,
+                "(attack begins)",
+                m.scenario
+            )?;
+        }
+        let due = Duration::from_secs_f64((line.ts - day_start).max(0) as f64 / span * seconds);
+        if let Some(wait) = due.checked_sub(t0.elapsed()) {
+            timeline.print(out)?;
+            std::thread::sleep(wait.min(Duration::from_millis(200)));
+        }
+        let key = account_of(&line.json);
+        let mut record = BaseRecord::to(INPUT).payload(line.json.as_bytes()).key(key);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    record = r;
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+        }
+        n += 1;
+    }
+    producer
+        .flush(Duration::from_secs(30))
+        .context("the embedded broker did not take the demo's events")?;
+    Ok(n)
+}
+
+/// The account of a generated line (the recommended Kafka key).
+fn account_of(json: &str) -> &str {
+    json.split("\"account\":\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap_or("")
+}
+
+fn hhmm(ms: Millis) -> String {
+    format_rfc3339(ms)[11..16].to_string()
+}
+
+/// Reads the actions topic and prints each action as it arrives.
+struct Timeline {
+    consumer: BaseConsumer,
+    actions: Mutex<Vec<Value>>,
+    printed: Mutex<usize>,
+}
+
+impl Timeline {
+    fn start(brokers: &str) -> anyhow::Result<Timeline> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", "credwatch-demo-timeline")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .create()?;
+        consumer.subscribe(&[ACTIONS])?;
+        Ok(Timeline {
+            consumer,
+            actions: Mutex::new(Vec::new()),
+            printed: Mutex::new(0),
+        })
+    }
+
+    fn seen(&self) -> usize {
+        self.actions.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    fn print(&self, out: &mut dyn Write) -> anyhow::Result<()> {
+        while let Some(m) = self.consumer.poll(Duration::from_millis(1)) {
+            let Ok(m) = m else { continue };
+            if let Some(v) = m
+                .payload()
+                .and_then(|p| serde_json::from_slice::<Value>(p).ok())
+            {
+                self.actions
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(v);
+            }
+        }
+        let actions = self.actions.lock().unwrap_or_else(|e| e.into_inner());
+        let mut printed = self.printed.lock().unwrap_or_else(|e| e.into_inner());
+        for a in &actions[*printed..] {
+            let d = &a["data"];
+            let ts = d["last_event_ts"].as_str().unwrap_or("");
+            let action = match d["action"].as_str() {
+                Some("lock") => "LOCK",
+                _ => "alert",
+            };
+            writeln!(
+                out,
+                "{:<6} {:<6} {:<30} {:<18} {}",
+                ts.get(11..16).unwrap_or("?"),
+                action,
+                d["account"].as_str().unwrap_or("?"),
+                d["detector"].as_str().unwrap_or("?"),
+                d["reason"].as_str().unwrap_or("")
+            )?;
+        }
+        *printed = actions.len();
+        out.flush()?;
+        Ok(())
+    }
+
+    /// The first lock of each account, and every action's account.
+    fn by_account(&self) -> BTreeMap<String, Vec<(String, String, String)>> {
+        let mut m: BTreeMap<String, Vec<(String, String, String)>> = BTreeMap::new();
+        for a in self
+            .actions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            let d = &a["data"];
+            m.entry(d["account"].as_str().unwrap_or("").to_string())
+                .or_default()
+                .push((
+                    d["action"].as_str().unwrap_or("").to_string(),
+                    d["detector"].as_str().unwrap_or("").to_string(),
+                    d["last_event_ts"].as_str().unwrap_or("").to_string(),
+                ));
+        }
+        m
+    }
+}
+
+/// Prints what became of each scenario of the day; false if an attack was
+/// not locked or a look-alike was.
+fn summary(
+    expected: &[Expected],
+    timeline: &Timeline,
+    day: u64,
+    out: &mut dyn Write,
+) -> anyhow::Result<bool> {
+    let by = timeline.by_account();
+    let mut ok = true;
+    let width = expected
+        .iter()
+        .map(|e| e.scenario.chars().count())
+        .max()
+        .unwrap_or(0);
+    writeln!(
+        out,
+        "\nDay {} — what the seed planted, and what credwatch did:",
+        day + 1
+    )?;
+    for e in expected {
+        let actions = by.get(&e.account);
+        let lock = actions.and_then(|v| v.iter().find(|a| a.0 == "lock"));
+        let verdict = match (e.detector, lock) {
+            (Some(_), Some((_, det, ts))) => {
+                let after = e
+                    .abuse_start
+                    .zip(crate::time::parse_rfc3339(ts))
+                    .map(|(a, t)| {
+                        format!(
+                            ", {} after the abuse began",
+                            crate::time::human_duration(t - a)
+                        )
+                    })
+                    .unwrap_or_default();
+                format!(
+                    "locked by {det} at {}{after}",
+                    ts.get(11..16).unwrap_or("?")
+                )
+            }
+            (Some(det), None) => {
+                ok = false;
+                format!("MISSED (expected a lock by {det})")
+            }
+            (None, Some((_, det, _))) => {
+                ok = false;
+                format!("WRONGLY LOCKED by {det}")
+            }
+            (None, None) => match actions.map(|v| v.len()).unwrap_or(0) {
+                0 => "left alone".to_string(),
+                n => format!("not locked ({n} alert{})", if n == 1 { "" } else { "s" }),
+            },
+        };
+        writeln!(
+            out,
+            "  {:<30} {:<width$}  {}",
+            e.account, e.scenario, verdict
+        )?;
+    }
+    Ok(ok)
+}

@@ -1,0 +1,50 @@
+//! `credwatch run`: the service until SIGTERM or Ctrl-C.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::Settings;
+use crate::http::Endpoint;
+use crate::metrics::Metrics;
+use crate::service::Service;
+
+/// Runs the service until a signal; then drains, commits and leaves the
+/// group within `kafka.drain_timeout_secs` (plus a little) and returns.
+pub fn run(settings: Settings) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let metrics = Arc::new(Metrics::new());
+    let listen = settings.config.http.listen.clone();
+    let endpoint = rt.block_on(Endpoint::bind(&listen, metrics.clone()))?;
+    tracing::info!(addr = %endpoint.addr, "Serving /metrics, /healthz and /readyz.");
+    let service = Service::start(settings, metrics)?;
+    endpoint.set_status(service.status());
+    let stopped_by_itself = rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {
+                    tracing::info!("Interrupted: stopping.");
+                    return anyhow::Ok(false);
+                }
+                _ = term.recv() => {
+                    tracing::info!("SIGTERM: stopping.");
+                    return anyhow::Ok(false);
+                }
+                _ = tick.tick() => {
+                    if service.stopped() {
+                        return anyhow::Ok(true);
+                    }
+                }
+            }
+        }
+    })?;
+    let result = service.shutdown();
+    if stopped_by_itself && result.is_ok() {
+        anyhow::bail!("the consumer stopped unexpectedly");
+    }
+    result
+}

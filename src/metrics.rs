@@ -1,0 +1,326 @@
+//! Prometheus metrics (contract §4), in one explicit registry. Label values
+//! come from closed sets only: never an account, an address, a URL or the
+//! text of an error.
+
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
+};
+
+use crate::action::ActionKind;
+use crate::policy::Decision;
+use crate::source::event::{Event, Kind, RejectReason};
+
+/// Every metric credwatch exports.
+pub struct Metrics {
+    pub registry: Registry,
+    pub events: IntCounterVec,
+    pub rejected: IntCounterVec,
+    pub detections: IntCounterVec,
+    pub actions: IntCounterVec,
+    pub webhook_deliveries: IntCounterVec,
+    pub webhook_duration: Histogram,
+    pub decision_duration: Histogram,
+    pub accounts_tracked: IntGauge,
+    pub breaker_open: IntGauge,
+    // Beyond the contract: what an operator of a Kafka consumer watches.
+    pub consumer_lag: IntGaugeVec,
+    pub rebalances: IntCounterVec,
+    pub partitions_assigned: IntGauge,
+    pub restore_duration: Histogram,
+    pub restored_events: IntCounter,
+    pub restoring_partitions: IntGauge,
+    pub dead_letters: IntCounterVec,
+    pub action_ack_duration: Histogram,
+    pub commits: IntCounterVec,
+    pub broker_up: IntGauge,
+    pub state_entries: IntGaugeVec,
+    pub state_capacity: IntGaugeVec,
+    pub state_evictions: IntGaugeVec,
+    pub geoip_lookups: IntGauge,
+    pub geoip_cache_hits: IntGauge,
+    pub geoip_cache_hit_ratio: Gauge,
+    pub ready: IntGauge,
+}
+
+/// Latency buckets from 100 µs to 30 s.
+const LATENCY: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0,
+];
+
+fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("metric definition");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("metric definition");
+    r.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("metric definition");
+    r.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+fn histogram(r: &Registry, name: &str, help: &str, buckets: &[f64]) -> Histogram {
+    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec()))
+        .expect("metric definition");
+    r.register(Box::new(h.clone())).expect("unique metric");
+    h
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let r = Registry::new();
+        let m = Metrics {
+            events: counter(
+                &r,
+                "credwatch_events_total",
+                "Events judged, by kind, protocol and result (protocol and result are \"none\" for submissions and bounces).",
+                &["kind", "protocol", "result"],
+            ),
+            rejected: counter(
+                &r,
+                "credwatch_events_rejected_total",
+                "Messages that are not valid events, by reason; each is copied to the dead-letter topic.",
+                &["reason"],
+            ),
+            detections: counter(
+                &r,
+                "credwatch_detections_total",
+                "Findings by detector and what became of them (lock, alert, or joined: added to an open incident).",
+                &["detector", "action"],
+            ),
+            actions: counter(
+                &r,
+                "credwatch_actions_emitted_total",
+                "Actions emitted to the actions topic, by action.",
+                &["action"],
+            ),
+            webhook_deliveries: counter(
+                &r,
+                "credwatch_webhook_deliveries_total",
+                "Webhook delivery attempts by outcome.",
+                &["outcome"],
+            ),
+            webhook_duration: histogram(
+                &r,
+                "credwatch_webhook_delivery_duration_seconds",
+                "Time of one webhook request.",
+                LATENCY,
+            ),
+            decision_duration: histogram(
+                &r,
+                "credwatch_event_decision_duration_seconds",
+                "From receipt of an event to its decision.",
+                LATENCY,
+            ),
+            accounts_tracked: gauge(
+                &r,
+                "credwatch_accounts_tracked",
+                "Accounts with state held (the largest per-account table).",
+            ),
+            breaker_open: gauge(
+                &r,
+                "credwatch_breaker_open",
+                "1 while automatic locking is suspended by the breaker.",
+            ),
+            consumer_lag: gauge_vec(
+                &r,
+                "credwatch_consumer_lag_messages",
+                "Messages between the consumer's position and the end of each assigned partition.",
+                &["topic", "partition"],
+            ),
+            rebalances: counter(
+                &r,
+                "credwatch_rebalances_total",
+                "Consumer group rebalances seen, by kind (assign, revoke, error).",
+                &["kind"],
+            ),
+            partitions_assigned: gauge(
+                &r,
+                "credwatch_partitions_assigned",
+                "Input partitions this instance consumes.",
+            ),
+            restore_duration: histogram(
+                &r,
+                "credwatch_state_restore_duration_seconds",
+                "Time to rebuild the state of newly assigned partitions.",
+                &[0.01, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0],
+            ),
+            restored_events: {
+                let c = IntCounter::new(
+                    "credwatch_state_restored_events_total",
+                    "Events read again to rebuild state after an assignment (no actions emitted for them).",
+                )
+                .expect("metric definition");
+                r.register(Box::new(c.clone())).expect("unique metric");
+                c
+            },
+            restoring_partitions: gauge(
+                &r,
+                "credwatch_state_restoring_partitions",
+                "Assigned partitions whose state is still being rebuilt.",
+            ),
+            dead_letters: counter(
+                &r,
+                "credwatch_dead_letters_total",
+                "Rejected messages copied to the dead-letter topic, by outcome (delivered, failed).",
+                &["outcome"],
+            ),
+            action_ack_duration: histogram(
+                &r,
+                "credwatch_action_ack_duration_seconds",
+                "From receipt of an event to the broker's acknowledgement of the action it caused.",
+                LATENCY,
+            ),
+            commits: counter(
+                &r,
+                "credwatch_offset_commits_total",
+                "Offset commits by outcome (ok, failed).",
+                &["outcome"],
+            ),
+            broker_up: gauge(
+                &r,
+                "credwatch_kafka_up",
+                "1 while the Kafka cluster is reachable, 0 after librdkafka reported all brokers down.",
+            ),
+            state_entries: gauge_vec(
+                &r,
+                "credwatch_state_entries",
+                "Entries held per state table.",
+                &["table", "keyed_by"],
+            ),
+            state_capacity: gauge_vec(
+                &r,
+                "credwatch_state_capacity",
+                "Cap of each state table (state.max_accounts, state.max_sources).",
+                &["table", "keyed_by"],
+            ),
+            state_evictions: gauge_vec(
+                &r,
+                "credwatch_state_evictions",
+                "Entries removed per table since start, by cause (expired, cap).",
+                &["table", "cause"],
+            ),
+            geoip_lookups: gauge(
+                &r,
+                "credwatch_geoip_lookups",
+                "GeoIP lookups since start.",
+            ),
+            geoip_cache_hits: gauge(
+                &r,
+                "credwatch_geoip_cache_hits",
+                "GeoIP lookups answered from the cache since start.",
+            ),
+            geoip_cache_hit_ratio: {
+                let g = Gauge::new(
+                    "credwatch_geoip_cache_hit_ratio",
+                    "Share of GeoIP lookups answered from the cache.",
+                )
+                .expect("metric definition");
+                r.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
+            ready: gauge(
+                &r,
+                "credwatch_ready",
+                "1 while consuming with every assigned partition's state restored.",
+            ),
+            registry: r,
+        };
+        // The contract's closed label sets exist from the start, so
+        // dashboards and alerts see zeros rather than no data.
+        for o in ["delivered", "retried", "failed"] {
+            m.webhook_deliveries.with_label_values(&[o]);
+        }
+        for a in ["lock", "alert"] {
+            m.actions.with_label_values(&[a]);
+        }
+        for r in RejectReason::ALL {
+            m.rejected.with_label_values(&[r.as_str()]);
+        }
+        for o in ["delivered", "failed"] {
+            m.dead_letters.with_label_values(&[o]);
+        }
+        m
+    }
+
+    /// Counts one judged event.
+    pub fn event(&self, e: &Event) {
+        let (protocol, result) = match e.kind {
+            Kind::Auth => (
+                e.protocol.map(|p| p.as_str()).unwrap_or("other"),
+                e.result.map(|r| r.as_str()).unwrap_or("none"),
+            ),
+            _ => ("none", "none"),
+        };
+        self.events
+            .with_label_values(&[e.kind.as_str(), protocol, result])
+            .inc();
+    }
+
+    /// Counts one decision of the engine.
+    pub fn decision(&self, d: &Decision) {
+        match d {
+            Decision::Emit(a) => {
+                let action = match a.data.action {
+                    ActionKind::Lock => "lock",
+                    ActionKind::Alert => "alert",
+                };
+                self.detections
+                    .with_label_values(&[a.data.detector, action])
+                    .inc();
+            }
+            Decision::Enrich { detector, .. } => {
+                self.detections
+                    .with_label_values(&[detector, "joined"])
+                    .inc();
+            }
+        }
+    }
+
+    /// The Prometheus text format of every metric.
+    pub fn render(&self) -> Vec<u8> {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        buf
+    }
+
+    /// Copies the engine's own counters into the gauges.
+    pub fn observe_engine(&self, engine: &crate::engine::Engine) {
+        self.accounts_tracked.set(engine.accounts_tracked() as i64);
+        self.breaker_open.set(engine.breaker_open() as i64);
+        for t in engine.tables() {
+            self.state_entries
+                .with_label_values(&[t.name, t.keyed_by])
+                .set(t.len as i64);
+            self.state_capacity
+                .with_label_values(&[t.name, t.keyed_by])
+                .set(t.cap as i64);
+            self.state_evictions
+                .with_label_values(&[t.name, "expired"])
+                .set(t.evicted_expired as i64);
+            self.state_evictions
+                .with_label_values(&[t.name, "cap"])
+                .set(t.evicted_cap as i64);
+        }
+        let (n, hits) = engine.geo_lookups();
+        self.geoip_lookups.set(n as i64);
+        self.geoip_cache_hits.set(hits as i64);
+        if n > 0 {
+            self.geoip_cache_hit_ratio.set(hits as f64 / n as f64);
+        }
+    }
+}

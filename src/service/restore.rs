@@ -1,0 +1,199 @@
+//! State follows the partitions.
+//!
+//! When partitions are assigned (start-up, a rebalance, scale-out), this
+//! instance knows nothing of their accounts. Before it consumes them, the
+//! restorer re-reads each partition's recent past: from the first message
+//! of the last `kafka.restore_secs` (found by timestamp) up to the group's
+//! committed offset. Those events go through the same workers and the same
+//! engine, so every window (and every open incident) is rebuilt, but the
+//! decisions are thrown away: they were acted on before the commit. Then
+//! the partition is resumed from the committed offset.
+//!
+//! Limits: retention must keep `kafka.restore_secs` of each input topic;
+//! what is older is not restored (the two-week sending baseline of
+//! `send_volume` starts again from its floor). A partition without a
+//! committed offset has nothing to restore: it is read from
+//! `auto.offset.reset` (earliest by default).
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::Receiver;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::kafka::{client_config, Logger, Quiet, Role};
+use super::{Batcher, Part, Shared, Work, RESTORE_POLL};
+use crate::time::{now_millis, Millis, SECOND};
+
+/// How long one restore may take before the partitions are consumed with
+/// whatever state was rebuilt.
+const RESTORE_TIMEOUT: Duration = Duration::from_secs(600);
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The restorer thread: one job per assignment.
+pub(super) fn run(jobs: Receiver<Vec<Arc<Part>>>, s: &Arc<Shared>) {
+    while let Ok(parts) = jobs.recv() {
+        let started = Instant::now();
+        match restore(&parts, s) {
+            Ok(events) => tracing::info!(
+                partitions = %super::describe(&parts),
+                events,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "State restored from the partitions' recent past; consuming."
+            ),
+            Err(e) => tracing::warn!(
+                partitions = %super::describe(&parts),
+                error = %format!("{e:#}"),
+                "State of these partitions could not be rebuilt; they are judged from an empty state (windows that began before now may be missed)."
+            ),
+        }
+        // Behind the restore's batches in each worker's queue: the worker
+        // marks the partition restored once it has judged all of them.
+        for p in parts {
+            s.send(p.worker, Work::Restored(p.clone(), started));
+        }
+    }
+}
+
+struct Range {
+    part: Arc<Part>,
+    /// The committed offset: everything before it was already acted on.
+    end: i64,
+    done: bool,
+}
+
+/// Re-reads the recent past of `parts` into the engine; returns the number
+/// of messages read.
+fn restore(parts: &[Arc<Part>], s: &Arc<Shared>) -> anyhow::Result<u64> {
+    let k = &s.settings.config.kafka;
+    if k.restore_secs == 0 {
+        return Ok(0);
+    }
+    let consumer: BaseConsumer<Quiet> = client_config(k, Role::Restorer)
+        .create_with_context(Quiet(Logger::new("restorer", None)))?;
+    let mut tpl = TopicPartitionList::new();
+    for p in parts {
+        tpl.add_partition(&p.topic, p.partition);
+    }
+    let committed = consumer
+        .committed_offsets(tpl, ADMIN_TIMEOUT)
+        .map_err(|e| anyhow::anyhow!("reading the group's committed offsets: {e}"))?;
+    let mut ranges: HashMap<(String, i32), Range> = HashMap::new();
+    for e in committed.elements() {
+        if let Offset::Offset(end) = e.offset() {
+            if end > 0 {
+                if let Some(p) = parts
+                    .iter()
+                    .find(|p| &*p.topic == e.topic() && p.partition == e.partition())
+                {
+                    ranges.insert(
+                        (e.topic().to_string(), e.partition()),
+                        Range {
+                            part: p.clone(),
+                            end,
+                            done: false,
+                        },
+                    );
+                }
+            }
+        }
+    }
+    if ranges.is_empty() {
+        return Ok(0);
+    }
+    let since: Millis = now_millis() - k.restore_secs as Millis * SECOND;
+    let mut by_time = TopicPartitionList::new();
+    for (t, p) in ranges.keys() {
+        by_time.add_partition_offset(t, *p, Offset::Offset(since))?;
+    }
+    let starts = match consumer.offsets_for_times(by_time, ADMIN_TIMEOUT) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(error = %e, "The broker cannot look up offsets by time; restoring from the start of each partition, filtered by message time.");
+            let mut t = TopicPartitionList::new();
+            for (topic, p) in ranges.keys() {
+                t.add_partition_offset(topic, *p, Offset::Beginning)?;
+            }
+            t
+        }
+    };
+    let mut assign = TopicPartitionList::new();
+    for e in starts.elements() {
+        let key = (e.topic().to_string(), e.partition());
+        let Some(r) = ranges.get_mut(&key) else {
+            continue;
+        };
+        match e.offset() {
+            Offset::Offset(start) if start < r.end => {
+                assign.add_partition_offset(e.topic(), e.partition(), Offset::Offset(start))?;
+            }
+            Offset::Beginning | Offset::Invalid => {
+                assign.add_partition_offset(e.topic(), e.partition(), Offset::Beginning)?;
+            }
+            // Nothing within the window before the committed offset.
+            _ => r.done = true,
+        }
+    }
+    if assign.count() == 0 {
+        return Ok(0);
+    }
+    consumer.assign(&assign)?;
+    let deadline = Instant::now() + RESTORE_TIMEOUT;
+    let mut batcher = Batcher::new(true);
+    let mut read = 0u64;
+    while ranges.values().any(|r| !r.done) {
+        if Instant::now() >= deadline {
+            batcher.flush(s, None);
+            anyhow::bail!(
+                "the restore took longer than {} s; lower kafka.restore_secs",
+                RESTORE_TIMEOUT.as_secs()
+            );
+        }
+        if s.shutdown.load(Ordering::Relaxed) {
+            break;
+        }
+        match consumer.poll(RESTORE_POLL) {
+            Some(Ok(m)) => {
+                let Some(r) = ranges.get_mut(&(m.topic().to_string(), m.partition())) else {
+                    continue;
+                };
+                if r.done || r.part.revoked.load(Ordering::Relaxed) {
+                    r.done = true;
+                    continue;
+                }
+                if m.offset() >= r.end {
+                    r.done = true;
+                    continue;
+                }
+                let in_window = m.timestamp().to_millis().is_none_or(|t| t >= since);
+                if in_window {
+                    batcher.push(s, &r.part, m.offset(), m.key(), m.payload());
+                    read += 1;
+                }
+                if m.offset() + 1 >= r.end {
+                    r.done = true;
+                }
+            }
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                for r in ranges.values_mut().filter(|r| r.part.partition == p) {
+                    r.done = true;
+                }
+            }
+            Some(Err(e)) => {
+                if e.rdkafka_error_code() == Some(RDKafkaErrorCode::OffsetOutOfRange) {
+                    anyhow::bail!("the committed offset is outside the partition: {e}");
+                }
+                tracing::debug!(error = %e, "restore poll");
+            }
+            None => batcher.flush(s, None),
+        }
+    }
+    batcher.flush(s, None);
+    Ok(read)
+}
