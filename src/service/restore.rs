@@ -84,6 +84,7 @@ fn restore(parts: &[Arc<Part>], s: &Arc<Shared>) -> anyhow::Result<u64> {
     let committed = consumer
         .committed_offsets(tpl, ADMIN_TIMEOUT)
         .map_err(|e| anyhow::anyhow!("reading the group's committed offsets: {e}"))?;
+    tracing::debug!(?committed, "restore: committed offsets");
     let mut ranges: HashMap<(String, i32), Range> = HashMap::new();
     for e in committed.elements() {
         if let Offset::Offset(end) = e.offset() {
@@ -123,6 +124,7 @@ fn restore(parts: &[Arc<Part>], s: &Arc<Shared>) -> anyhow::Result<u64> {
             t
         }
     };
+    tracing::debug!(?starts, "restore: offsets by time");
     let mut assign = TopicPartitionList::new();
     for e in starts.elements() {
         let key = (e.topic().to_string(), e.partition());
@@ -133,11 +135,15 @@ fn restore(parts: &[Arc<Part>], s: &Arc<Shared>) -> anyhow::Result<u64> {
             Offset::Offset(start) if start < r.end => {
                 assign.add_partition_offset(e.topic(), e.partition(), Offset::Offset(start))?;
             }
-            Offset::Beginning | Offset::Invalid => {
+            // Everything before the committed offset is older than the window.
+            Offset::Offset(_) => r.done = true,
+            // Nothing within the window before the committed offset, or a
+            // broker without a time index (librdkafka's mock cluster and
+            // tansu answer "end" to every time): read from the start of
+            // retention, keeping only messages within the window.
+            _ => {
                 assign.add_partition_offset(e.topic(), e.partition(), Offset::Beginning)?;
             }
-            // Nothing within the window before the committed offset.
-            _ => r.done = true,
         }
     }
     if assign.count() == 0 {

@@ -1,0 +1,324 @@
+//! Kafka for the service tests: the real `tansu` broker (a Kafka-protocol
+//! broker, started per test on a free loopback port) and librdkafka's
+//! in-process mock cluster; producing events and reading topics back.
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use credwatch::config::{Config, Settings};
+use credwatch::metrics::Metrics;
+use credwatch::sample::Line;
+use credwatch::service::embedded::EmbeddedBroker;
+use credwatch::service::Service;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+
+use crate::common::World;
+
+pub trait Broker {
+    fn brokers(&self) -> String;
+    fn create_topic(&self, name: &str, partitions: i32);
+}
+
+impl Broker for EmbeddedBroker {
+    fn brokers(&self) -> String {
+        self.bootstrap_servers()
+    }
+    fn create_topic(&self, name: &str, partitions: i32) {
+        EmbeddedBroker::create_topic(self, name, partitions).expect("create topic");
+    }
+}
+
+/// A `tansu` broker process with in-memory storage.
+pub struct Tansu {
+    child: Child,
+    pub port: u16,
+    bin: PathBuf,
+}
+
+pub fn tansu_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("CREDWATCH_TANSU") {
+        return PathBuf::from(p);
+    }
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/tools/tansu");
+    assert!(
+        p.exists(),
+        "The Kafka tests need the tansu broker at {} (or CREDWATCH_TANSU=path). Run tests/run once: it downloads and checks it.",
+        p.display()
+    );
+    p
+}
+
+impl Tansu {
+    pub fn start() -> Tansu {
+        let bin = tansu_bin();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(&bin)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                "memory://tansu/",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start tansu");
+        let t = Tansu { child, port, bin };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !t.answers() {
+            assert!(Instant::now() < deadline, "tansu did not start on {url}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        t
+    }
+
+    fn url(&self) -> String {
+        format!("tcp://127.0.0.1:{}", self.port)
+    }
+
+    fn answers(&self) -> bool {
+        Command::new(&self.bin)
+            .args(["topic", "list", "--broker", &self.url()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+}
+
+impl Broker for Tansu {
+    fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+    fn create_topic(&self, name: &str, partitions: i32) {
+        let ok = Command::new(&self.bin)
+            .args([
+                "topic",
+                "create",
+                name,
+                "--partitions",
+                &partitions.to_string(),
+                "--broker",
+                &self.url(),
+            ])
+            .stdout(Stdio::null())
+            .status()
+            .expect("run tansu topic create")
+            .success();
+        assert!(ok, "tansu topic create {name}");
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub const INPUT: &str = "mail.events";
+pub const ACTIONS: &str = "credwatch.actions";
+pub const DLQ: &str = "credwatch.dlq";
+
+pub fn create_topics(b: &dyn Broker, input_partitions: i32) {
+    b.create_topic(INPUT, input_partitions);
+    b.create_topic(ACTIONS, 1);
+    b.create_topic(DLQ, 1);
+}
+
+/// Service settings for this world and broker.
+pub fn settings(world: &World, brokers: &str, group: &str, extra: &str) -> Settings {
+    let text = world.toml(&format!(
+        "[kafka]\nbrokers = {brokers:?}\ngroup_id = {group:?}\ninput_topics = [{INPUT:?}]\n\
+         actions_topic = {ACTIONS:?}\ndead_letter_topic = {DLQ:?}\ncommit_interval_ms = 200\n\
+         {extra}\n[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n"
+    ));
+    Config::from_toml_with_env(&text, "test.toml", &[]).expect("valid config")
+}
+
+pub fn start(settings: Settings) -> Service {
+    // The service's log, shown when a test fails.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("credwatch=info")),
+        )
+        .with_test_writer()
+        .try_init();
+    Service::start(settings, Arc::new(Metrics::new())).expect("start the service")
+}
+
+/// The recommended key of a generated line: its account.
+pub fn account_of(json: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(json)
+        .ok()
+        .and_then(|v| v["account"].as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// Produces lines (keyed by account) and waits until all are acknowledged.
+pub fn produce(brokers: &str, topic: &str, lines: &[Line]) {
+    let p: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "5")
+        .set("enable.idempotence", "true")
+        .create()
+        .expect("producer");
+    for l in lines {
+        let key = account_of(&l.json);
+        let mut rec = BaseRecord::to(topic).key(&key).payload(&l.json);
+        loop {
+            match p.send(rec) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    rec = r;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        }
+    }
+    p.flush(Duration::from_secs(60))
+        .expect("events acknowledged");
+}
+
+/// Produces raw payloads (for the dead-letter tests).
+pub fn produce_raw(brokers: &str, topic: &str, payloads: &[&[u8]]) {
+    let p: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("producer");
+    for pl in payloads {
+        p.send(BaseRecord::<(), [u8]>::to(topic).payload(pl))
+            .map_err(|(e, _)| e)
+            .expect("send");
+    }
+    p.flush(Duration::from_secs(60)).expect("acknowledged");
+}
+
+/// A record read back.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub key: String,
+    pub payload: String,
+    pub headers: Vec<(String, String)>,
+}
+
+/// Reads partition 0 of `topic` from the start until `want` records are
+/// there or `timeout` passes (counting records: tansu's high watermark is
+/// not to be trusted). Then keeps reading for `settle` to catch extras.
+pub fn read(
+    brokers: &str,
+    topic: &str,
+    want: usize,
+    timeout: Duration,
+    settle: Duration,
+) -> Vec<Record> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "credwatch-test-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .expect("tpl");
+    c.assign(&tpl).expect("assign");
+    let mut out = Vec::new();
+    let deadline = Instant::now() + timeout;
+    let mut settle_until: Option<Instant> = None;
+    loop {
+        let now = Instant::now();
+        if out.len() >= want && settle_until.is_none() {
+            settle_until = Some(now + settle);
+        }
+        if settle_until.is_some_and(|s| now >= s) || now >= deadline {
+            break;
+        }
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            let headers = m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|x| {
+                            (
+                                x.key.to_string(),
+                                String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.push(Record {
+                key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
+                payload: String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
+                headers,
+            });
+        }
+    }
+    out
+}
+
+/// (id, account, detector, action) of each action record.
+pub fn action_set(records: &[Record]) -> BTreeSet<(String, String, String, String)> {
+    records
+        .iter()
+        .map(|r| {
+            let v: serde_json::Value = serde_json::from_str(&r.payload).expect("action JSON");
+            let d = &v["data"];
+            assert_eq!(
+                r.key,
+                d["account"].as_str().unwrap_or_default(),
+                "an action's key is its account"
+            );
+            (
+                v["id"].as_str().unwrap_or_default().to_string(),
+                d["account"].as_str().unwrap_or_default().to_string(),
+                d["detector"].as_str().unwrap_or_default().to_string(),
+                d["action"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The same for actions from `replay`'s engine.
+pub fn replay_set(
+    actions: &[credwatch::action::Action],
+) -> BTreeSet<(String, String, String, String)> {
+    actions
+        .iter()
+        .map(|a| {
+            let v: serde_json::Value = serde_json::from_str(&a.to_json()).expect("action JSON");
+            (
+                a.id.clone(),
+                a.data.account.clone(),
+                a.data.detector.to_string(),
+                v["data"]["action"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
