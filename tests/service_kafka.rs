@@ -306,3 +306,133 @@ fn tansu_bad_messages_go_to_the_dead_letter_topic() {
 fn embedded_bad_messages_go_to_the_dead_letter_topic() {
     bad_messages_go_to_the_dead_letter_topic(&EmbeddedBroker::start(1).expect("embedded broker"));
 }
+
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return (0, String::new());
+    };
+    let _ = write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    );
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    let code = body
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, body)
+}
+
+/// The binary as deployed: `credwatch run` serves /readyz and /metrics,
+/// judges events, and on SIGTERM drains, commits and exits 0 in time.
+#[test]
+fn tansu_run_serves_health_and_stops_cleanly_on_sigterm() {
+    let b = Tansu::start();
+    let world = World::new();
+    create_topics(&b, PARTITIONS);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let config = world.dir.path().join("credwatch.toml");
+    std::fs::write(
+        &config,
+        world.toml(&format!(
+            "[kafka]\nbrokers = {:?}\ngroup_id = \"bin\"\ninput_topics = [{INPUT:?}]\n\
+             actions_topic = {ACTIONS:?}\ndead_letter_topic = {DLQ:?}\n\
+             [kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n[http]\nlisten = {addr:?}\n",
+            b.brokers()
+        )),
+    )
+    .expect("write config");
+    let log = world.dir.path().join("credwatch.log");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_credwatch"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("start credwatch run");
+    // Killed if the test fails midway, so no process outlives it.
+    struct Guard(std::process::Child);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Guard(child);
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        wait_until(Duration::from_secs(30), || http_get(&addr, "/healthz").0
+            == 200),
+        "/healthz never answered"
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || http_get(&addr, "/readyz").0
+            == 200),
+        "/readyz never became ready: {:?}\n{}",
+        http_get(&addr, "/readyz"),
+        log_text()
+    );
+    let lines = day();
+    produce(&b.brokers(), INPUT, &lines);
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            http_get(&addr, "/metrics")
+                .1
+                .contains("credwatch_actions_emitted_total{action=\"lock\"}")
+                && read(
+                    &b.brokers(),
+                    ACTIONS,
+                    10,
+                    Duration::from_millis(500),
+                    Duration::ZERO,
+                )
+                .len()
+                    >= 10
+        }),
+        "no actions from the binary:\n{}",
+        log_text()
+    );
+    let (_, metrics) = http_get(&addr, "/metrics");
+    for name in [
+        "credwatch_events_total{kind=\"auth\",protocol=\"imap\",result=\"success\"}",
+        "credwatch_events_rejected_total{reason=\"bad_ip\"} 0",
+        "credwatch_detections_total{action=\"lock\",detector=\"impossible_travel\"}",
+        "credwatch_event_decision_duration_seconds_bucket",
+        "credwatch_accounts_tracked",
+        "credwatch_breaker_open 0",
+        "credwatch_consumer_lag_messages",
+    ] {
+        assert!(metrics.contains(name), "/metrics lacks {name}");
+    }
+    let stopped_at = std::time::Instant::now();
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .expect("kill")
+        .success();
+    assert!(ok);
+    let status = loop {
+        if let Some(s) = child.0.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            stopped_at.elapsed() < Duration::from_secs(30),
+            "credwatch did not stop within 30 s of SIGTERM:\n{}",
+            log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        status.success(),
+        "exit status after SIGTERM: {status}\n{}",
+        log_text()
+    );
+    assert!(log_text().contains("offsets committed, group left"));
+}

@@ -1,0 +1,49 @@
+//! `credwatch demo` as a newcomer runs it: nothing but the binary. It must
+//! catch the seed's attacks through the embedded broker, serve metrics,
+//! and exit 0 by itself.
+
+use std::process::Command;
+
+#[test]
+fn demo_catches_the_seeds_attacks_and_exits_cleanly() {
+    let out = Command::new(env!("CARGO_BIN_EXE_credwatch"))
+        .args(["demo", "--seconds", "3", "--listen", "127.0.0.1:0"])
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run credwatch demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "demo failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    for want in [
+        "embedded Kafka broker",
+        "/metrics",
+        "(attack begins)",
+        "phished0@example.jp",
+        "locked by impossible_travel",
+        "locked by send_volume",
+        "Stopped cleanly: offsets committed, group left.",
+    ] {
+        assert!(
+            stdout.contains(want),
+            "demo output lacks {want:?}:\n{stdout}"
+        );
+    }
+    assert!(
+        !stdout.contains("MISSED"),
+        "an attack was missed:\n{stdout}"
+    );
+    assert!(
+        !stdout.contains("WRONGLY LOCKED"),
+        "a look-alike was locked:\n{stdout}"
+    );
+    // The timeline: one line per action, each with a reason.
+    let locks = stdout.lines().filter(|l| l.contains(" LOCK ")).count();
+    assert!(
+        locks >= 5,
+        "expected the seed's locks in the timeline:\n{stdout}"
+    );
+}
