@@ -1,0 +1,224 @@
+//! `cargo bench --bench kafka`: credwatch against the real tansu broker,
+//! side by side in one run.
+//!
+//! 1. Raw consume: an rdkafka consumer reads the input topic and touches
+//!    every payload (the ceiling of any consumer on this broker).
+//! 2. `credwatch run` (the library's Service, as the binary runs it) judges
+//!    the same topic end to end: parse, judge, produce actions, commit.
+//! 3. Latency at a steady rate: events that each cause a lock, among
+//!    ordinary ones; p50/p99 from receipt to decision, and from receipt to
+//!    the broker's acknowledgement of the action.
+//!
+//! Needs the tansu binary (tests/run fetches it to target/tools/tansu).
+//! Size: CREDWATCH_BENCH_KAFKA_ACCOUNTS (default 30000 accounts, about
+//! 200k events); CREDWATCH_BENCH_KAFKA_RATE (default 5000 events/s).
+
+#[path = "../tests/common/mod.rs"]
+#[allow(dead_code)]
+mod common;
+#[path = "../tests/common/kafka.rs"]
+#[allow(dead_code)]
+mod kafka;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use credwatch::metrics::Metrics;
+use credwatch::sample::{self, DayParams, Line};
+use credwatch::service::Service;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{ClientConfig, Message};
+
+use common::{ip, ok, World, MINUTE, T0};
+use kafka::*;
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn raw_consume(brokers: &str, n: usize) -> f64 {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "bench-raw")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "6000")
+        .create()
+        .expect("consumer");
+    c.subscribe(&[INPUT]).expect("subscribe");
+    let mut seen = 0usize;
+    let mut bytes = 0usize;
+    let mut first: Option<Instant> = None;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while seen < n && Instant::now() < deadline {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            first.get_or_insert_with(Instant::now);
+            bytes += m.payload().map_or(0, |p| p.len());
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, n, "raw consumer read {seen} of {n}");
+    std::hint::black_box(bytes);
+    n as f64 / first.expect("read something").elapsed().as_secs_f64()
+}
+
+fn run_service(svc: &Service, n: usize) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while svc.processed() == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let first = Instant::now();
+    while (svc.processed() as usize) < n && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(
+        svc.processed() as usize >= n,
+        "credwatch judged {} of {n}",
+        svc.processed()
+    );
+    n as f64 / first.elapsed().as_secs_f64()
+}
+
+/// The cumulative buckets of a histogram in the text exposition.
+fn buckets(text: &str, name: &str) -> Vec<(f64, u64)> {
+    let mut buckets: Vec<(f64, u64)> = Vec::new();
+    let prefix = format!("{name}_bucket{{le=\"");
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix(&prefix) {
+            let (le, count) = rest.split_once("\"} ").expect("bucket line");
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().expect("le")
+            };
+            buckets.push((le, count.trim().parse().expect("count")));
+        }
+    }
+    buckets
+}
+
+/// p50 and p99 (seconds, interpolated within Prometheus buckets) of what a
+/// histogram recorded between two scrapes.
+fn quantiles(before: &str, after: &str, name: &str) -> (f64, f64, u64) {
+    let b0 = buckets(before, name);
+    let buckets: Vec<(f64, u64)> = buckets(after, name)
+        .into_iter()
+        .map(|(le, c)| {
+            let was = b0.iter().find(|x| x.0 == le).map_or(0, |x| x.1);
+            (le, c - was)
+        })
+        .collect();
+    let total = buckets.last().map_or(0, |b| b.1);
+    let q = |p: f64| {
+        let rank = p * total as f64;
+        let mut prev = (0.0, 0u64);
+        for &(le, c) in &buckets {
+            if c as f64 >= rank {
+                if le.is_infinite() {
+                    return prev.0;
+                }
+                let span = (c - prev.1).max(1) as f64;
+                return prev.0 + (le - prev.0) * ((rank - prev.1 as f64) / span);
+            }
+            prev = (le, c);
+        }
+        prev.0
+    };
+    (q(0.5), q(0.99), total)
+}
+
+fn main() {
+    let accounts = env("CREDWATCH_BENCH_KAFKA_ACCOUNTS", 30_000);
+    let rate = env("CREDWATCH_BENCH_KAFKA_RATE", 5_000);
+    let broker = Tansu::start();
+    let brokers = broker.brokers();
+    let world = World::new();
+    create_topics(&broker, 4);
+    let (mut lines, _) = sample::generate_day(&DayParams {
+        accounts,
+        ..Default::default()
+    });
+    lines.sort_by_key(|l| l.ts);
+    let n = lines.len();
+    eprintln!("producing {n} events to tansu at {brokers} ...");
+    produce(&brokers, INPUT, &lines);
+
+    let raw = raw_consume(&brokers, n);
+    let metrics = Arc::new(Metrics::new());
+    let svc = Service::start(settings(&world, &brokers, "bench-run", ""), metrics.clone())
+        .expect("service");
+    let run = run_service(&svc, n);
+
+    // Steady rate: one event in 20 completes an impossible travel.
+    let before = svc.processed() as usize;
+    let scrape0 = String::from_utf8(metrics.render()).expect("utf-8");
+    let london = ip("London", 3);
+    let changchun = ip("Changchun", 5);
+    let seconds = 10usize;
+    let total = rate * seconds;
+    let steady: Vec<Line> = (0..total)
+        .map(|i| {
+            let acct = format!("steady{}@example.jp", i / 2);
+            let ts = T0 + 2 * 24 * 60 * MINUTE + (i as i64 / 2) * 1000;
+            if i % 20 == 19 {
+                ok(ts + 30 * MINUTE, &acct, changchun)
+            } else {
+                ok(ts, &acct, london)
+            }
+        })
+        .collect();
+    let p: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("linger.ms", "1")
+        .create()
+        .expect("producer");
+    let start = Instant::now();
+    for (i, l) in steady.iter().enumerate() {
+        let due = Duration::from_secs_f64(i as f64 / rate as f64);
+        if let Some(w) = due.checked_sub(start.elapsed()) {
+            std::thread::sleep(w);
+        }
+        let key = account_of(&l.json);
+        let mut rec = BaseRecord::to(INPUT).key(&key).payload(&l.json);
+        while let Err((_, r)) = p.send(rec) {
+            rec = r;
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+    p.flush(Duration::from_secs(60)).expect("flush");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while (svc.processed() as usize) < before + total && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let text = String::from_utf8(metrics.render()).expect("utf-8");
+    let (d50, d99, dn) = quantiles(&scrape0, &text, "credwatch_event_decision_duration_seconds");
+    let (a50, a99, an) = quantiles(&scrape0, &text, "credwatch_action_ack_duration_seconds");
+    svc.shutdown().expect("shutdown");
+
+    println!("credwatch on Kafka (tansu broker on loopback, 4 input partitions, 2 judge threads)");
+    println!("events: {n} (sample day, {accounts} accounts); steady phase: {rate} events/s for {seconds} s, 1 in 20 causes a lock");
+    println!();
+    println!("| measure | value |");
+    println!("|---|---|");
+    println!("| raw consume (rdkafka BaseConsumer, payload touched) | {raw:.0} events/s |");
+    println!("| credwatch run end to end (judge, produce actions, commit) | {run:.0} events/s |");
+    println!(
+        "| ratio run / raw consume (goal >= 0.7) | {:.2} |",
+        run / raw
+    );
+    println!(
+        "| steady rate: receipt -> decision, p50 / p99 ({dn} events) | {:.2} ms / {:.2} ms |",
+        d50 * 1e3,
+        d99 * 1e3
+    );
+    println!(
+        "| steady rate: receipt -> action acknowledged by the broker, p50 / p99 ({an} actions) | {:.2} ms / {:.2} ms |",
+        a50 * 1e3,
+        a99 * 1e3
+    );
+}
