@@ -14,10 +14,8 @@
 //! 200k events); CREDWATCH_BENCH_KAFKA_RATE (default 5000 events/s).
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 #[path = "../tests/common/kafka.rs"]
-#[allow(dead_code)]
 mod kafka;
 
 use std::sync::Arc;
