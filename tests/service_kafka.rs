@@ -333,18 +333,13 @@ fn tansu_run_serves_health_and_stops_cleanly_on_sigterm() {
     let b = Tansu::start();
     let world = World::new();
     create_topics(&b, PARTITIONS);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let addr = format!("127.0.0.1:{port}");
     let config = world.dir.path().join("credwatch.toml");
     std::fs::write(
         &config,
         world.toml(&format!(
             "[kafka]\nbrokers = {:?}\ngroup_id = \"bin\"\ninput_topics = [{INPUT:?}]\n\
              actions_topic = {ACTIONS:?}\ndead_letter_topic = {DLQ:?}\n\
-             [kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n[http]\nlisten = {addr:?}\n",
+             [kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
             b.brokers()
         )),
     )
@@ -367,10 +362,21 @@ fn tansu_run_serves_health_and_stops_cleanly_on_sigterm() {
     }
     let mut child = Guard(child);
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    // The port is the one the service logs (it binds port 0: no race with
+    // other tests for a free port).
+    let mut addr = String::new();
     assert!(
-        wait_until(Duration::from_secs(30), || http_get(&addr, "/healthz").0
-            == 200),
-        "/healthz never answered"
+        wait_until(Duration::from_secs(30), || {
+            addr = log_text()
+                .split("\"addr\":\"")
+                .nth(1)
+                .and_then(|s| s.split('"').next())
+                .unwrap_or_default()
+                .to_string();
+            !addr.is_empty() && http_get(&addr, "/healthz").0 == 200
+        }),
+        "/healthz never answered:\n{}",
+        log_text()
     );
     assert!(
         wait_until(Duration::from_secs(30), || http_get(&addr, "/readyz").0
@@ -383,23 +389,35 @@ fn tansu_run_serves_health_and_stops_cleanly_on_sigterm() {
     produce(&b.brokers(), INPUT, &lines);
     assert!(
         wait_until(Duration::from_secs(60), || {
+            // Ten or more locks counted by the binary itself.
             http_get(&addr, "/metrics")
                 .1
-                .contains("credwatch_actions_emitted_total{action=\"lock\"}")
-                && read(
-                    &b.brokers(),
-                    ACTIONS,
-                    10,
-                    Duration::from_millis(500),
-                    Duration::ZERO,
-                )
-                .len()
-                    >= 10
+                .lines()
+                .find_map(|l| l.strip_prefix("credwatch_actions_emitted_total{action=\"lock\"} "))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .is_some_and(|n| n >= 10)
         }),
         "no actions from the binary:\n{}",
         log_text()
     );
-    let (_, metrics) = http_get(&addr, "/metrics");
+    let on_topic = read(
+        &b.brokers(),
+        ACTIONS,
+        10,
+        Duration::from_secs(20),
+        Duration::ZERO,
+    );
+    assert!(
+        on_topic.len() >= 10,
+        "actions on the topic: {}",
+        on_topic.len()
+    );
+    // Consumer lag comes with librdkafka's statistics, every 5 s.
+    let mut metrics = String::new();
+    wait_until(Duration::from_secs(15), || {
+        metrics = http_get(&addr, "/metrics").1;
+        metrics.contains("credwatch_consumer_lag_messages{")
+    });
     for name in [
         "credwatch_events_total{kind=\"auth\",protocol=\"imap\",result=\"success\"}",
         "credwatch_events_rejected_total{reason=\"bad_ip\"} 0",
@@ -407,7 +425,7 @@ fn tansu_run_serves_health_and_stops_cleanly_on_sigterm() {
         "credwatch_event_decision_duration_seconds_bucket",
         "credwatch_accounts_tracked",
         "credwatch_breaker_open 0",
-        "credwatch_consumer_lag_messages",
+        "credwatch_consumer_lag_messages{partition=\"0\",topic=\"mail.events\"} 0",
     ] {
         assert!(metrics.contains(name), "/metrics lacks {name}");
     }

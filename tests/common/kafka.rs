@@ -56,7 +56,18 @@ pub fn tansu_bin() -> PathBuf {
 }
 
 impl Tansu {
+    /// Starts a broker on a free port (again on another port if another
+    /// process took that one first).
     pub fn start() -> Tansu {
+        for _ in 0..5 {
+            if let Some(t) = Self::try_start() {
+                return t;
+            }
+        }
+        panic!("tansu did not start (5 attempts)");
+    }
+
+    fn try_start() -> Option<Tansu> {
         let bin = tansu_bin();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -77,13 +88,22 @@ impl Tansu {
             .stderr(Stdio::null())
             .spawn()
             .expect("start tansu");
-        let t = Tansu { child, port, bin };
+        let mut t = Tansu { child, port, bin };
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !t.answers() {
-            assert!(Instant::now() < deadline, "tansu did not start on {url}");
+        loop {
+            // Exited: the port was taken meanwhile (and whoever answers on
+            // it is not ours).
+            if t.child.try_wait().ok().flatten().is_some() {
+                return None;
+            }
+            if t.answers() {
+                return Some(t);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
-        t
     }
 
     fn url(&self) -> String {
