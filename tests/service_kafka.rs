@@ -333,35 +333,8 @@ fn tansu_run_serves_health_and_stops_cleanly_on_sigterm() {
     let b = Tansu::start();
     let world = World::new();
     create_topics(&b, PARTITIONS);
-    let config = world.dir.path().join("credwatch.toml");
-    std::fs::write(
-        &config,
-        world.toml(&format!(
-            "[kafka]\nbrokers = {:?}\ngroup_id = \"bin\"\ninput_topics = [{INPUT:?}]\n\
-             actions_topic = {ACTIONS:?}\ndead_letter_topic = {DLQ:?}\n\
-             [kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
-            b.brokers()
-        )),
-    )
-    .expect("write config");
-    let log = world.dir.path().join("credwatch.log");
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_credwatch"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log file"))
-        .spawn()
-        .expect("start credwatch run");
-    // Killed if the test fails midway, so no process outlives it.
-    struct Guard(std::process::Child);
-    impl Drop for Guard {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut child = Guard(child);
-    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    let child = Running::start(&world, &b.brokers(), "sigterm", &[]);
+    let log_text = || child.log();
     // The port is the one the service logs (it binds port 0: no race with
     // other tests for a free port).
     let mut addr = String::new();
@@ -430,14 +403,9 @@ fn tansu_run_serves_health_and_stops_cleanly_on_sigterm() {
         assert!(metrics.contains(name), "/metrics lacks {name}");
     }
     let stopped_at = std::time::Instant::now();
-    let ok = std::process::Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
-        .status()
-        .expect("kill")
-        .success();
-    assert!(ok);
+    child.signal("-TERM");
     let status = loop {
-        if let Some(s) = child.0.try_wait().expect("wait") {
+        if let Some(s) = child.exited() {
             break s;
         }
         assert!(
@@ -453,4 +421,116 @@ fn tansu_run_serves_health_and_stops_cleanly_on_sigterm() {
         log_text()
     );
     assert!(log_text().contains("offsets committed, group left"));
+}
+
+/// A `credwatch run` process, killed when dropped.
+struct Running {
+    child: std::sync::Mutex<std::process::Child>,
+    log: std::path::PathBuf,
+}
+
+impl Running {
+    fn start(world: &World, brokers: &str, name: &str, env: &[(&str, &str)]) -> Running {
+        let group = "binary";
+        let config = world.dir.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &config,
+            world.toml(&format!(
+                "[kafka]\nbrokers = {brokers:?}\ngroup_id = {group:?}\ninput_topics = [{INPUT:?}]\n\
+                 actions_topic = {ACTIONS:?}\ndead_letter_topic = {DLQ:?}\n\
+                 [kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n[http]\nlisten = \"127.0.0.1:0\"\n"
+            )),
+        )
+        .expect("write config");
+        let log = world.dir.path().join(format!("{name}.log"));
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_credwatch"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("start credwatch run");
+        Running {
+            child: std::sync::Mutex::new(child),
+            log,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &self.child.lock().expect("child").id().to_string()])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill {sig}");
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let mut c = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+impl Running {
+    fn exited(&self) -> Option<std::process::ExitStatus> {
+        self.child.lock().expect("child").try_wait().expect("wait")
+    }
+}
+
+/// `kill -9` mid-stream, before any commit: the next instance re-reads
+/// everything, emits every action again with the same id, and nothing is
+/// lost.
+#[test]
+fn tansu_kill_9_loses_nothing() {
+    let b = Tansu::start();
+    let world = World::new();
+    create_topics(&b, PARTITIONS);
+    let lines = day();
+    let want = replay_set(&common::run(&world.engine(""), &lines));
+    // No commit for a minute: the kill surely lands before the first one.
+    let first = Running::start(
+        &world,
+        &b.brokers(),
+        "first",
+        &[("CREDWATCH_KAFKA_COMMIT_INTERVAL_MS", "60000")],
+    );
+    produce(&b.brokers(), INPUT, &lines);
+    assert!(
+        wait_until(Duration::from_secs(60), || first
+            .log()
+            .matches("Action emitted")
+            .count()
+            >= 5),
+        "the first instance emitted nothing:\n{}",
+        first.log()
+    );
+    first.signal("-KILL");
+    let emitted_before = first.log().matches("Action emitted").count();
+    drop(first);
+
+    let second = Running::start(&world, &b.brokers(), "second", &[]);
+    let got = read(
+        &b.brokers(),
+        ACTIONS,
+        emitted_before + want.len(),
+        Duration::from_secs(90),
+        Duration::from_secs(2),
+    );
+    let set = action_set(&got);
+    assert_same_as_replay(&set, &want);
+    assert!(
+        got.len() > set.len(),
+        "the crash left uncommitted work, so some actions come twice ({} records, {} ids)",
+        got.len(),
+        set.len()
+    );
+    second.signal("-TERM");
 }
