@@ -43,6 +43,69 @@ pub struct Metrics {
     pub ready: IntGauge,
 }
 
+const PROTOCOLS: [&str; 5] = ["smtp", "imap", "pop3", "webmail", "other"];
+const RESULTS: [&str; 2] = ["success", "failure"];
+/// auth x protocol x result, then submission, then bounce.
+const EVENT_SLOTS: usize = PROTOCOLS.len() * RESULTS.len() + 2;
+
+fn event_labels(e: &Event) -> (&'static str, &'static str, &'static str) {
+    match e.kind {
+        Kind::Auth => (
+            "auth",
+            e.protocol.map(|p| p.as_str()).unwrap_or("other"),
+            e.result.map(|r| r.as_str()).unwrap_or("none"),
+        ),
+        k => (k.as_str(), "none", "none"),
+    }
+}
+
+fn event_slot(e: &Event) -> usize {
+    match e.kind {
+        Kind::Auth => {
+            let (_, p, r) = event_labels(e);
+            let pi = PROTOCOLS.iter().position(|x| *x == p).unwrap_or(4);
+            let ri = RESULTS.iter().position(|x| *x == r).unwrap_or(1);
+            pi * RESULTS.len() + ri
+        }
+        Kind::Submission => EVENT_SLOTS - 2,
+        Kind::Bounce => EVENT_SLOTS - 1,
+    }
+}
+
+fn slot_labels(i: usize) -> [&'static str; 3] {
+    if i == EVENT_SLOTS - 2 {
+        ["submission", "none", "none"]
+    } else if i == EVENT_SLOTS - 1 {
+        ["bounce", "none", "none"]
+    } else {
+        [
+            "auth",
+            PROTOCOLS[i / RESULTS.len()],
+            RESULTS[i % RESULTS.len()],
+        ]
+    }
+}
+
+/// Per-thread event counts (see [`Metrics::event_counts`]).
+pub struct EventCounts {
+    counts: [u64; EVENT_SLOTS],
+}
+
+impl EventCounts {
+    pub fn add(&mut self, e: &Event) {
+        self.counts[event_slot(e)] += 1;
+    }
+
+    pub fn flush(&mut self, m: &Metrics) {
+        for (i, n) in self.counts.iter_mut().enumerate() {
+            if *n > 0 {
+                m.events.with_label_values(&slot_labels(i)).inc_by(*n);
+                *n = 0;
+            }
+        }
+    }
+}
+
 /// Latency buckets from 100 µs to 30 s.
 const LATENCY: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -259,16 +322,18 @@ impl Metrics {
 
     /// Counts one judged event.
     pub fn event(&self, e: &Event) {
-        let (protocol, result) = match e.kind {
-            Kind::Auth => (
-                e.protocol.map(|p| p.as_str()).unwrap_or("other"),
-                e.result.map(|r| r.as_str()).unwrap_or("none"),
-            ),
-            _ => ("none", "none"),
-        };
+        let (kind, protocol, result) = event_labels(e);
         self.events
-            .with_label_values(&[e.kind.as_str(), protocol, result])
+            .with_label_values(&[kind, protocol, result])
             .inc();
+    }
+
+    /// Counters of events for one thread, added to the registry by
+    /// [`EventCounts::flush`] (one lookup per label set per batch, not per event).
+    pub fn event_counts(&self) -> EventCounts {
+        EventCounts {
+            counts: [0; EVENT_SLOTS],
+        }
     }
 
     /// Counts one decision of the engine.

@@ -93,13 +93,16 @@ impl Part {
         }
     }
 
-    fn seen(&self, key: u64, generation: Duration) {
+    fn seen_all(&self, keys: &[u64], generation: Duration) {
+        if keys.is_empty() {
+            return;
+        }
         let mut a = self.accounts.lock().unwrap_or_else(|e| e.into_inner());
         if a.since.elapsed() > generation {
             a.previous = std::mem::take(&mut a.current);
             a.since = Instant::now();
         }
-        a.current.insert(key);
+        a.current.extend(keys.iter().copied());
     }
 
     fn label(&self) -> [String; 2] {
@@ -889,7 +892,17 @@ fn consume(consumer: BaseConsumer<ConsumerCtx>, s: &Arc<Shared>) -> anyhow::Resu
     while !s.shutdown.load(Ordering::Relaxed) {
         resume_restored(&consumer, s);
         s.resend_due();
-        match consumer.poll(Duration::from_millis(10)) {
+        // Take what is already fetched without waiting; when nothing is,
+        // hand the open batches to the workers at once (latency), then wait.
+        let mut polled = consumer.poll(Duration::ZERO);
+        if polled.is_none() {
+            s.batcher
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .flush(s, None);
+            polled = consumer.poll(Duration::from_millis(10));
+        }
+        match polled {
             Some(Ok(m)) => {
                 s.log.up();
                 let part = match &cached {
@@ -987,9 +1000,14 @@ fn resume_restored(consumer: &BaseConsumer<ConsumerCtx>, s: &Shared) {
 /// A worker: judges the events of its partitions.
 fn worker(lane: usize, rx: Receiver<Work>, s: &Shared) {
     let mut decisions = Vec::new();
+    let mut local = Local {
+        events: s.metrics.event_counts(),
+        decision: s.metrics.decision_duration.local(),
+        keys: Vec::new(),
+    };
     loop {
         match rx.recv_timeout(Duration::from_secs(1)) {
-            Ok(Work::Batch(b)) => judge(lane, &b, s, &mut decisions),
+            Ok(Work::Batch(b)) => judge(lane, &b, s, &mut decisions, &mut local),
             Ok(Work::Revoke(parts, done)) => {
                 let mut keys: HashSet<u64> = HashSet::new();
                 for p in &parts {
@@ -1024,11 +1042,33 @@ fn worker(lane: usize, rx: Receiver<Work>, s: &Shared) {
     }
 }
 
-fn judge(lane: usize, b: &Batch, s: &Shared, decisions: &mut Vec<Decision>) {
+/// What a worker counts locally and hands over once per batch.
+struct Local {
+    events: crate::metrics::EventCounts,
+    decision: prometheus::local::LocalHistogram,
+    keys: Vec<u64>,
+}
+
+fn judge(lane: usize, b: &Batch, s: &Shared, decisions: &mut Vec<Decision>, local: &mut Local) {
     let part = &b.part;
     if part.revoked.load(Ordering::Relaxed) {
         return;
     }
+    judge_batch(lane, b, s, decisions, local);
+    part.seen_all(&local.keys, s.generation);
+    local.keys.clear();
+    local.events.flush(&s.metrics);
+    local.decision.flush();
+}
+
+fn judge_batch(
+    lane: usize,
+    b: &Batch,
+    s: &Shared,
+    decisions: &mut Vec<Decision>,
+    local: &mut Local,
+) {
+    let part = &b.part;
     let config = &s.settings.config;
     let now = now_millis();
     let limits = ParseLimits::new(config.events.max_bytes, now);
@@ -1077,17 +1117,15 @@ fn judge(lane: usize, b: &Batch, s: &Shared, decisions: &mut Vec<Decision>) {
                 }));
             }
             Ok(event) => {
-                part.seen(event.key, s.generation);
+                local.keys.push(event.key);
                 s.engine.process_in_lane(lane, &event, Some(now), decisions);
                 if b.restore {
                     decisions.clear();
                     s.metrics.restored_events.inc();
                     continue;
                 }
-                s.metrics.event(&event);
-                s.metrics
-                    .decision_duration
-                    .observe(m.received.elapsed().as_secs_f64());
+                local.events.add(&event);
+                local.decision.observe(m.received.elapsed().as_secs_f64());
                 let emits = decisions
                     .iter()
                     .filter(|d| matches!(d, Decision::Emit(_)))
