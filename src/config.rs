@@ -78,6 +78,15 @@ pub struct KafkaConfig {
     /// How long a revoke or a shutdown waits for in-flight events and their
     /// actions before committing what is done, in seconds. Default 20.
     pub drain_timeout_secs: u64,
+    /// Where `password_spray` is judged when several instances share the
+    /// input. Empty (the default): each instance judges it on its own
+    /// partitions' accounts. A topic name (create it with as many
+    /// partitions as the input): every login with an address is also
+    /// written there keyed by the address, and a second stage in every
+    /// instance (consumer group `<group_id>.sources`) judges
+    /// `password_spray` from it, seeing all of an address's attempts
+    /// whichever instance owns the accounts.
+    pub sources_topic: String,
     /// Any other librdkafka property, passed through to the consumer and
     /// the producer (TLS, SASL, ...). `CREDWATCH_KAFKA_PROPERTIES_SASL_PASSWORD`
     /// sets `sasl.password`.
@@ -93,6 +102,7 @@ impl Default for KafkaConfig {
             actions_topic: "credwatch.actions".into(),
             dead_letter_topic: "credwatch.dlq".into(),
             restore_secs: 86_400,
+            sources_topic: String::new(),
             workers: 2,
             commit_interval_ms: 1000,
             drain_timeout_secs: 20,

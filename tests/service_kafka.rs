@@ -164,6 +164,62 @@ fn tansu_two_instances_split_the_partitions() {
     assert!(spray(&got) <= spray(&want));
 }
 
+/// Logins with an address: what the account stage forwards to the source stage.
+fn forwarded(lines: &[Line]) -> i64 {
+    let limits = credwatch::source::event::ParseLimits::new(65_536, T0 + 1000 * 3_600_000);
+    lines
+        .iter()
+        .filter_map(|l| credwatch::source::event::parse_event(l.json.as_bytes(), &limits).ok())
+        .filter(|e| e.kind == credwatch::source::event::Kind::Auth && e.src_ip.is_some())
+        .count() as i64
+}
+
+/// With `kafka.sources_topic`, `password_spray` is judged by a second stage
+/// keyed by address: two instances together lock what replay locks, spray
+/// included.
+#[test]
+fn tansu_two_instances_with_a_source_stage_give_replays_actions() {
+    let b = Tansu::start();
+    let world = World::new();
+    create_topics(&b, PARTITIONS);
+    let lines = day();
+    let want = replay_set(&common::run(&world.engine(""), &lines));
+    let extra = format!("sources_topic = {SOURCES:?}");
+    let one = start(settings(&world, &b.brokers(), "split", &extra));
+    let two = start(settings(&world, &b.brokers(), "split", &extra));
+    assert!(
+        wait_until(Duration::from_secs(60), || one.partitions() > 0
+            && two.partitions() > 0
+            && one.ready()
+            && two.ready()),
+        "partitions not split: {} and {}",
+        one.partitions(),
+        two.partitions()
+    );
+    produce(&b.brokers(), INPUT, &lines);
+    let logins = forwarded(&lines);
+    assert!(
+        wait_until(Duration::from_secs(90), || processed(&[&one, &two])
+            >= lines.len() as i64
+            && one.sources_processed() + two.sources_processed() >= logins),
+        "judged {} of {} events, {} of {} forwarded logins",
+        processed(&[&one, &two]),
+        lines.len(),
+        one.sources_processed() + two.sources_processed(),
+        logins
+    );
+    one.shutdown().expect("shutdown");
+    two.shutdown().expect("shutdown");
+    let got = read(
+        &b.brokers(),
+        ACTIONS,
+        usize::MAX,
+        Duration::from_secs(5),
+        Duration::ZERO,
+    );
+    assert_same_as_replay(&action_set(&got), &want);
+}
+
 /// An incident that spans a restart: the London login is judged by the
 /// first instance, the Changchun login 31 minutes later by the second.
 /// Only a restored window connects them. The lock of an attack judged

@@ -255,6 +255,8 @@ pub struct Ack {
     payload: Arc<[u8]>,
     headers: Vec<(&'static str, String)>,
     dead_letter: bool,
+    /// A login forwarded to the sources topic (not an action).
+    forwarded: bool,
     attempts: u32,
 }
 
@@ -289,7 +291,7 @@ impl ProducerContext for ProduceCtx {
                         .dead_letters
                         .with_label_values(&["delivered"])
                         .inc();
-                } else {
+                } else if !ack.forwarded {
                     self.metrics
                         .action_ack_duration
                         .observe(ack.received.elapsed().as_secs_f64());
@@ -350,6 +352,14 @@ pub struct Shared {
     joined: AtomicBool,
     generation: Duration,
     log: Logger,
+    /// The account stage of a split pipeline writes every login with an
+    /// address here, keyed by the address (see `kafka.sources_topic`).
+    forward: Option<Arc<str>>,
+    /// The stage that owns the engine gauges and event counts (the source
+    /// stage judges the same events again).
+    primary: bool,
+    /// Other stages of the pipeline: this one is ready when they are.
+    others: Vec<Arc<Shared>>,
 }
 
 impl Shared {
@@ -433,6 +443,7 @@ impl Shared {
         self.joined.load(Ordering::Relaxed)
             && self.restoring.load(Ordering::Relaxed) == 0
             && !self.shutdown.load(Ordering::Relaxed)
+            && self.others.iter().all(|o| o.ready())
     }
 
     /// Commits what is done, of `parts` (or of every partition).
@@ -498,7 +509,9 @@ impl ClientContext for ConsumerCtx {
                 }
             }
         }
-        m.observe_engine(&self.shared.engine);
+        if self.shared.primary {
+            m.observe_engine(&self.shared.engine);
+        }
     }
 }
 
@@ -693,6 +706,16 @@ pub struct Service {
     consumer: Option<JoinHandle<anyhow::Result<()>>>,
     workers: Vec<JoinHandle<()>>,
     restorer: Option<JoinHandle<()>>,
+    /// The source stage, when `kafka.sources_topic` is set.
+    sources: Option<Box<Service>>,
+}
+
+/// Where one stage of the pipeline stands.
+struct Stage {
+    forward: Option<Arc<str>>,
+    primary: bool,
+    others: Vec<Arc<Shared>>,
+    sources: Option<Box<Service>>,
 }
 
 /// What the HTTP endpoint asks of the service.
@@ -709,7 +732,66 @@ impl Status for Shared {
 impl Service {
     /// Opens the GeoIP databases, connects to Kafka and starts consuming.
     /// Returns once the threads are running (the group join goes on).
+    ///
+    /// With `kafka.sources_topic` set (and `password_spray` enabled), two
+    /// stages run: the account stage (every detector but `password_spray`)
+    /// forwards each login with an address to the sources topic, keyed by
+    /// the address; the source stage (group `<group_id>.sources`) judges
+    /// `password_spray` from that topic.
     pub fn start(settings: Settings, metrics: Arc<Metrics>) -> anyhow::Result<Service> {
+        let k = &settings.config.kafka;
+        let topic = k.sources_topic.trim().to_string();
+        if topic.is_empty() || !settings.config.detectors.password_spray.enabled {
+            return Self::start_stage(
+                settings,
+                metrics,
+                Stage {
+                    forward: None,
+                    primary: true,
+                    others: Vec::new(),
+                    sources: None,
+                },
+            );
+        }
+        let mut src = settings.clone();
+        src.config.kafka.group_id = format!("{}.sources", k.group_id);
+        src.config.kafka.input_topics = vec![topic.clone()];
+        src.config.kafka.sources_topic = String::new();
+        let d = &mut src.config.detectors;
+        d.impossible_travel.enabled = false;
+        d.failed_login_burst.enabled = false;
+        d.send_volume.enabled = false;
+        d.sender_mismatch.enabled = false;
+        d.backscatter.enabled = false;
+        let sources = Self::start_stage(
+            src,
+            metrics.clone(),
+            Stage {
+                forward: None,
+                primary: false,
+                others: Vec::new(),
+                sources: None,
+            },
+        )?;
+        let mut acc = settings;
+        acc.config.detectors.password_spray.enabled = false;
+        Self::start_stage(
+            acc,
+            metrics,
+            Stage {
+                forward: Some(topic.as_str().into()),
+                primary: true,
+                others: vec![sources.shared.clone()],
+                sources: Some(Box::new(sources)),
+            },
+        )
+    }
+
+    fn start_stage(
+        settings: Settings,
+        metrics: Arc<Metrics>,
+        stage: Stage,
+    ) -> anyhow::Result<Service> {
         let k = &settings.config.kafka;
         let mut engine = Engine::new(&settings)?;
         let n = k.workers;
@@ -752,6 +834,9 @@ impl Service {
             joined: AtomicBool::new(false),
             generation,
             log: Logger::new("consumer", Some(metrics.clone())),
+            forward: stage.forward,
+            primary: stage.primary,
+            others: stage.others,
             settings,
         });
         let consumer: BaseConsumer<ConsumerCtx> = client_config(k_of(&shared), Role::Consumer)
@@ -806,6 +891,7 @@ impl Service {
             consumer: Some(consumer),
             workers,
             restorer: Some(restorer),
+            sources: stage.sources,
         })
     }
 
@@ -841,9 +927,10 @@ impl Service {
             .sum()
     }
 
-    /// True when the consumer thread stopped on its own (an error).
+    /// True when a consumer thread stopped on its own (an error).
     pub fn stopped(&self) -> bool {
         self.consumer.as_ref().is_none_or(|c| c.is_finished())
+            || self.sources.as_ref().is_some_and(|s| s.stopped())
     }
 
     /// Stops consuming, judges what is in flight, waits for its actions to
@@ -871,7 +958,17 @@ impl Service {
             let _ = w.join();
         }
         let _ = self.shared.producer.flush(Duration::from_secs(5));
-        result
+        // The source stage last: what the account stage forwarded is
+        // acknowledged by now, and is judged after a restart at the latest.
+        match self.sources.take() {
+            Some(src) => result.and(src.shutdown()),
+            None => result,
+        }
+    }
+
+    /// Messages of the sources topic judged by the source stage (0 without one).
+    pub fn sources_processed(&self) -> i64 {
+        self.sources.as_ref().map_or(0, |s| s.processed())
     }
 }
 
@@ -943,9 +1040,8 @@ fn consume(consumer: BaseConsumer<ConsumerCtx>, s: &Arc<Shared>) -> anyhow::Resu
             s.commit(&consumer, &s.all_parts(), CommitMode::Async);
             last_commit = Instant::now();
         }
-        if last_engine.elapsed() >= Duration::from_secs(1) {
+        if last_engine.elapsed() >= Duration::from_secs(1) && s.primary {
             s.metrics.observe_engine(&s.engine);
-            s.metrics.ready.set(s.ready() as i64);
             last_engine = Instant::now();
         }
     }
@@ -1113,6 +1209,7 @@ fn judge_batch(
                         ("credwatch-source-offset", m.offset.to_string()),
                     ],
                     dead_letter: true,
+                    forwarded: false,
                     attempts: 0,
                 }));
             }
@@ -1124,13 +1221,35 @@ fn judge_batch(
                     s.metrics.restored_events.inc();
                     continue;
                 }
-                local.events.add(&event);
+                if s.primary {
+                    local.events.add(&event);
+                }
                 local.decision.observe(m.received.elapsed().as_secs_f64());
                 let emits = decisions
                     .iter()
                     .filter(|d| matches!(d, Decision::Emit(_)))
                     .count();
-                part.tracker.begin(m.offset, emits as u32);
+                let forward = s
+                    .forward
+                    .as_ref()
+                    .zip(event.src_ip)
+                    .filter(|_| event.kind == crate::source::event::Kind::Auth);
+                part.tracker
+                    .begin(m.offset, emits as u32 + forward.is_some() as u32);
+                if let (Some((topic, ip)), Some(r)) = (forward, m.payload) {
+                    s.produce(Box::new(Ack {
+                        part: part.clone(),
+                        offset: m.offset,
+                        received: m.received,
+                        topic: topic.clone(),
+                        key: ip.to_string().into_bytes().into(),
+                        payload: b.slice(r).into(),
+                        headers: Vec::new(),
+                        dead_letter: false,
+                        forwarded: true,
+                        attempts: 0,
+                    }));
+                }
                 for d in decisions.drain(..) {
                     s.metrics.decision(&d);
                     match d {
@@ -1156,6 +1275,7 @@ fn judge_batch(
                                 payload: a.to_json().into_bytes().into(),
                                 headers: Vec::new(),
                                 dead_letter: false,
+                                forwarded: false,
                                 attempts: 0,
                             }));
                         }

@@ -153,9 +153,11 @@ impl Drop for Tansu {
 pub const INPUT: &str = "mail.events";
 pub const ACTIONS: &str = "credwatch.actions";
 pub const DLQ: &str = "credwatch.dlq";
+pub const SOURCES: &str = "credwatch.sources";
 
 pub fn create_topics(b: &dyn Broker, input_partitions: i32) {
     b.create_topic(INPUT, input_partitions);
+    b.create_topic(SOURCES, input_partitions);
     b.create_topic(ACTIONS, 1);
     b.create_topic(DLQ, 1);
 }
