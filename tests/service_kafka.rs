@@ -590,3 +590,102 @@ fn tansu_kill_9_loses_nothing() {
     );
     second.signal("-TERM");
 }
+
+/// The broker goes away for a while: the service neither exits nor loses
+/// anything; it says so once and carries on when the broker is back.
+#[test]
+fn embedded_broker_outage_is_survived() {
+    let b = EmbeddedBroker::start(1).expect("embedded broker");
+    let world = World::new();
+    create_topics(&b, PARTITIONS);
+    let lines = day();
+    let (first, second) = lines.split_at(lines.len() / 2);
+    let metrics = std::sync::Arc::new(credwatch::metrics::Metrics::new());
+    init_logs();
+    let svc = Service::start(
+        settings(&world, &b.brokers(), "outage", ""),
+        metrics.clone(),
+    )
+    .expect("start");
+    produce(&b.brokers(), INPUT, first);
+    assert!(wait_until(Duration::from_secs(60), || svc.processed()
+        >= first.len() as i64));
+    b.set_up(1, false).expect("broker down");
+    assert!(
+        wait_until(Duration::from_secs(20), || metrics.broker_up.get() == 0),
+        "the outage is noticed (credwatch_kafka_up 0)"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        !svc.stopped(),
+        "the service keeps running while Kafka is away"
+    );
+    b.set_up(1, true).expect("broker up");
+    produce(&b.brokers(), INPUT, second);
+    assert!(
+        wait_until(Duration::from_secs(90), || svc.processed()
+            >= lines.len() as i64),
+        "after the outage: judged {} of {}",
+        svc.processed(),
+        lines.len()
+    );
+    assert_eq!(metrics.broker_up.get(), 1, "the recovery is noticed");
+    svc.shutdown().expect("clean shutdown");
+    let got = read(
+        &b.brokers(),
+        ACTIONS,
+        usize::MAX,
+        Duration::from_secs(5),
+        Duration::ZERO,
+    );
+    let want = replay_set(&common::run(&world.engine(""), &lines));
+    assert_same_as_replay(&action_set(&got), &want);
+}
+
+/// Scale-out: a second instance joins after the first judged the day. The
+/// partitions that move take their accounts' state with them: the first
+/// instance drops it, the second rebuilds it from the partitions' past
+/// before judging anything new.
+#[test]
+fn tansu_state_follows_partitions_on_scale_out() {
+    let b = Tansu::start();
+    let world = World::new();
+    create_topics(&b, PARTITIONS);
+    let lines = day();
+    let one = start(settings(&world, &b.brokers(), "scale", ""));
+    produce(&b.brokers(), INPUT, &lines);
+    assert!(wait_until(Duration::from_secs(60), || one.processed()
+        >= lines.len() as i64));
+    // Let the first commit land.
+    std::thread::sleep(Duration::from_millis(600));
+    let before = one.engine().accounts_tracked();
+    let two = start(settings(&world, &b.brokers(), "scale", ""));
+    assert!(
+        wait_until(Duration::from_secs(60), || one.partitions() > 0
+            && two.partitions() > 0
+            && one.partitions() + two.partitions() == PARTITIONS as usize
+            && two.ready()),
+        "no split: {} and {}",
+        one.partitions(),
+        two.partitions()
+    );
+    let (after_one, after_two) = (
+        one.engine().accounts_tracked(),
+        two.engine().accounts_tracked(),
+    );
+    assert!(
+        after_one < before,
+        "the first instance dropped the moved accounts: {before} -> {after_one}"
+    );
+    assert!(
+        after_two > 0,
+        "the second instance restored the moved accounts before any new event"
+    );
+    assert_eq!(
+        two.processed(),
+        0,
+        "the revoke committed everything: the second instance judged nothing again as new"
+    );
+    one.shutdown().expect("shutdown");
+    two.shutdown().expect("shutdown");
+}

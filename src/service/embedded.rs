@@ -64,6 +64,25 @@ impl EmbeddedBroker {
     }
 }
 
+impl EmbeddedBroker {
+    /// Takes broker `id` (1-based) down or up: its connections are closed
+    /// and new ones refused while it is down (for outage tests).
+    pub fn set_up(&self, id: i32, up: bool) -> anyhow::Result<()> {
+        // SAFETY: valid cluster; the id is checked by librdkafka.
+        let err = unsafe {
+            if up {
+                sys::rd_kafka_mock_broker_set_up(self.cluster, id)
+            } else {
+                sys::rd_kafka_mock_broker_set_down(self.cluster, id)
+            }
+        };
+        if err != sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+            anyhow::bail!("cannot set embedded broker {id} up={up}: {err:?}");
+        }
+        Ok(())
+    }
+}
+
 impl Drop for EmbeddedBroker {
     fn drop(&mut self) {
         // SAFETY: created in `start`, destroyed once, before its owner.

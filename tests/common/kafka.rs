@@ -173,7 +173,12 @@ pub fn settings(world: &World, brokers: &str, group: &str, extra: &str) -> Setti
 }
 
 pub fn start(settings: Settings) -> Service {
-    // The service's log, shown when a test fails.
+    init_logs();
+    Service::start(settings, Arc::new(Metrics::new())).expect("start the service")
+}
+
+/// The service's log, shown when a test fails.
+pub fn init_logs() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -181,7 +186,6 @@ pub fn start(settings: Settings) -> Service {
         )
         .with_test_writer()
         .try_init();
-    Service::start(settings, Arc::new(Metrics::new())).expect("start the service")
 }
 
 /// The recommended key of a generated line: its account.
