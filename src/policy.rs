@@ -38,6 +38,22 @@ pub enum Decision {
     },
 }
 
+impl Decision {
+    /// Logs a finding that joined an open incident (one line, at info), so
+    /// the incident's story reads in the logs; an action is left to the caller.
+    pub fn log_joined(&self) {
+        if let Decision::Enrich {
+            account,
+            detector,
+            incident,
+            reason,
+        } = self
+        {
+            tracing::info!(%account, detector, %incident, %reason, "Finding joined an open incident.");
+        }
+    }
+}
+
 struct Incident {
     start: Millis,
     /// Earliest and latest event time of all its findings.

@@ -188,13 +188,8 @@ pub fn replay<R: BufRead, W: Write>(
 pub fn deliver<W: Write>(d: Decision, sink: &mut JsonLines<W>) -> io::Result<()> {
     match d {
         Decision::Emit(action) => sink.send(&action),
-        Decision::Enrich {
-            account,
-            detector,
-            incident,
-            reason,
-        } => {
-            tracing::info!(%account, detector, %incident, %reason, "Finding joined an open incident.");
+        joined @ Decision::Enrich { .. } => {
+            joined.log_joined();
             Ok(())
         }
     }

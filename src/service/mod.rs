@@ -1279,14 +1279,7 @@ fn judge_batch(
                                 attempts: 0,
                             }));
                         }
-                        Decision::Enrich {
-                            account,
-                            detector,
-                            incident,
-                            reason,
-                        } => {
-                            tracing::info!(%account, detector, %incident, %reason, "Finding joined an open incident.");
-                        }
+                        joined @ Decision::Enrich { .. } => joined.log_joined(),
                     }
                 }
             }

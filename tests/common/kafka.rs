@@ -43,13 +43,13 @@ pub struct Tansu {
 }
 
 pub fn tansu_bin() -> PathBuf {
-    if let Ok(p) = std::env::var("CREDWATCH_TANSU") {
+    if let Ok(p) = std::env::var("TANSU_BIN") {
         return PathBuf::from(p);
     }
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/tools/tansu");
     assert!(
         p.exists(),
-        "The Kafka tests need the tansu broker at {} (or CREDWATCH_TANSU=path). Run tests/run once: it downloads and checks it.",
+        "The Kafka tests need the tansu broker at {} (or TANSU_BIN=path). Run tests/run once: it downloads and checks it.",
         p.display()
     );
     p
