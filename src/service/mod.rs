@@ -1120,6 +1120,12 @@ fn worker(lane: usize, rx: Receiver<Work>, s: &Shared) {
                 let _ = done.send(());
             }
             Ok(Work::Restored(p, started)) => {
+                tracing::debug!(
+                    lane,
+                    partition = p.partition,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "restore: partition judged"
+                );
                 if p.restoring.swap(false, Ordering::Relaxed) {
                     s.restoring.fetch_sub(1, Ordering::Relaxed);
                     s.metrics.restoring_partitions.dec();

@@ -75,6 +75,7 @@ fn restore(parts: &[Arc<Part>], s: &Arc<Shared>) -> anyhow::Result<u64> {
     if k.restore_secs == 0 {
         return Ok(0);
     }
+    let t0 = Instant::now();
     let consumer: BaseConsumer<Quiet> = client_config(k, Role::Restorer)
         .create_with_context(Quiet(Logger::new("restorer", None)))?;
     let mut tpl = TopicPartitionList::new();
@@ -84,7 +85,10 @@ fn restore(parts: &[Arc<Part>], s: &Arc<Shared>) -> anyhow::Result<u64> {
     let committed = consumer
         .committed_offsets(tpl, ADMIN_TIMEOUT)
         .map_err(|e| anyhow::anyhow!("reading the group's committed offsets: {e}"))?;
-    tracing::debug!(?committed, "restore: committed offsets");
+    tracing::debug!(
+        elapsed_ms = t0.elapsed().as_millis() as u64,
+        "restore: committed offsets read"
+    );
     let mut ranges: HashMap<(String, i32), Range> = HashMap::new();
     for e in committed.elements() {
         if let Offset::Offset(end) = e.offset() {
@@ -124,7 +128,10 @@ fn restore(parts: &[Arc<Part>], s: &Arc<Shared>) -> anyhow::Result<u64> {
             t
         }
     };
-    tracing::debug!(?starts, "restore: offsets by time");
+    tracing::debug!(
+        elapsed_ms = t0.elapsed().as_millis() as u64,
+        "restore: offsets by time read"
+    );
     let mut assign = TopicPartitionList::new();
     for e in starts.elements() {
         let key = (e.topic().to_string(), e.partition());
@@ -149,6 +156,10 @@ fn restore(parts: &[Arc<Part>], s: &Arc<Shared>) -> anyhow::Result<u64> {
     if assign.count() == 0 {
         return Ok(0);
     }
+    tracing::debug!(
+        elapsed_ms = t0.elapsed().as_millis() as u64,
+        "restore: assigning"
+    );
     consumer.assign(&assign)?;
     let deadline = Instant::now() + RESTORE_TIMEOUT;
     let mut batcher = Batcher::new(true);
@@ -166,7 +177,12 @@ fn restore(parts: &[Arc<Part>], s: &Arc<Shared>) -> anyhow::Result<u64> {
         }
         match consumer.poll(RESTORE_POLL) {
             Some(Ok(m)) => {
-                let Some(r) = ranges.get_mut(&(m.topic().to_string(), m.partition())) else {
+                // A handful of partitions: a scan, no key to allocate per message.
+                let (topic, partition) = (m.topic(), m.partition());
+                let Some(r) = ranges
+                    .values_mut()
+                    .find(|r| r.part.partition == partition && &*r.part.topic == topic)
+                else {
                     continue;
                 };
                 if r.done || r.part.revoked.load(Ordering::Relaxed) {
@@ -201,5 +217,10 @@ fn restore(parts: &[Arc<Part>], s: &Arc<Shared>) -> anyhow::Result<u64> {
         }
     }
     batcher.flush(s, None);
+    tracing::debug!(
+        elapsed_ms = t0.elapsed().as_millis() as u64,
+        read,
+        "restore: read"
+    );
     Ok(read)
 }
