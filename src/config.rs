@@ -143,13 +143,45 @@ impl Default for GeoIpConfig {
 }
 
 /// `[webhook]`: Standard Webhooks delivery (used by `credwatch run`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebhookConfig {
     /// Endpoints; empty means no webhooks (actions still go to Kafka). Default `[]`.
     pub urls: Vec<String>,
-    /// `whsec_...`, or from `CREDWATCH_WEBHOOK_SECRET`. Never printed. Default empty.
+    /// `whsec_` + base64 of the key, or from `CREDWATCH_WEBHOOK_SECRET`.
+    /// Several, separated by spaces, while rotating keys: every request
+    /// then carries one signature per key. Never printed. Default empty.
     pub secret: String,
+    /// Time for one request (connect, send, answer), in seconds. Default 15.
+    pub timeout_secs: u64,
+    /// First retry after this many milliseconds, doubling (with ±20 %
+    /// jitter) up to `max_backoff_secs`. Default 5000 (the spec's first retry).
+    pub initial_backoff_ms: u64,
+    /// Longest wait between two attempts, in seconds. Default 3600.
+    pub max_backoff_secs: u64,
+    /// Give an action up (failed, copied to the dead-letter topic) when it
+    /// is still not delivered this long after its first attempt, in
+    /// seconds. Default 86400 (the spec's schedule reaches about a day).
+    pub retry_horizon_secs: u64,
+    /// Requests in flight per endpoint. Default 32.
+    pub concurrency: usize,
+    /// Extra CA certificate (PEM) to trust besides the system's. Default empty.
+    pub ca_file: String,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            urls: Vec::new(),
+            secret: String::new(),
+            timeout_secs: 15,
+            initial_backoff_ms: 5000,
+            max_backoff_secs: 3600,
+            retry_horizon_secs: 86_400,
+            concurrency: 32,
+            ca_file: String::new(),
+        }
+    }
 }
 
 /// `[http]`: metrics and health.
@@ -433,11 +465,25 @@ impl Config {
                 "every URL must start with http:// or https://",
             ));
         }
-        if !self.webhook.secret.is_empty() && !self.webhook.secret.starts_with("whsec_") {
+        if let Err(message) = crate::webhook::parse_secrets(&self.webhook.secret) {
+            return Err(invalid("webhook.secret", message));
+        }
+        if !self.webhook.urls.is_empty() && self.webhook.secret.trim().is_empty() {
             return Err(invalid(
                 "webhook.secret",
-                "must start with whsec_ followed by the base64 key (the value is not shown)",
+                "webhook.urls are set but there is no secret: set webhook.secret or CREDWATCH_WEBHOOK_SECRET (whsec_ + base64 key)",
             ));
+        }
+        let w = &self.webhook;
+        for (key, v) in [
+            ("webhook.timeout_secs", w.timeout_secs),
+            ("webhook.initial_backoff_ms", w.initial_backoff_ms),
+            ("webhook.max_backoff_secs", w.max_backoff_secs),
+            ("webhook.concurrency", w.concurrency as u64),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, "must be greater than 0"));
+            }
         }
         Ok(Settings {
             config: self,

@@ -20,3 +20,4 @@ pub mod sink;
 pub mod source;
 pub mod state;
 pub mod time;
+pub mod webhook;

@@ -7,6 +7,7 @@ use crate::config::Settings;
 use crate::http::Endpoint;
 use crate::metrics::Metrics;
 use crate::service::Service;
+use crate::webhook::Webhooks;
 
 /// Runs the service until a signal; then drains, commits and leaves the
 /// group within `kafka.drain_timeout_secs` (plus a little) and returns.
@@ -19,8 +20,9 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     let listen = settings.config.http.listen.clone();
     let endpoint = rt.block_on(Endpoint::bind(&listen, metrics.clone()))?;
     tracing::info!(addr = %endpoint.addr, "Serving /metrics, /healthz and /readyz.");
-    let service = Service::start(settings, metrics)?;
+    let service = Service::start(settings.clone(), metrics.clone())?;
     endpoint.set_status(service.status());
+    let hooks = rt.block_on(async { Webhooks::start(&settings, metrics.clone()) })?;
     let stopped_by_itself = rt.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -43,6 +45,9 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         }
     })?;
     let result = service.shutdown();
+    if let Some(h) = hooks {
+        rt.block_on(h.shutdown());
+    }
     if stopped_by_itself && result.is_ok() {
         anyhow::bail!("the consumer stopped unexpectedly");
     }

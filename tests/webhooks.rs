@@ -1,0 +1,367 @@
+//! Lock webhooks against a real HTTP receiver on loopback that verifies
+//! every request with an independent Standard Webhooks implementation
+//! (PyPI `standardwebhooks`, in tests/webhook_receiver.py), with the
+//! service on the real tansu broker.
+
+mod common;
+#[path = "common/kafka.rs"]
+mod kafka;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use credwatch::metrics::Metrics;
+use credwatch::sample::{self, DayParams, Line};
+use credwatch::service::Service;
+use credwatch::webhook::Webhooks;
+use serde_json::Value;
+
+use common::World;
+use kafka::*;
+
+const SECRET_A: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const SECRET_B: &str = "whsec_c2Vjb25kIHNlY3JldCBmb3Igcm90YXRpb24=";
+
+struct Receiver {
+    child: Child,
+    port: u16,
+    out: PathBuf,
+}
+
+impl Receiver {
+    fn start(dir: &std::path::Path, name: &str, args: &[&str], port: u16) -> Receiver {
+        let out = dir.join(format!("{name}.jsonl"));
+        let mut child = Command::new("python3")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/webhook_receiver.py"
+            ))
+            .arg("--out")
+            .arg(&out)
+            .args([
+                "--secret",
+                SECRET_A,
+                "--secret",
+                SECRET_B,
+                "--port",
+                &port.to_string(),
+            ])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3 tests/webhook_receiver.py (tests/run installs standardwebhooks)");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("receiver port");
+        let port = line
+            .trim()
+            .strip_prefix("PORT ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| {
+                panic!("the receiver did not start: {line:?} (is standardwebhooks installed?)")
+            });
+        Receiver { child, port, out }
+    }
+
+    fn requests(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.out)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("receiver line"))
+            .collect()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn url(port: u16) -> String {
+    format!("http://127.0.0.1:{port}/hooks/credwatch")
+}
+
+fn day() -> Vec<Line> {
+    let (mut lines, _) = sample::generate_day(&DayParams {
+        accounts: 100,
+        ..Default::default()
+    });
+    lines.sort_by_key(|l| l.ts);
+    lines
+}
+
+fn hook_settings(world: &World, b: &Tansu, port: u16) -> credwatch::config::Settings {
+    settings(
+        world,
+        &b.brokers(),
+        "hooks",
+        &format!(
+            "[webhook]\nurls = [{:?}]\nsecret = \"{SECRET_A} {SECRET_B}\"\ninitial_backoff_ms = 100\nmax_backoff_secs = 1\ntimeout_secs = 5\n",
+            url(port)
+        ),
+    )
+}
+
+/// The service and its webhooks, on a runtime of their own.
+struct Running {
+    rt: tokio::runtime::Runtime,
+    svc: Option<Service>,
+    hooks: Option<Webhooks>,
+    metrics: Arc<Metrics>,
+}
+
+impl Running {
+    fn start(settings: credwatch::config::Settings) -> Running {
+        init_logs();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let metrics = Arc::new(Metrics::new());
+        let svc = Service::start(settings.clone(), metrics.clone()).expect("service");
+        let hooks = rt
+            .block_on(async { Webhooks::start(&settings, metrics.clone()) })
+            .expect("webhooks")
+            .expect("a URL is configured");
+        Running {
+            rt,
+            svc: Some(svc),
+            hooks: Some(hooks),
+            metrics,
+        }
+    }
+
+    fn processed(&self) -> i64 {
+        self.svc.as_ref().map_or(0, |s| s.processed())
+    }
+
+    fn stop(mut self) {
+        if let Some(s) = self.svc.take() {
+            s.shutdown().expect("service shutdown");
+        }
+        if let Some(h) = self.hooks.take() {
+            self.rt.block_on(h.shutdown());
+        }
+    }
+
+    fn deliveries(&self, outcome: &str) -> u64 {
+        self.metrics
+            .webhook_deliveries
+            .with_label_values(&[outcome])
+            .get()
+    }
+}
+
+/// Ids of the actions on the topic.
+fn action_ids(b: &Tansu) -> BTreeSet<String> {
+    read(
+        &b.brokers(),
+        ACTIONS,
+        usize::MAX,
+        Duration::from_secs(5),
+        Duration::ZERO,
+    )
+    .iter()
+    .map(|r| {
+        serde_json::from_str::<Value>(&r.payload).expect("action")["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    })
+    .collect()
+}
+
+/// 2xx answers per id.
+fn delivered(r: &Receiver) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for q in r.requests() {
+        if q["answered"]
+            .as_u64()
+            .is_some_and(|s| (200..300).contains(&s))
+        {
+            *m.entry(q["id"].as_str().unwrap_or_default().to_string())
+                .or_default() += 1;
+        }
+    }
+    m
+}
+
+fn judged_all(run: &Running, lines: &[Line]) {
+    assert!(
+        wait_until(Duration::from_secs(90), || run.processed()
+            >= lines.len() as i64),
+        "judged {} of {}",
+        run.processed(),
+        lines.len()
+    );
+}
+
+#[test]
+fn every_action_arrives_and_verifies_with_both_secrets() {
+    let b = Tansu::start();
+    let world = World::new();
+    create_topics(&b, 4);
+    let rx = Receiver::start(world.dir.path(), "rx", &[], 0);
+    let run = Running::start(hook_settings(&world, &b, rx.port));
+    let lines = day();
+    produce(&b.brokers(), INPUT, &lines);
+    judged_all(&run, &lines);
+    let ids = action_ids(&b);
+    assert!(ids.len() >= 10, "the day has actions: {}", ids.len());
+    assert!(
+        wait_until(Duration::from_secs(60), || delivered(&rx).len()
+            >= ids.len()),
+        "delivered {} of {}",
+        delivered(&rx).len(),
+        ids.len()
+    );
+    run.stop();
+    let reqs = rx.requests();
+    for q in &reqs {
+        assert_eq!(
+            q["verified"],
+            serde_json::json!([true, true]),
+            "every request verifies with each of the two secrets: {q}"
+        );
+        assert_eq!(q["content_type"], "application/json");
+        assert_eq!(q["id"], q["body_id"], "webhook-id is the action's id");
+    }
+    assert_eq!(
+        delivered(&rx).keys().cloned().collect::<BTreeSet<_>>(),
+        ids,
+        "every action on the topic, and nothing else"
+    );
+}
+
+#[test]
+fn a_receiver_failing_for_a_while_gets_every_action_once() {
+    let b = Tansu::start();
+    let world = World::new();
+    create_topics(&b, 4);
+    let rx = Receiver::start(world.dir.path(), "rx", &["--fail-first", "25"], 0);
+    let run = Running::start(hook_settings(&world, &b, rx.port));
+    let lines = day();
+    produce(&b.brokers(), INPUT, &lines);
+    judged_all(&run, &lines);
+    let ids = action_ids(&b);
+    assert!(
+        wait_until(Duration::from_secs(90), || delivered(&rx).len()
+            >= ids.len()),
+        "delivered {} of {}",
+        delivered(&rx).len(),
+        ids.len()
+    );
+    let retried = run.deliveries("retried");
+    run.stop();
+    let got = delivered(&rx);
+    assert_eq!(got.keys().cloned().collect::<BTreeSet<_>>(), ids);
+    assert!(
+        got.values().all(|&n| n == 1),
+        "each id answered 2xx exactly once: {got:?}"
+    );
+    let fails = rx
+        .requests()
+        .iter()
+        .filter(|q| q["answered"] == 500)
+        .count();
+    assert_eq!(fails, 25, "the first 25 requests failed");
+    assert!(retried >= 25, "500s are retried: {retried}");
+}
+
+#[test]
+fn a_400_is_not_retried_and_goes_to_the_dead_letter_topic() {
+    let b = Tansu::start();
+    let world = World::new();
+    create_topics(&b, 4);
+    let rx = Receiver::start(world.dir.path(), "rx", &["--status", "400"], 0);
+    let run = Running::start(hook_settings(&world, &b, rx.port));
+    let lines = day();
+    produce(&b.brokers(), INPUT, &lines);
+    judged_all(&run, &lines);
+    let ids = action_ids(&b);
+    assert!(
+        wait_until(Duration::from_secs(60), || run.deliveries("failed")
+            >= ids.len() as u64),
+        "failed {} of {}",
+        run.deliveries("failed"),
+        ids.len()
+    );
+    // Time a retry would have come (back-off 100 ms).
+    std::thread::sleep(Duration::from_secs(1));
+    let retried = run.deliveries("retried");
+    run.stop();
+    let per_id: BTreeMap<String, usize> = rx.requests().iter().fold(BTreeMap::new(), |mut m, q| {
+        *m.entry(q["id"].as_str().unwrap_or_default().to_string())
+            .or_default() += 1;
+        m
+    });
+    assert_eq!(per_id.keys().cloned().collect::<BTreeSet<_>>(), ids);
+    assert!(
+        per_id.values().all(|&n| n == 1),
+        "a 400 is not retried: {per_id:?}"
+    );
+    assert_eq!(retried, 0);
+    let dead = read(
+        &b.brokers(),
+        DLQ,
+        ids.len(),
+        Duration::from_secs(20),
+        Duration::from_millis(500),
+    );
+    let copies = dead
+        .iter()
+        .filter(|r| {
+            r.headers
+                .iter()
+                .any(|(k, v)| k == credwatch::service::REASON_HEADER && v == "webhook_failed")
+        })
+        .count();
+    assert_eq!(
+        copies,
+        ids.len(),
+        "each refused action is on the dead-letter topic"
+    );
+}
+
+#[test]
+fn a_receiver_down_across_a_restart_still_gets_everything() {
+    let b = Tansu::start();
+    let world = World::new();
+    create_topics(&b, 4);
+    // A port with nobody listening on it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let run = Running::start(hook_settings(&world, &b, port));
+    let lines = day();
+    produce(&b.brokers(), INPUT, &lines);
+    judged_all(&run, &lines);
+    assert!(
+        wait_until(Duration::from_secs(30), || run.deliveries("retried") > 0),
+        "deliveries are being retried while the receiver is down"
+    );
+    run.stop();
+    // The receiver comes up; credwatch starts again.
+    let rx = Receiver::start(world.dir.path(), "rx", &[], port);
+    let again = Running::start(hook_settings(&world, &b, port));
+    let ids = action_ids(&b);
+    assert!(
+        wait_until(Duration::from_secs(90), || delivered(&rx).len()
+            >= ids.len()),
+        "after the restart: delivered {} of {}",
+        delivered(&rx).len(),
+        ids.len()
+    );
+    again.stop();
+    assert_eq!(delivered(&rx).keys().cloned().collect::<BTreeSet<_>>(), ids);
+}
