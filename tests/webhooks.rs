@@ -224,6 +224,7 @@ fn every_action_arrives_and_verifies_with_both_secrets() {
         delivered(&rx).len(),
         ids.len()
     );
+    check_metrics(&String::from_utf8(run.metrics.render()).expect("utf-8"));
     run.stop();
     let reqs = rx.requests();
     for q in &reqs {
@@ -364,4 +365,87 @@ fn a_receiver_down_across_a_restart_still_gets_everything() {
     );
     again.stop();
     assert_eq!(delivered(&rx).keys().cloned().collect::<BTreeSet<_>>(), ids);
+}
+
+/// Every contract §4 metric with exactly its labels, values that moved,
+/// and nothing `promtool check metrics` (Debian package prometheus)
+/// complains about.
+fn check_metrics(text: &str) {
+    let contract: &[(&str, &[&str])] = &[
+        ("credwatch_events_total", &["kind", "protocol", "result"]),
+        ("credwatch_events_rejected_total", &["reason"]),
+        ("credwatch_detections_total", &["action", "detector"]),
+        ("credwatch_actions_emitted_total", &["action"]),
+        ("credwatch_webhook_deliveries_total", &["outcome"]),
+        (
+            "credwatch_webhook_delivery_duration_seconds_bucket",
+            &["le"],
+        ),
+        ("credwatch_event_decision_duration_seconds_bucket", &["le"]),
+        ("credwatch_accounts_tracked", &[]),
+        ("credwatch_breaker_open", &[]),
+    ];
+    for (name, labels) in contract {
+        let series: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| l.split(['{', ' ']).next() == Some(*name))
+            .collect();
+        assert!(!series.is_empty(), "/metrics lacks {name}");
+        for l in &series {
+            let got: BTreeSet<&str> = match l.split_once('{') {
+                Some((_, rest)) => rest
+                    .split('}')
+                    .next()
+                    .unwrap_or("")
+                    .split(',')
+                    .filter_map(|kv| kv.split_once('=').map(|(k, _)| k))
+                    .collect(),
+                None => BTreeSet::new(),
+            };
+            let want: BTreeSet<&str> = labels.iter().copied().collect();
+            assert_eq!(got, want, "labels of {l}");
+        }
+    }
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("no {series}"))
+    };
+    assert!(value("credwatch_webhook_deliveries_total{outcome=\"delivered\"}") > 0.0);
+    assert!(value("credwatch_webhook_delivery_duration_seconds_count") > 0.0);
+    assert!(value("credwatch_event_decision_duration_seconds_count") > 0.0);
+    assert!(value("credwatch_actions_emitted_total{action=\"lock\"}") > 0.0);
+    assert!(value("credwatch_accounts_tracked") > 0.0);
+    // No label value is an account, an address or a URL.
+    for l in text.lines().filter(|l| !l.starts_with('#')) {
+        assert!(
+            !l.contains('@') && !l.contains("127.0.0.1") && !l.contains("http"),
+            "{l}"
+        );
+    }
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus; tests/run installs it)");
+    use std::io::Write;
+    promtool
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write");
+    let out = promtool.wait_with_output().expect("promtool");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool check metrics: {said}"
+    );
 }
