@@ -32,6 +32,7 @@ pub struct Metrics {
     pub restoring_partitions: IntGauge,
     pub dead_letters: IntCounterVec,
     pub action_ack_duration: Histogram,
+    pub event_lag: Histogram,
     pub commits: IntCounterVec,
     pub broker_up: IntGauge,
     pub state_entries: IntGaugeVec,
@@ -246,6 +247,12 @@ impl Metrics {
                 &r,
                 "credwatch_action_ack_duration_seconds",
                 "From receipt of an event to the broker's acknowledgement of the action it caused.",
+                LATENCY,
+            ),
+            event_lag: histogram(
+                &r,
+                "credwatch_event_lag_seconds",
+                "From an input message's Kafka timestamp to its decision: how far behind the platform's events credwatch judges.",
                 LATENCY,
             ),
             commits: counter(

@@ -260,6 +260,9 @@ impl Webhooks {
             let mut c = client_config(k, Role::Consumer);
             c.set("group.id", group_of(settings, url));
             c.set("statistics.interval.ms", "0");
+            // Actions are few: a long fetch wait would be pure latency on
+            // brokers that answer a fetch only when the wait is over.
+            c.set("fetch.wait.max.ms", "10");
             let consumer: StreamConsumer<Ctx> = c
                 .create_with_context(Ctx {
                     logger: Logger::new("webhook-consumer", None),

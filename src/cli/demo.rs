@@ -180,7 +180,8 @@ fn run(
 fn demo_settings(geo: &sample::GeoFiles, brokers: &str) -> anyhow::Result<Settings> {
     let text = format!(
         "{}\n[kafka]\nbrokers = {brokers:?}\ngroup_id = \"credwatch-demo\"\ninput_topics = [{INPUT:?}]\n\
-         actions_topic = {ACTIONS:?}\ndead_letter_topic = {DLQ:?}\ncommit_interval_ms = 200\n",
+         actions_topic = {ACTIONS:?}\ndead_letter_topic = {DLQ:?}\ncommit_interval_ms = 200\n\
+         [kafka.properties]\n\"fetch.wait.max.ms\" = \"10\"\n",
         sample::config_toml(geo)
     );
     Ok(Config::from_toml_with_env(&text, "the demo's config", &[])?)

@@ -120,6 +120,8 @@ pub(crate) struct Batch {
 
 struct Msg {
     offset: i64,
+    /// The message's Kafka timestamp (milliseconds), if it has one.
+    created: Option<i64>,
     key: (u32, u32),
     /// `None`: a message without a value (a tombstone).
     payload: Option<(u32, u32)>,
@@ -136,7 +138,13 @@ impl Batch {
         }
     }
 
-    fn push(&mut self, offset: i64, key: Option<&[u8]>, payload: Option<&[u8]>) {
+    fn push(
+        &mut self,
+        offset: i64,
+        created: Option<i64>,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+    ) {
         let mut put = |b: &[u8]| {
             let start = self.data.len() as u32;
             self.data.extend_from_slice(b);
@@ -146,6 +154,7 @@ impl Batch {
         let payload = payload.map(put);
         self.msgs.push(Msg {
             offset,
+            created,
             key,
             payload,
             received: Instant::now(),
@@ -185,6 +194,7 @@ impl Batcher {
         shared: &Shared,
         part: &Arc<Part>,
         offset: i64,
+        created: Option<i64>,
         key: Option<&[u8]>,
         payload: Option<&[u8]>,
     ) {
@@ -203,7 +213,7 @@ impl Batcher {
         };
         self.last = i;
         let b = &mut self.open[i];
-        b.push(offset, key, payload);
+        b.push(offset, created, key, payload);
         if b.msgs.len() >= BATCH_MESSAGES || b.data.len() >= BATCH_BYTES {
             let b = self.open.swap_remove(i);
             shared.send(b.part.worker, Work::Batch(b));
@@ -1019,7 +1029,14 @@ fn consume(consumer: BaseConsumer<ConsumerCtx>, s: &Arc<Shared>) -> anyhow::Resu
                     },
                 };
                 let mut b = s.batcher.lock().unwrap_or_else(|e| e.into_inner());
-                b.push(s, &part, m.offset(), m.key(), m.payload());
+                b.push(
+                    s,
+                    &part,
+                    m.offset(),
+                    m.timestamp().to_millis(),
+                    m.key(),
+                    m.payload(),
+                );
                 if b.due() {
                     b.flush(s, None);
                 }
@@ -1099,6 +1116,7 @@ fn worker(lane: usize, rx: Receiver<Work>, s: &Shared) {
     let mut local = Local {
         events: s.metrics.event_counts(),
         decision: s.metrics.decision_duration.local(),
+        lag: s.metrics.event_lag.local(),
         keys: Vec::new(),
     };
     loop {
@@ -1148,6 +1166,7 @@ fn worker(lane: usize, rx: Receiver<Work>, s: &Shared) {
 struct Local {
     events: crate::metrics::EventCounts,
     decision: prometheus::local::LocalHistogram,
+    lag: prometheus::local::LocalHistogram,
     keys: Vec<u64>,
 }
 
@@ -1161,6 +1180,7 @@ fn judge(lane: usize, b: &Batch, s: &Shared, decisions: &mut Vec<Decision>, loca
     local.keys.clear();
     local.events.flush(&s.metrics);
     local.decision.flush();
+    local.lag.flush();
 }
 
 fn judge_batch(
@@ -1229,6 +1249,9 @@ fn judge_batch(
                 }
                 if s.primary {
                     local.events.add(&event);
+                }
+                if let Some(c) = m.created {
+                    local.lag.observe((now - c).max(0) as f64 / 1000.0);
                 }
                 local.decision.observe(m.received.elapsed().as_secs_f64());
                 let emits = decisions

@@ -195,7 +195,14 @@ fn restore(parts: &[Arc<Part>], s: &Arc<Shared>) -> anyhow::Result<u64> {
                 }
                 let in_window = m.timestamp().to_millis().is_none_or(|t| t >= since);
                 if in_window {
-                    batcher.push(s, &r.part, m.offset(), m.key(), m.payload());
+                    batcher.push(
+                        s,
+                        &r.part,
+                        m.offset(),
+                        m.timestamp().to_millis(),
+                        m.key(),
+                        m.payload(),
+                    );
                     read += 1;
                 }
                 if m.offset() + 1 >= r.end {
