@@ -40,6 +40,19 @@ fn demo_catches_the_seeds_attacks_and_exits_cleanly() {
         !stdout.contains("WRONGLY LOCKED"),
         "a look-alike was locked:\n{stdout}"
     );
+    // Every action reached the demo's webhook receiver, correctly signed.
+    let hooks = stdout
+        .lines()
+        .find(|l| l.starts_with("Webhooks: "))
+        .unwrap_or_else(|| panic!("no webhook summary:\n{stdout}"));
+    let n: Vec<u64> = hooks
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    assert!(
+        n.len() >= 3 && n[0] > 0 && n[0] == n[1] && n[1] == n[2],
+        "every action delivered and verified: {hooks}"
+    );
     // The timeline: one line per action, each with a reason.
     let locks = stdout.lines().filter(|l| l.contains(" LOCK ")).count();
     assert!(

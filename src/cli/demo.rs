@@ -23,6 +23,7 @@ use crate::sample::{self, DayParams, Expected, Line};
 use crate::service::embedded::EmbeddedBroker;
 use crate::service::Service;
 use crate::time::{format_rfc3339, Millis, HOUR};
+use crate::webhook::Webhooks;
 
 pub struct DemoOptions {
     /// Keep playing days until Ctrl-C.
@@ -63,13 +64,15 @@ fn run(
     broker.create_topic(INPUT, 4)?;
     broker.create_topic(ACTIONS, 1)?;
     broker.create_topic(DLQ, 1)?;
-    let settings = demo_settings(geo, &broker.bootstrap_servers())?;
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()?;
     let metrics = Arc::new(Metrics::new());
+    let hooks_seen = Arc::new(Mutex::new(HookLog::default()));
+    let hook_port = rt.block_on(receiver(hooks_seen.clone()))?;
+    let settings = demo_settings(geo, &broker.bootstrap_servers(), hook_port)?;
     let endpoint = rt.block_on(async {
         match Endpoint::bind(&o.listen, metrics.clone()).await {
             Ok(e) => Ok(e),
@@ -77,8 +80,9 @@ fn run(
             Err(_) => Endpoint::bind("127.0.0.1:0", metrics.clone()).await,
         }
     })?;
-    let service = Service::start(settings, metrics.clone())?;
+    let service = Service::start(settings.clone(), metrics.clone())?;
     endpoint.set_status(service.status());
+    let hooks = rt.block_on(async { Webhooks::start(&settings, metrics.clone()) })?;
 
     let stop = Arc::new(AtomicBool::new(false));
     {
@@ -168,20 +172,48 @@ fn run(
         }
     }
     let events_per_s = produced as f64 / started.elapsed().as_secs_f64();
+    // Give the last webhooks a moment, then stop.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while hooks_seen
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .ids
+        .len()
+        < timeline.seen()
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     service.shutdown()?;
+    if let Some(h) = hooks {
+        rt.block_on(h.shutdown());
+    }
+    let log = hooks_seen.lock().unwrap_or_else(|e| e.into_inner());
     writeln!(
         out,
-        "\n{produced} events went through Kafka ({events_per_s:.0}/s, paced), {} actions on {ACTIONS}. Stopped cleanly: offsets committed, group left.",
-        timeline.seen()
+        "\n{produced} events went through Kafka ({events_per_s:.0}/s, paced), {} actions on {ACTIONS}. Stopped cleanly: offsets committed, group left.\n\
+         Webhooks: {} of {} actions delivered to the local receiver, {} with a valid Standard Webhooks signature.",
+        timeline.seen(),
+        log.ids.len(),
+        timeline.seen(),
+        log.valid
     )?;
     Ok(all_ok)
 }
 
-fn demo_settings(geo: &sample::GeoFiles, brokers: &str) -> anyhow::Result<Settings> {
+/// The demo's webhook key (a demo has no secrets to keep).
+const DEMO_SECRET: &str = "whsec_ZGVtbyBrZXkgb2YgY3JlZHdhdGNoIGRlbW8=";
+
+fn demo_settings(
+    geo: &sample::GeoFiles,
+    brokers: &str,
+    hook_port: u16,
+) -> anyhow::Result<Settings> {
     let text = format!(
         "{}\n[kafka]\nbrokers = {brokers:?}\ngroup_id = \"credwatch-demo\"\ninput_topics = [{INPUT:?}]\n\
          actions_topic = {ACTIONS:?}\ndead_letter_topic = {DLQ:?}\ncommit_interval_ms = 200\n\
-         [kafka.properties]\n\"fetch.wait.max.ms\" = \"10\"\n",
+         [kafka.properties]\n\"fetch.wait.max.ms\" = \"10\"\n\
+         [webhook]\nurls = [\"http://127.0.0.1:{hook_port}/credwatch\"]\nsecret = {DEMO_SECRET:?}\n",
         sample::config_toml(geo)
     );
     Ok(Config::from_toml_with_env(&text, "the demo's config", &[])?)
@@ -411,4 +443,70 @@ fn summary(
         )?;
     }
     Ok(ok)
+}
+
+/// What the demo's webhook receiver saw.
+#[derive(Default)]
+struct HookLog {
+    ids: std::collections::BTreeSet<String>,
+    valid: usize,
+}
+
+/// A local webhook receiver: checks each request's signature and notes its id.
+async fn receiver(log: Arc<Mutex<HookLog>>) -> anyhow::Result<u16> {
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Bytes;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let keys = crate::webhook::parse_secrets(DEMO_SECRET).map_err(|m| anyhow::anyhow!(m))?;
+    let keys = Arc::new(keys);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let (log, keys) = (log.clone(), keys.clone());
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let (log, keys) = (log.clone(), keys.clone());
+                        async move {
+                            let header = |n: &str| {
+                                req.headers()
+                                    .get(n)
+                                    .and_then(|v| v.to_str().ok())
+                                    .unwrap_or("")
+                                    .to_string()
+                            };
+                            let (id, ts, sig) = (
+                                header("webhook-id"),
+                                header("webhook-timestamp"),
+                                header("webhook-signature"),
+                            );
+                            let body = req.into_body().collect().await.map(|b| b.to_bytes());
+                            if let Ok(body) = body {
+                                let expected = crate::webhook::sign(
+                                    &keys,
+                                    &id,
+                                    ts.parse().unwrap_or(0),
+                                    &body,
+                                );
+                                let mut l = log.lock().unwrap_or_else(|e| e.into_inner());
+                                if l.ids.insert(id) && expected == sig {
+                                    l.valid += 1;
+                                }
+                            }
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                                Bytes::new(),
+                            )))
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Ok(port)
 }
