@@ -4,6 +4,7 @@ independent Standard Webhooks implementation (PyPI `standardwebhooks`).
 
 Usage: webhook_receiver.py --out FILE --secret whsec_... [--secret ...]
                            [--fail-first N] [--status CODE] [--port P]
+                           [--cert PEM --key PEM]
 
 Prints "PORT <n>" when listening. Appends one JSON line per request to FILE:
 {"id": ..., "answered": status, "verified": [one bool per --secret]}.
@@ -68,8 +69,15 @@ def main():
     p.add_argument("--fail-first", type=int, default=0)
     p.add_argument("--status", type=int, default=0)
     p.add_argument("--port", type=int, default=0)
+    p.add_argument("--cert", help="serve HTTPS with this certificate (PEM)")
+    p.add_argument("--key", help="the certificate's private key (PEM)")
     args = p.parse_args()
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+    if args.cert:
+        import ssl
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(args.cert, args.key)
+        server.socket = ctx.wrap_socket(server.socket, server_side=True)
     print(f"PORT {server.server_address[1]}", flush=True)
     server.serve_forever()
 

@@ -99,13 +99,16 @@ fn day() -> Vec<Line> {
 }
 
 fn hook_settings(world: &World, b: &Tansu, port: u16) -> credwatch::config::Settings {
+    hooks_to(world, b, &[url(port)], "")
+}
+
+fn hooks_to(world: &World, b: &Tansu, urls: &[String], extra: &str) -> credwatch::config::Settings {
     settings(
         world,
         &b.brokers(),
         "hooks",
         &format!(
-            "[webhook]\nurls = [{:?}]\nsecret = \"{SECRET_A} {SECRET_B}\"\ninitial_backoff_ms = 100\nmax_backoff_secs = 1\ntimeout_secs = 5\n",
-            url(port)
+            "[webhook]\nurls = {urls:?}\nsecret = \"{SECRET_A} {SECRET_B}\"\ninitial_backoff_ms = 100\nmax_backoff_secs = 1\ntimeout_secs = 5\n{extra}"
         ),
     )
 }
@@ -448,4 +451,138 @@ fn check_metrics(text: &str) {
         out.status.success() && said.trim().is_empty(),
         "promtool check metrics: {said}"
     );
+}
+
+/// Two endpoints, one dead: the live one gets everything at once, while
+/// the dead one's deliveries wait and retry on their own.
+#[test]
+fn a_dead_endpoint_does_not_hold_up_a_live_one() {
+    let b = Tansu::start();
+    let world = World::new();
+    create_topics(&b, 4);
+    let rx = Receiver::start(world.dir.path(), "rx", &[], 0);
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let run = Running::start(hooks_to(&world, &b, &[url(dead), url(rx.port)], ""));
+    let lines = day();
+    produce(&b.brokers(), INPUT, &lines);
+    judged_all(&run, &lines);
+    let ids = action_ids(&b);
+    assert!(
+        wait_until(Duration::from_secs(30), || delivered(&rx).len()
+            >= ids.len()),
+        "the live endpoint got {} of {} while the other is dead",
+        delivered(&rx).len(),
+        ids.len()
+    );
+    assert!(
+        run.deliveries("retried") > 0,
+        "the dead endpoint is retried"
+    );
+    run.stop();
+    assert_eq!(delivered(&rx).keys().cloned().collect::<BTreeSet<_>>(), ids);
+}
+
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let ok = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl")
+        .success();
+    assert!(ok, "openssl {args:?}");
+}
+
+/// HTTPS to a receiver whose certificate comes from a private CA, trusted
+/// through `webhook.ca_file` (rustls).
+#[test]
+fn https_with_a_configured_ca() {
+    let b = Tansu::start();
+    let world = World::new();
+    create_topics(&b, 4);
+    let d = world.dir.path();
+    openssl(
+        d,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=credwatch test CA",
+        ],
+    );
+    openssl(
+        d,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "leaf.key",
+            "-out",
+            "leaf.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    std::fs::write(
+        d.join("ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .expect("ext");
+    openssl(
+        d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "leaf.pem",
+            "-days",
+            "1",
+            "-extfile",
+            "ext",
+        ],
+    );
+    let cert = d.join("leaf.pem").display().to_string();
+    let key = d.join("leaf.key").display().to_string();
+    let rx = Receiver::start(d, "rx", &["--cert", &cert, "--key", &key], 0);
+    let https = format!("https://127.0.0.1:{}/hooks/credwatch", rx.port);
+    let ca = format!("ca_file = {:?}\n", d.join("ca.pem").display().to_string());
+    let run = Running::start(hooks_to(&world, &b, &[https], &ca));
+    let lines = day();
+    produce(&b.brokers(), INPUT, &lines);
+    judged_all(&run, &lines);
+    let ids = action_ids(&b);
+    assert!(
+        wait_until(Duration::from_secs(60), || delivered(&rx).len()
+            >= ids.len()),
+        "delivered over HTTPS {} of {}",
+        delivered(&rx).len(),
+        ids.len()
+    );
+    run.stop();
+    assert!(rx
+        .requests()
+        .iter()
+        .all(|q| q["verified"] == serde_json::json!([true, true])));
 }
