@@ -25,7 +25,6 @@ use credwatch::metrics::Metrics;
 use credwatch::sample::{self, DayParams, Line};
 use credwatch::service::Service;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Message};
 
 use common::{ip, ok, World, MINUTE, T0};
@@ -170,25 +169,7 @@ fn main() {
             }
         })
         .collect();
-    let p: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("linger.ms", "1")
-        .create()
-        .expect("producer");
-    let start = Instant::now();
-    for (i, l) in steady.iter().enumerate() {
-        let due = Duration::from_secs_f64(i as f64 / rate as f64);
-        if let Some(w) = due.checked_sub(start.elapsed()) {
-            std::thread::sleep(w);
-        }
-        let key = account_of(&l.json);
-        let mut rec = BaseRecord::to(INPUT).key(&key).payload(&l.json);
-        while let Err((_, r)) = p.send(rec) {
-            rec = r;
-            std::thread::sleep(Duration::from_micros(200));
-        }
-    }
-    p.flush(Duration::from_secs(60)).expect("flush");
+    produce_paced(&brokers, &steady, rate, |_, _| {});
     let deadline = Instant::now() + Duration::from_secs(120);
     while (svc.processed() as usize) < before + total && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));

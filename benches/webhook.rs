@@ -29,8 +29,6 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use rdkafka::ClientConfig;
 
 use common::{ip, ok, World, MINUTE, T0};
 use kafka::*;
@@ -155,43 +153,28 @@ fn main() {
     let total = rate * secs;
     // Ordinary accounts log in from home; every 200th event is the second,
     // impossible login of a fresh account whose first came 100 events earlier.
-    let lines: Vec<(String, Line)> = (0..total)
+    let lines: Vec<Line> = (0..total)
         .map(|i| {
             let ts = T0 + (i as i64) * 10;
             if i % 200 == 100 {
                 let a = format!("hook{}@example.jp", i / 200);
-                (a.clone(), ok(ts, &a, london))
+                ok(ts, &a, london)
             } else if i % 200 == 0 && i > 0 {
                 let a = format!("hook{}@example.jp", i / 200 - 1);
-                (a.clone(), ok(ts + 30 * MINUTE, &a, changchun))
+                ok(ts + 30 * MINUTE, &a, changchun)
             } else {
                 let a = format!("user{}@example.jp", i % 5000);
-                (a.clone(), ok(ts, &a, london))
+                ok(ts, &a, london)
             }
         })
         .collect();
-    let p: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("linger.ms", "1")
-        .create()
-        .expect("producer");
-    let start = Instant::now();
-    for (i, (account, l)) in lines.iter().enumerate() {
-        let due = Duration::from_secs_f64(i as f64 / rate as f64);
-        if let Some(w) = due.checked_sub(start.elapsed()) {
-            std::thread::sleep(w);
-        }
+    let produced_in = produce_paced(&brokers, &lines, rate, |i, account| {
         if i % 200 == 0 && i > 0 {
-            sent.lock().unwrap().insert(account.clone(), Instant::now());
+            sent.lock()
+                .unwrap()
+                .insert(account.to_string(), Instant::now());
         }
-        let mut rec = BaseRecord::to(INPUT).key(account).payload(&l.json);
-        while let Err((_, r)) = p.send(rec) {
-            rec = r;
-            std::thread::sleep(Duration::from_micros(100));
-        }
-    }
-    let produced_in = start.elapsed().as_secs_f64();
-    p.flush(Duration::from_secs(60)).expect("flush");
+    });
     let want = sent.lock().unwrap().len();
     let deadline = Instant::now() + Duration::from_secs(60);
     while got.lock().unwrap().len() < want && Instant::now() < deadline {

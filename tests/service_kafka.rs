@@ -13,7 +13,7 @@ mod kafka;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use credwatch::sample::{self, DayParams, Line};
+use credwatch::sample::Line;
 use credwatch::service::embedded::EmbeddedBroker;
 use credwatch::service::Service;
 
@@ -23,12 +23,7 @@ use kafka::*;
 const PARTITIONS: i32 = 4;
 
 fn day() -> Vec<Line> {
-    let (mut lines, _) = sample::generate_day(&DayParams {
-        accounts: 150,
-        ..Default::default()
-    });
-    lines.sort_by_key(|l| l.ts);
-    lines
+    sample_day(150)
 }
 
 type Actions = BTreeSet<(String, String, String, String)>;

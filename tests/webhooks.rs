@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use credwatch::metrics::Metrics;
-use credwatch::sample::{self, DayParams, Line};
+use credwatch::sample::Line;
 use credwatch::service::Service;
 use credwatch::webhook::Webhooks;
 use serde_json::Value;
@@ -90,12 +90,7 @@ fn url(port: u16) -> String {
 }
 
 fn day() -> Vec<Line> {
-    let (mut lines, _) = sample::generate_day(&DayParams {
-        accounts: 100,
-        ..Default::default()
-    });
-    lines.sort_by_key(|l| l.ts);
-    lines
+    sample_day(100)
 }
 
 fn hook_settings(world: &World, b: &Tansu, port: u16) -> credwatch::config::Settings {

@@ -221,6 +221,49 @@ pub fn produce(brokers: &str, topic: &str, lines: &[Line]) {
         .expect("events acknowledged");
 }
 
+/// The sample day for `accounts` customers, in time order.
+pub fn sample_day(accounts: usize) -> Vec<Line> {
+    let (mut lines, _) = credwatch::sample::generate_day(&credwatch::sample::DayParams {
+        accounts,
+        ..Default::default()
+    });
+    lines.sort_by_key(|l| l.ts);
+    lines
+}
+
+/// Produces `lines` (keyed by account) at a steady `rate` per second,
+/// calling `before_send(i, account)` right before each is handed over;
+/// returns the seconds it took.
+pub fn produce_paced(
+    brokers: &str,
+    lines: &[Line],
+    rate: usize,
+    mut before_send: impl FnMut(usize, &str),
+) -> f64 {
+    let p: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "1")
+        .create()
+        .expect("producer");
+    let start = Instant::now();
+    for (i, l) in lines.iter().enumerate() {
+        let due = Duration::from_secs_f64(i as f64 / rate as f64);
+        if let Some(w) = due.checked_sub(start.elapsed()) {
+            std::thread::sleep(w);
+        }
+        let key = account_of(&l.json);
+        before_send(i, &key);
+        let mut rec = BaseRecord::to(INPUT).key(&key).payload(&l.json);
+        while let Err((_, r)) = p.send(rec) {
+            rec = r;
+            std::thread::sleep(Duration::from_micros(100));
+        }
+    }
+    let took = start.elapsed().as_secs_f64();
+    p.flush(Duration::from_secs(60)).expect("flush");
+    took
+}
+
 /// Produces raw payloads (for the dead-letter tests).
 pub fn produce_raw(brokers: &str, topic: &str, payloads: &[&[u8]]) {
     let p: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
