@@ -128,6 +128,11 @@ pub struct GeoIpConfig {
     pub cache_size: usize,
     /// How long (event time) a cached lookup is used, in seconds. Default 3600.
     pub cache_ttl_secs: u64,
+    /// `credwatch run` checks the database files this often (seconds) and
+    /// reloads them, verified, when one changed (geoipupdate replaces them
+    /// in place); a file that fails to open keeps the old databases in use.
+    /// 0 turns this off. Default 60.
+    pub reload_check_secs: u64,
 }
 
 impl Default for GeoIpConfig {
@@ -138,6 +143,7 @@ impl Default for GeoIpConfig {
             anonymous_db: String::new(),
             cache_size: 65_536,
             cache_ttl_secs: 3600,
+            reload_check_secs: 60,
         }
     }
 }

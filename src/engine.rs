@@ -50,7 +50,8 @@ impl Lane {
 }
 
 pub struct Engine {
-    geo: Arc<GeoIp>,
+    /// Swapped whole when the database files change (see `reload_geo`).
+    geo: arc_swap::ArcSwap<GeoIp>,
     detectors: Vec<Registered>,
     counts: Vec<DetectorCounts>,
     policy: Policy,
@@ -81,7 +82,7 @@ impl Engine {
             .map(|_| DetectorCounts::default())
             .collect();
         Engine {
-            geo,
+            geo: arc_swap::ArcSwap::new(geo),
             detectors,
             counts,
             policy: Policy::new(&c.policy, &c.state),
@@ -118,7 +119,8 @@ impl Engine {
         }
         self.advance(lane, event.ts);
         self.policy.breaker.observe(event.key, event.ts);
-        let ctx = Context::new(&self.geo, &self.trusted, event);
+        let geo = self.geo.load();
+        let ctx = Context::new(&geo, &self.trusted, event);
         let mut findings: Vec<Finding> = Vec::new();
         for (i, reg) in self.detectors.iter().enumerate() {
             reg.detector.observe(event, &ctx, &mut findings);
@@ -155,6 +157,12 @@ impl Engine {
                 l.geo_hits.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+
+    /// Replaces the GeoIP databases (already opened and verified); events
+    /// judged from now on use them, with a fresh cache.
+    pub fn reload_geo(&self, geo: GeoIp) {
+        self.geo.store(Arc::new(geo));
     }
 
     /// GeoIP lookups and how many came from the cache.

@@ -41,6 +41,7 @@ pub struct Metrics {
     pub geoip_lookups: IntGauge,
     pub geoip_cache_hits: IntGauge,
     pub geoip_cache_hit_ratio: Gauge,
+    pub geoip_reloads: IntCounterVec,
     pub ready: IntGauge,
 }
 
@@ -303,6 +304,12 @@ impl Metrics {
                 r.register(Box::new(g.clone())).expect("unique metric");
                 g
             },
+            geoip_reloads: counter(
+                &r,
+                "credwatch_geoip_reloads_total",
+                "GeoIP database reloads after a file changed, by outcome (ok, failed: the old databases stay in use).",
+                &["outcome"],
+            ),
             ready: gauge(
                 &r,
                 "credwatch_ready",
@@ -323,6 +330,9 @@ impl Metrics {
         }
         for o in ["delivered", "failed"] {
             m.dead_letters.with_label_values(&[o]);
+        }
+        for o in ["ok", "failed"] {
+            m.geoip_reloads.with_label_values(&[o]);
         }
         m
     }

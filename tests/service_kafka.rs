@@ -684,3 +684,59 @@ fn tansu_state_follows_partitions_on_scale_out() {
     one.shutdown().expect("shutdown");
     two.shutdown().expect("shutdown");
 }
+
+/// geoipupdate replaces the database files: credwatch reloads them without
+/// a restart; a file that cannot be used is reported and the old
+/// databases stay in use.
+#[test]
+fn embedded_geoip_files_are_reloaded_when_they_change() {
+    let b = EmbeddedBroker::start(1).expect("embedded broker");
+    let world = World::new();
+    create_topics(&b, 1);
+    let metrics = std::sync::Arc::new(credwatch::metrics::Metrics::new());
+    init_logs();
+    let mut s = settings(&world, &b.brokers(), "geo", "");
+    s.config.geoip.reload_check_secs = 1;
+    let svc = Service::start(s, metrics.clone()).expect("start");
+    let reloads = |o: &str| metrics.geoip_reloads.with_label_values(&[o]).get();
+    // A broken copy: refused, the old databases stay.
+    std::thread::sleep(Duration::from_millis(1100));
+    std::fs::write(&world.geo.city, b"not a MaxMind database").expect("write");
+    assert!(
+        wait_until(Duration::from_secs(10), || reloads("failed") == 1),
+        "a broken database file is reported"
+    );
+    // A good one again: reloaded.
+    std::thread::sleep(Duration::from_millis(1100));
+    credwatch::sample::write_geoip(world.dir.path()).expect("rewrite GeoIP");
+    assert!(
+        wait_until(Duration::from_secs(10), || reloads("ok") == 1),
+        "a new database file is reloaded"
+    );
+    // And it is used: a travel is still caught.
+    let london = ip("London", 7);
+    let changchun = ip("Changchun", 9);
+    produce(
+        &b.brokers(),
+        INPUT,
+        &[
+            ok(T0, "geo@example.jp", london),
+            ok(T0 + 30 * MINUTE, "geo@example.jp", changchun),
+        ],
+    );
+    assert!(wait_until(Duration::from_secs(30), || svc.processed() >= 2));
+    assert!(!svc.stopped());
+    svc.shutdown().expect("shutdown");
+    let got = read(
+        &b.brokers(),
+        ACTIONS,
+        1,
+        Duration::from_secs(10),
+        Duration::ZERO,
+    );
+    assert_eq!(
+        action_set(&got).len(),
+        1,
+        "the travel is caught with the reloaded databases"
+    );
+}
