@@ -265,13 +265,21 @@ impl Engine {
         }
     }
 
-    /// Declares `lane` idle until its next event: it then no longer holds
-    /// the sweep watermark back. A lane is active again with its next event
-    /// (or [`Engine::lane_progress`]); it must then not be behind the
-    /// watermark by more than `state.max_disorder_secs`.
+    /// Declares `lane` idle (the service: its worker owns no partition): it
+    /// no longer holds the sweep watermark back. It is active again with
+    /// [`Engine::lane_wake`] or its next event; events it then judges that
+    /// are older than the watermark may find their state swept.
     pub fn lane_idle(&self, lane: usize) {
         if let Some(l) = self.lanes.get(lane) {
             l.idle.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// `lane` holds the watermark back again, at the time it had reached
+    /// (the service: its worker owns partitions again).
+    pub fn lane_wake(&self, lane: usize) {
+        if let Some(l) = self.lanes.get(lane) {
+            l.idle.store(false, Ordering::Relaxed);
         }
     }
 

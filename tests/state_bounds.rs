@@ -136,3 +136,51 @@ fn one_event_stamped_a_day_ahead_does_not_make_the_sweep_forget() {
     );
     assert_eq!(lock.unwrap().data.evidence["failures"], 12);
 }
+
+/// Two lanes (service workers), both idle through an outage. Work is
+/// dispatched to lane 1 (`lane_wake`) while lane 0 races hours ahead in
+/// event time: lane 1's state must survive the sweeps lane 0 triggers, so
+/// its queued event still finds the login it needs.
+#[test]
+fn a_woken_lane_holds_the_sweep_back_for_its_queued_events() {
+    use credwatch::source::event::{parse_event, ParseLimits};
+    let world = World::new();
+    let mut engine = world.engine("");
+    engine.set_lanes(2);
+    let limits = ParseLimits::new(65_536, T0 + 1000 * HOUR_MS);
+    let ev = |l: &credwatch::sample::Line| parse_event(l.json.as_bytes(), &limits).expect("event");
+    let mut out = Vec::new();
+    let london = ip("London", 7);
+    engine.process_in_lane(0, &ev(&ok(T0, "other@example.jp", london)), None, &mut out);
+    engine.process_in_lane(1, &ev(&ok(T0, "victim@example.jp", london)), None, &mut out);
+    engine.lane_idle(0);
+    engine.lane_idle(1);
+    // Lane 1's next event is queued; lane 0 judges two days of events.
+    engine.lane_wake(1);
+    for i in 0..6000i64 {
+        let acct = format!("busy{}@example.jp", i % 500);
+        engine.process_in_lane(
+            0,
+            &ev(&ok(T0 + i * 30 * SECOND, &acct, london)),
+            None,
+            &mut out,
+        );
+    }
+    out.clear();
+    engine.process_in_lane(
+        1,
+        &ev(&ok(
+            T0 + 31 * MINUTE,
+            "victim@example.jp",
+            ip("Changchun", 9),
+        )),
+        None,
+        &mut out,
+    );
+    assert!(
+        out.iter().any(|d| matches!(d, credwatch::policy::Decision::Emit(a) if a.data.account == "victim@example.jp")),
+        "the victim's London login survived lane 0's sweeps"
+    );
+}
+
+const HOUR_MS: i64 = 3_600_000;

@@ -378,6 +378,28 @@ impl Shared {
         let _ = self.workers[worker].send(w);
     }
 
+    /// A worker's lane holds the sweep watermark back while the worker
+    /// owns partitions (a quiet partition may still deliver events as old
+    /// as its lane's time); a worker without partitions does not.
+    fn update_lanes(&self) {
+        let mut owned = vec![0usize; self.workers.len()];
+        for p in self
+            .parts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+        {
+            owned[p.worker] += 1;
+        }
+        for (lane, n) in owned.into_iter().enumerate() {
+            if n == 0 {
+                self.engine.lane_idle(lane);
+            } else {
+                self.engine.lane_wake(lane);
+            }
+        }
+    }
+
     fn part(&self, topic: &str, partition: i32) -> Option<Arc<Part>> {
         self.parts
             .lock()
@@ -583,6 +605,7 @@ impl ConsumerCtx {
             }
             s.metrics.partitions_assigned.set(parts.len() as i64);
         }
+        s.update_lanes();
         s.joined.store(true, Ordering::Relaxed);
         if new.is_empty() {
             return;
@@ -628,6 +651,7 @@ impl ConsumerCtx {
             s.metrics.partitions_assigned.set(parts.len() as i64);
             gone
         };
+        s.update_lanes();
         if gone.is_empty() {
             return;
         }
@@ -1218,7 +1242,7 @@ fn worker(lane: usize, rx: Receiver<Work>, s: &Shared) {
                 let _ = done.send(());
             }
             Ok(Work::Stop) | Err(RecvTimeoutError::Disconnected) => return,
-            Err(RecvTimeoutError::Timeout) => s.engine.lane_idle(lane),
+            Err(RecvTimeoutError::Timeout) => {}
         }
     }
 }

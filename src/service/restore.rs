@@ -109,6 +109,10 @@ fn restore(parts: &[Arc<Part>], s: &Arc<Shared>) -> anyhow::Result<u64> {
             }
         }
     }
+    tracing::debug!(
+        with_commits = ranges.len(),
+        "restore: partitions with a committed offset"
+    );
     if ranges.is_empty() {
         return Ok(0);
     }
@@ -210,8 +214,22 @@ fn restore(parts: &[Arc<Part>], s: &Arc<Shared>) -> anyhow::Result<u64> {
                 }
             }
             Some(Err(KafkaError::PartitionEOF(p))) => {
+                // End of what the broker has: done only if the position
+                // really reached the committed offset (an end reported
+                // before the data is there, as after a broker restart,
+                // must not cut the restore short).
+                let positions = consumer.position().ok();
                 for r in ranges.values_mut().filter(|r| r.part.partition == p) {
-                    r.done = true;
+                    let at = positions.as_ref().and_then(|t| {
+                        t.find_partition(&r.part.topic, p)
+                            .and_then(|e| match e.offset() {
+                                Offset::Offset(o) => Some(o),
+                                _ => None,
+                            })
+                    });
+                    if at.is_some_and(|o| o >= r.end) {
+                        r.done = true;
+                    }
                 }
             }
             Some(Err(e)) => {
