@@ -72,13 +72,7 @@ fn run_one(b: &dyn Broker, world: &World, lines: &[Line], group: &str) -> Vec<Re
         lines.len()
     );
     svc.shutdown().expect("clean shutdown");
-    read(
-        &b.brokers(),
-        ACTIONS,
-        usize::MAX,
-        Duration::from_secs(5),
-        Duration::ZERO,
-    )
+    read_actions(&b.brokers())
 }
 
 fn same_actions_as_replay(b: &dyn Broker) {
@@ -137,13 +131,7 @@ fn tansu_two_instances_split_the_partitions() {
     let (p1, p2) = (one.partitions(), two.partitions());
     one.shutdown().expect("shutdown");
     two.shutdown().expect("shutdown");
-    let got = read(
-        &b.brokers(),
-        ACTIONS,
-        usize::MAX,
-        Duration::from_secs(5),
-        Duration::ZERO,
-    );
+    let got = read_actions(&b.brokers());
     assert!(
         p1 > 0 && p2 > 0,
         "both instances had partitions: {p1} and {p2}"
@@ -205,13 +193,7 @@ fn tansu_two_instances_with_a_source_stage_give_replays_actions() {
     );
     one.shutdown().expect("shutdown");
     two.shutdown().expect("shutdown");
-    let got = read(
-        &b.brokers(),
-        ACTIONS,
-        usize::MAX,
-        Duration::from_secs(5),
-        Duration::ZERO,
-    );
+    let got = read_actions(&b.brokers());
     assert_same_as_replay(&action_set(&got), &want);
 }
 
@@ -626,13 +608,7 @@ fn embedded_broker_outage_is_survived() {
     );
     assert_eq!(metrics.broker_up.get(), 1, "the recovery is noticed");
     svc.shutdown().expect("clean shutdown");
-    let got = read(
-        &b.brokers(),
-        ACTIONS,
-        usize::MAX,
-        Duration::from_secs(5),
-        Duration::ZERO,
-    );
+    let got = read_actions(&b.brokers());
     let want = replay_set(&common::run(&world.engine(""), &lines));
     assert_same_as_replay(&action_set(&got), &want);
 }

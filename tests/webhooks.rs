@@ -161,21 +161,15 @@ impl Running {
 
 /// Ids of the actions on the topic.
 fn action_ids(b: &Tansu) -> BTreeSet<String> {
-    read(
-        &b.brokers(),
-        ACTIONS,
-        usize::MAX,
-        Duration::from_secs(5),
-        Duration::ZERO,
-    )
-    .iter()
-    .map(|r| {
-        serde_json::from_str::<Value>(&r.payload).expect("action")["id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
-    })
-    .collect()
+    read_actions(&b.brokers())
+        .iter()
+        .map(|r| {
+            serde_json::from_str::<Value>(&r.payload).expect("action")["id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect()
 }
 
 /// 2xx answers per id.

@@ -341,6 +341,17 @@ pub fn read(
     out
 }
 
+/// Everything on the actions topic (read for 5 s: the count is not known).
+pub fn read_actions(brokers: &str) -> Vec<Record> {
+    read(
+        brokers,
+        ACTIONS,
+        usize::MAX,
+        Duration::from_secs(5),
+        Duration::ZERO,
+    )
+}
+
 /// (id, account, detector, action) of each action record.
 pub fn action_set(records: &[Record]) -> BTreeSet<(String, String, String, String)> {
     records
