@@ -275,6 +275,18 @@ impl Engine {
         }
     }
 
+    /// Forgets `lane`'s time and declares it idle (the service: its worker
+    /// lost every partition, and their state with them). When it is woken
+    /// again it starts from the time of its next event, so a partition
+    /// re-read from an older offset rebuilds its windows instead of having
+    /// them swept against a time its lane had reached before.
+    pub fn lane_reset(&self, lane: usize) {
+        if let Some(l) = self.lanes.get(lane) {
+            l.idle.store(true, Ordering::Relaxed);
+            l.ts.store(Millis::MIN, Ordering::Relaxed);
+        }
+    }
+
     /// `lane` holds the watermark back again, at the time it had reached
     /// (the service: its worker owns partitions again).
     pub fn lane_wake(&self, lane: usize) {

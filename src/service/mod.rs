@@ -393,7 +393,7 @@ impl Shared {
         }
         for (lane, n) in owned.into_iter().enumerate() {
             if n == 0 {
-                self.engine.lane_idle(lane);
+                self.engine.lane_reset(lane);
             } else {
                 self.engine.lane_wake(lane);
             }
