@@ -197,17 +197,25 @@ fn judged_all(run: &Running, lines: &[Line]) {
     );
 }
 
-#[test]
-fn every_action_arrives_and_verifies_with_both_secrets() {
+/// A broker, a receiver started with `rx_args`, the service with its
+/// webhooks to it, and the sample day judged; returns them with the ids
+/// of the actions on the topic.
+fn deliver_day(rx_args: &[&str]) -> (Tansu, World, Receiver, Running, BTreeSet<String>) {
     let b = Tansu::start();
     let world = World::new();
     create_topics(&b, 4);
-    let rx = Receiver::start(world.dir.path(), "rx", &[], 0);
+    let rx = Receiver::start(world.dir.path(), "rx", rx_args, 0);
     let run = Running::start(hook_settings(&world, &b, rx.port));
     let lines = day();
     produce(&b.brokers(), INPUT, &lines);
     judged_all(&run, &lines);
     let ids = action_ids(&b);
+    (b, world, rx, run, ids)
+}
+
+#[test]
+fn every_action_arrives_and_verifies_with_both_secrets() {
+    let (_b, _world, rx, run, ids) = deliver_day(&[]);
     assert!(ids.len() >= 10, "the day has actions: {}", ids.len());
     assert!(
         wait_until(Duration::from_secs(60), || delivered(&rx).len()
@@ -237,15 +245,7 @@ fn every_action_arrives_and_verifies_with_both_secrets() {
 
 #[test]
 fn a_receiver_failing_for_a_while_gets_every_action_once() {
-    let b = Tansu::start();
-    let world = World::new();
-    create_topics(&b, 4);
-    let rx = Receiver::start(world.dir.path(), "rx", &["--fail-first", "25"], 0);
-    let run = Running::start(hook_settings(&world, &b, rx.port));
-    let lines = day();
-    produce(&b.brokers(), INPUT, &lines);
-    judged_all(&run, &lines);
-    let ids = action_ids(&b);
+    let (_b, _world, rx, run, ids) = deliver_day(&["--fail-first", "25"]);
     assert!(
         wait_until(Duration::from_secs(90), || delivered(&rx).len()
             >= ids.len()),
@@ -272,15 +272,7 @@ fn a_receiver_failing_for_a_while_gets_every_action_once() {
 
 #[test]
 fn a_400_is_not_retried_and_goes_to_the_dead_letter_topic() {
-    let b = Tansu::start();
-    let world = World::new();
-    create_topics(&b, 4);
-    let rx = Receiver::start(world.dir.path(), "rx", &["--status", "400"], 0);
-    let run = Running::start(hook_settings(&world, &b, rx.port));
-    let lines = day();
-    produce(&b.brokers(), INPUT, &lines);
-    judged_all(&run, &lines);
-    let ids = action_ids(&b);
+    let (b, _world, rx, run, ids) = deliver_day(&["--status", "400"]);
     assert!(
         wait_until(Duration::from_secs(60), || run.deliveries("failed")
             >= ids.len() as u64),
