@@ -26,36 +26,6 @@ fn day() -> Vec<Line> {
     sample_day(150)
 }
 
-type Actions = BTreeSet<(String, String, String, String)>;
-
-/// Every action of replay is on the topic with the same id, and nothing
-/// else. One exception, stated in the README ("Known limits"): partitions
-/// are judged in parallel, so the cross-account detector `password_spray`
-/// may judge a success before or after a spraying address's failures on
-/// other partitions in another order than replay, and lock one account
-/// more or fewer. Every other detector must agree exactly.
-fn assert_same_as_replay(got: &Actions, want: &Actions) {
-    assert_same_except_spray(got, want);
-    let spray = |s: &Actions| s.iter().filter(|a| a.2 == "password_spray").count();
-    assert!(
-        spray(got).abs_diff(spray(want)) <= 2,
-        "password_spray differs by more than ordering explains: {} vs {}",
-        spray(got),
-        spray(want)
-    );
-}
-
-fn assert_same_except_spray(got: &Actions, want: &Actions) {
-    let not_spray = |a: &&(String, String, String, String)| a.2 != "password_spray";
-    let missing: Vec<_> = want.difference(got).filter(not_spray).collect();
-    assert!(
-        missing.is_empty(),
-        "replay's actions missing on the topic: {missing:?}"
-    );
-    let extra: Vec<_> = got.difference(want).filter(not_spray).collect();
-    assert!(extra.is_empty(), "actions replay does not give: {extra:?}");
-}
-
 fn processed(services: &[&Service]) -> i64 {
     services.iter().map(|s| s.processed()).sum()
 }
@@ -366,7 +336,7 @@ fn tansu_run_serves_health_and_stops_cleanly_on_sigterm() {
     let b = Tansu::start();
     let world = World::new();
     create_topics(&b, PARTITIONS);
-    let child = Running::start(&world, &b.brokers(), "sigterm", &[]);
+    let child = Binary::start(&world, &b.brokers(), "sigterm", &[]);
     let log_text = || child.log();
     // The port is the one the service logs (it binds port 0: no race with
     // other tests for a free port).
@@ -456,68 +426,6 @@ fn tansu_run_serves_health_and_stops_cleanly_on_sigterm() {
     assert!(log_text().contains("offsets committed, group left"));
 }
 
-/// A `credwatch run` process, killed when dropped.
-struct Running {
-    child: std::sync::Mutex<std::process::Child>,
-    log: std::path::PathBuf,
-}
-
-impl Running {
-    fn start(world: &World, brokers: &str, name: &str, env: &[(&str, &str)]) -> Running {
-        let group = "binary";
-        let config = world.dir.path().join(format!("{name}.toml"));
-        std::fs::write(
-            &config,
-            world.toml(&format!(
-                "[kafka]\nbrokers = {brokers:?}\ngroup_id = {group:?}\ninput_topics = [{INPUT:?}]\n\
-                 actions_topic = {ACTIONS:?}\ndead_letter_topic = {DLQ:?}\n\
-                 [kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n[http]\nlisten = \"127.0.0.1:0\"\n"
-            )),
-        )
-        .expect("write config");
-        let log = world.dir.path().join(format!("{name}.log"));
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_credwatch"))
-            .args(["run", "--config"])
-            .arg(&config)
-            .envs(env.iter().copied())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("start credwatch run");
-        Running {
-            child: std::sync::Mutex::new(child),
-            log,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = std::process::Command::new("kill")
-            .args([sig, &self.child.lock().expect("child").id().to_string()])
-            .status()
-            .expect("kill")
-            .success();
-        assert!(ok, "kill {sig}");
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let mut c = self.child.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = c.kill();
-        let _ = c.wait();
-    }
-}
-
-impl Running {
-    fn exited(&self) -> Option<std::process::ExitStatus> {
-        self.child.lock().expect("child").try_wait().expect("wait")
-    }
-}
-
 /// `kill -9` mid-stream, before any commit: the next instance re-reads
 /// everything, emits every action again with the same id, and nothing is
 /// lost.
@@ -529,7 +437,7 @@ fn tansu_kill_9_loses_nothing() {
     let lines = day();
     let want = replay_set(&common::run(&world.engine(""), &lines));
     // No commit for a minute: the kill surely lands before the first one.
-    let first = Running::start(
+    let first = Binary::start(
         &world,
         &b.brokers(),
         "first",
@@ -549,7 +457,7 @@ fn tansu_kill_9_loses_nothing() {
     let emitted_before = first.log().matches("Action emitted").count();
     drop(first);
 
-    let second = Running::start(&world, &b.brokers(), "second", &[]);
+    let second = Binary::start(&world, &b.brokers(), "second", &[]);
     let got = read(
         &b.brokers(),
         ACTIONS,
