@@ -357,6 +357,17 @@ fn mmdb_err(e: mmdb_writer::Error) -> io::Error {
 
 /// Writes City, ASN and Anonymous-IP databases of the sample world into `dir`.
 pub fn write_geoip(dir: &Path) -> io::Result<GeoFiles> {
+    write_geoip_placing(dir, None)
+}
+
+/// The sample world's databases with every network placed in the city
+/// named `place`: what a bad GeoIP update looks like (everyone moved to
+/// another continent at once). For testing the lock-storm breaker.
+pub fn write_geoip_all_in(dir: &Path, place: &str) -> io::Result<GeoFiles> {
+    write_geoip_placing(dir, Some(city_named(place)))
+}
+
+fn write_geoip_placing(dir: &Path, place: Option<&City>) -> io::Result<GeoFiles> {
     std::fs::create_dir_all(dir)?;
     // MaxMind's readers (and `verify`) expect a description.
     let writer = |kind: &str| {
@@ -372,7 +383,8 @@ pub fn write_geoip(dir: &Path) -> io::Result<GeoFiles> {
     let mut anon_w = writer("Anonymous-IP");
     for c in CITIES {
         for net in nets(c) {
-            let rec = CityRecord::new(c.name, c.country, c.lat, c.lon, c.accuracy_km);
+            let at = place.unwrap_or(c);
+            let rec = CityRecord::new(at.name, at.country, at.lat, at.lon, at.accuracy_km);
             city_w.insert(net, &rec).map_err(mmdb_err)?;
             let asn = AsnRecord {
                 autonomous_system_number: c.asn,

@@ -1,0 +1,216 @@
+//! A lock storm: a bad GeoIP update suddenly puts every address on another
+//! continent, so every account's next login looks like impossible travel.
+//! The breaker opens after `policy.breaker.min_locks` locks, further locks
+//! are sent as alerts (`downgraded_by: "breaker"`), the breaker metric says
+//! so, and the shipped alert `CredwatchBreakerOpen` fires in a real
+//! Prometheus evaluating deploy/prometheus/credwatch.rules.yml.
+
+mod common;
+#[path = "common/kafka.rs"]
+mod kafka;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use credwatch::sample::Line;
+use credwatch::service::embedded::EmbeddedBroker;
+use serde_json::Value;
+
+use common::{ip, ok, World, MINUTE, SECOND, T0};
+use kafka::*;
+
+const ACCOUNTS: usize = 400;
+const MIN_LOCKS: usize = 20;
+
+struct Kill(Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    );
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
+}
+
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(series))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Everyone's login, `offset` after T0, from host `host + k` of their home
+/// network.
+fn logins(offset: i64, host: u16) -> Vec<Line> {
+    let homes = ["London", "Paris", "Berlin", "Manchester"];
+    (0..ACCOUNTS)
+        .map(|k| {
+            ok(
+                T0 + offset + k as i64 * SECOND,
+                &format!("user{k}@example.net"),
+                ip(homes[k % homes.len()], k as u16 + host),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_bad_geoip_update_opens_the_breaker_and_the_alert_fires() {
+    let b = EmbeddedBroker::start(1).expect("embedded broker");
+    let world = World::new();
+    create_topics(&b, 2);
+    let brokers = b.bootstrap_servers();
+    let min_locks = MIN_LOCKS.to_string();
+    let run = Binary::start(
+        &world,
+        &brokers,
+        "storm",
+        &[
+            ("CREDWATCH_GEOIP_RELOAD_CHECK_SECS", "1"),
+            ("CREDWATCH_POLICY_BREAKER_MIN_LOCKS", &min_locks),
+        ],
+    );
+    let addr = {
+        let mut addr = None;
+        assert!(wait_until(Duration::from_secs(30), || {
+            addr = run
+                .log()
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .find_map(|v| v["addr"].as_str().map(str::to_string));
+            addr.is_some()
+        }));
+        addr.expect("HTTP address")
+    };
+    let metrics = || http_get(&addr, "/metrics");
+
+    // A real Prometheus with the shipped rules, scraping credwatch.
+    let dir = world.dir.path();
+    let prom_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    std::fs::write(
+        dir.join("prometheus.yml"),
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}/deploy/prometheus/credwatch.rules.yml\n\
+             scrape_configs:\n  - job_name: credwatch\n    static_configs:\n      - targets: ['{addr}']\n",
+            env!("CARGO_MANIFEST_DIR")
+        ),
+    )
+    .expect("prometheus.yml");
+    let _prom = Kill(
+        Command::new("prometheus")
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus (Debian package prometheus; tests/run installs it)"),
+    );
+
+    // A normal morning: everyone logs in from home.
+    produce(&brokers, INPUT, &logins(0, 10));
+    assert!(
+        wait_until(Duration::from_secs(60), || metric(
+            &metrics(),
+            "credwatch_events_total{"
+        ) >= ACCOUNTS as f64),
+        "the morning was not judged:\n{}",
+        run.log()
+    );
+
+    // The bad update: every network now "in Sydney".
+    std::thread::sleep(Duration::from_millis(1100));
+    credwatch::sample::write_geoip_all_in(dir, "Sydney").expect("write GeoIP");
+    assert!(
+        wait_until(Duration::from_secs(20), || metric(
+            &metrics(),
+            "credwatch_geoip_reloads_total{outcome=\"ok\"}"
+        ) >= 1.0),
+        "the new database was not loaded:\n{}",
+        run.log()
+    );
+
+    // Half an hour later everyone logs in again from their home networks,
+    // on new addresses (the same address is the same place and is not
+    // looked up again; carriers and DHCP hand out new ones all day).
+    produce(&brokers, INPUT, &logins(30 * MINUTE, 2_000));
+    assert!(
+        wait_until(Duration::from_secs(60), || metric(
+            &metrics(),
+            "credwatch_events_total{"
+        ) >= 2.0 * ACCOUNTS as f64),
+        "the storm was not judged:\n{}",
+        run.log()
+    );
+
+    let actions: Vec<Value> = read(
+        &brokers,
+        ACTIONS,
+        ACCOUNTS,
+        Duration::from_secs(30),
+        Duration::from_secs(1),
+    )
+    .iter()
+    .map(|r| serde_json::from_str(&r.payload).expect("action"))
+    .collect();
+    let locks = actions
+        .iter()
+        .filter(|a| a["type"] == "account.lock")
+        .count();
+    let held = actions
+        .iter()
+        .filter(|a| a["type"] == "account.alert" && a["data"]["downgraded_by"] == "breaker")
+        .count();
+    eprintln!("storm: {locks} locks, {held} held back as alerts by the breaker");
+    assert!(
+        (1..=MIN_LOCKS + 2).contains(&locks),
+        "{locks} locks: the breaker should stop them at about {MIN_LOCKS}"
+    );
+    assert!(
+        held >= ACCOUNTS - MIN_LOCKS - 2,
+        "alerts go on: {held} findings sent as alerts while the breaker is open"
+    );
+    assert_eq!(
+        metric(&metrics(), "credwatch_breaker_open "),
+        1.0,
+        "credwatch_breaker_open"
+    );
+
+    // The shipped alert fires (it is `for: 1m`).
+    let firing = wait_until(Duration::from_secs(150), || {
+        let q = http_get(
+            &format!("127.0.0.1:{prom_port}"),
+            "/api/v1/query?query=ALERTS%7Balertname%3D%22CredwatchBreakerOpen%22%2Calertstate%3D%22firing%22%7D",
+        );
+        serde_json::from_str::<Value>(&q)
+            .ok()
+            .and_then(|v| v["data"]["result"].as_array().map(|r| !r.is_empty()))
+            .unwrap_or(false)
+    });
+    assert!(firing, "CredwatchBreakerOpen did not fire in Prometheus");
+    run.signal("-TERM");
+}
