@@ -20,6 +20,10 @@ fn a_username_flood_stays_within_its_memory_and_real_attacks_are_caught() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
+    assert!(
+        events >= 400_000,
+        "FLOOD_EVENTS={events}: the impossible travel in the flood needs at least 400,000 events"
+    );
     let f = Flood {
         events,
         max_accounts: 100_000,
