@@ -346,13 +346,6 @@ fn check_log(log: &str) {
     }
 }
 
-fn metric(text: &str, name: &str, label: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && l.contains(label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[test]
 fn run_rejects_each_bad_message_with_its_reason_and_judges_the_rest() {
     let b = EmbeddedBroker::start(1).expect("embedded broker");
@@ -396,29 +389,26 @@ fn run_rejects_each_bad_message_with_its_reason_and_judges_the_rest() {
     }
 
     // The good ones were judged: the metrics say so.
-    let addr = run
-        .log()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find_map(|v| v["addr"].as_str().map(str::to_string))
-        .expect("the run binary logs its HTTP address");
+    let addr = run.http_addr();
     let good = cases.iter().filter(|c| c.want.is_none()).count() as f64;
     let mut text = String::new();
     let judged = wait_until(Duration::from_secs(30), || {
-        text = http_text(&addr, "/metrics");
-        metric(&text, "credwatch_events_total{", "") >= good
+        text = http_get(&addr, "/metrics").1;
+        metric(&text, "credwatch_events_total{") >= good
     });
     assert!(
         judged,
         "judged {} of {good}",
-        metric(&text, "credwatch_events_total{", "")
+        metric(&text, "credwatch_events_total{")
     );
     for r in RejectReason::ALL {
         let want = bad.iter().filter(|c| c.want == Some(r.as_str())).count() as f64;
         let got = metric(
             &text,
-            "credwatch_events_rejected_total",
-            &format!("reason=\"{}\"", r.as_str()),
+            &format!(
+                "credwatch_events_rejected_total{{reason=\"{}\"}}",
+                r.as_str()
+            ),
         );
         assert_eq!(
             got,
@@ -433,20 +423,6 @@ fn run_rejects_each_bad_message_with_its_reason_and_judges_the_rest() {
         .is_some()));
     assert!(run.exited().is_some_and(|s| s.success()), "{}", run.log());
     check_log(&run.log());
-}
-
-fn http_text(addr: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
-        return String::new();
-    };
-    let _ = write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    );
-    let mut body = String::new();
-    let _ = s.read_to_string(&mut body);
-    body
 }
 
 #[test]

@@ -31,29 +31,6 @@ impl Drop for Kill {
     }
 }
 
-fn http_get(addr: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
-        return String::new();
-    };
-    let _ = write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    );
-    let mut body = String::new();
-    let _ = s.read_to_string(&mut body);
-    body.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default()
-}
-
-fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(series))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// Everyone's login, `offset` after T0, from host `host + k` of their home
 /// network.
 fn logins(offset: i64, host: u16) -> Vec<Line> {
@@ -85,19 +62,8 @@ fn a_bad_geoip_update_opens_the_breaker_and_the_alert_fires() {
             ("CREDWATCH_POLICY_BREAKER_MIN_LOCKS", &min_locks),
         ],
     );
-    let addr = {
-        let mut addr = None;
-        assert!(wait_until(Duration::from_secs(30), || {
-            addr = run
-                .log()
-                .lines()
-                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-                .find_map(|v| v["addr"].as_str().map(str::to_string));
-            addr.is_some()
-        }));
-        addr.expect("HTTP address")
-    };
-    let metrics = || http_get(&addr, "/metrics");
+    let addr = run.http_addr();
+    let metrics = || http_get(&addr, "/metrics").1;
 
     // A real Prometheus with the shipped rules, scraping credwatch.
     let dir = world.dir.path();
@@ -202,7 +168,7 @@ fn a_bad_geoip_update_opens_the_breaker_and_the_alert_fires() {
 
     // The shipped alert fires (it is `for: 1m`).
     let firing = wait_until(Duration::from_secs(150), || {
-        let q = http_get(
+        let (_, q) = http_get(
             &format!("127.0.0.1:{prom_port}"),
             "/api/v1/query?query=ALERTS%7Balertname%3D%22CredwatchBreakerOpen%22%2Calertstate%3D%22firing%22%7D",
         );

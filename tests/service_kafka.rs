@@ -310,25 +310,6 @@ fn embedded_bad_messages_go_to_the_dead_letter_topic() {
     bad_messages_go_to_the_dead_letter_topic(&EmbeddedBroker::start(1).expect("embedded broker"));
 }
 
-fn http_get(addr: &str, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
-        return (0, String::new());
-    };
-    let _ = write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    );
-    let mut body = String::new();
-    let _ = s.read_to_string(&mut body);
-    let code = body
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (code, body)
-}
-
 /// The binary as deployed: `credwatch run` serves /readyz and /metrics,
 /// judges events, and on SIGTERM drains, commits and exits 0 in time.
 #[test]

@@ -618,6 +618,55 @@ impl Binary {
     pub fn exited(&self) -> Option<std::process::ExitStatus> {
         self.child.lock().expect("child").try_wait().expect("wait")
     }
+
+    /// The address its HTTP endpoint listens on, from its log (waits up to
+    /// 30 s for the line).
+    pub fn http_addr(&self) -> String {
+        let mut addr = None;
+        wait_until(Duration::from_secs(30), || {
+            addr = self
+                .log()
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find_map(|v| v["addr"].as_str().map(str::to_string));
+            addr.is_some()
+        });
+        addr.unwrap_or_else(|| panic!("the run binary logged no HTTP address:\n{}", self.log()))
+    }
+}
+
+/// `GET path` on `addr`: the status code (0 when nothing answers) and the
+/// body.
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return (0, String::new());
+    };
+    let _ = write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    );
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    let code = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+/// The sum of every sample in a Prometheus text page whose line starts
+/// with `series` (a name, or a name with the opening of its labels).
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(series))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 impl Drop for Binary {
