@@ -55,6 +55,17 @@ fn without(field: &str) -> Vec<u8> {
     v.to_string().into_bytes()
 }
 
+/// A submission with `rcpt_count` (absent for `None`).
+fn submission(rcpt_count: Option<Value>) -> Vec<u8> {
+    let mut v = json!({"ts": "2026-11-05T10:00:01Z", "kind": "submission",
+        "account": "victim@example.net", "src_ip": ip("London", 9).to_string(),
+        "mail_from": "victim@example.net", "note": CANARY});
+    if let Some(r) = rcpt_count {
+        v["rcpt_count"] = r;
+    }
+    v.to_string().into_bytes()
+}
+
 fn corpus() -> Vec<Case> {
     let mut c = Vec::new();
     let mut add = |name: &str, bytes: Vec<u8>, want: Option<&'static str>| {
@@ -95,11 +106,7 @@ fn corpus() -> Vec<Case> {
     );
     add(
         "submission with a large but plausible rcpt_count",
-        json!({"ts": "2026-11-05T10:00:01Z", "kind": "submission", "account": "victim@example.net",
-               "src_ip": ip("London", 9).to_string(), "mail_from": "victim@example.net",
-               "rcpt_count": 5000, "note": CANARY})
-        .to_string()
-        .into_bytes(),
+        submission(Some(json!(5000))),
         None,
     );
 
@@ -177,10 +184,7 @@ fn corpus() -> Vec<Case> {
     add("no `kind` (defaults to auth)", without("kind"), None);
     add(
         "submission without rcpt_count",
-        json!({"ts": "2026-11-05T10:00:01Z", "kind": "submission", "account": "victim@example.net",
-               "src_ip": ip("London", 9).to_string(), "mail_from": "victim@example.net", "note": CANARY})
-        .to_string()
-        .into_bytes(),
+        submission(None),
         Some("missing_field"),
     );
     for f in ["ts", "account"] {
@@ -214,20 +218,12 @@ fn corpus() -> Vec<Case> {
     );
     add(
         "huge rcpt_count",
-        json!({"ts": "2026-11-05T10:00:01Z", "kind": "submission", "account": "victim@example.net",
-               "src_ip": ip("London", 9).to_string(), "mail_from": "victim@example.net",
-               "rcpt_count": u64::MAX, "note": CANARY})
-        .to_string()
-        .into_bytes(),
+        submission(Some(json!(u64::MAX))),
         Some("bad_value"),
     );
     add(
         "negative rcpt_count",
-        json!({"ts": "2026-11-05T10:00:01Z", "kind": "submission", "account": "victim@example.net",
-               "src_ip": ip("London", 9).to_string(), "mail_from": "victim@example.net",
-               "rcpt_count": -1, "note": CANARY})
-        .to_string()
-        .into_bytes(),
+        submission(Some(json!(-1))),
         Some("bad_value"),
     );
 
