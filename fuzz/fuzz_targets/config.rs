@@ -1,25 +1,8 @@
-//! The config parser on arbitrary text: it never panics, and an accepted
-//! config prints without its secret.
+//! The config parser on arbitrary text (the promises are in
+//! tests/common/parser_contract.rs, shared with tests/fuzz_regressions.rs).
 #![no_main]
 
-use credwatch::config::Config;
-use libfuzzer_sys::fuzz_target;
+#[path = "../../tests/common/parser_contract.rs"]
+mod parser_contract;
 
-fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else {
-        return;
-    };
-    match Config::from_toml_with_env(text, "fuzz.toml", &[]) {
-        Ok(settings) => {
-            let printed = settings.config.to_redacted_toml();
-            let secret = settings.config.webhook.secret.trim();
-            if secret.len() >= 12 {
-                assert!(!printed.contains(secret), "the secret is printed");
-            }
-        }
-        Err(e) => {
-            let message = e.to_string();
-            assert!(!message.is_empty());
-        }
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| parser_contract::check_config(data));

@@ -1,0 +1,65 @@
+//! What the parsers promise on any input, checked by the fuzz targets
+//! (fuzz/fuzz_targets/*.rs include this file) and by
+//! tests/fuzz_regressions.rs on the seeds and on every input a fuzzer once
+//! crashed on. Each check panics with what was broken.
+#![allow(dead_code)]
+
+use credwatch::config::Config;
+use credwatch::source::event::{parse_event, ParseLimits, RejectReason};
+
+/// 2026-11-28T00:00:00Z: a fixed "now", so a crash reproduces.
+pub const NOW: i64 = 1_795_737_600_000;
+
+/// The event parser never panics; what it accepts keeps the contract's
+/// promises, and what it rejects has a closed reason and a short one-line
+/// detail (it goes into logs and headers).
+pub fn check_event(data: &[u8]) {
+    let limits = ParseLimits::new(65_536, NOW);
+    match parse_event(data, &limits) {
+        Ok(ev) => {
+            let account = &*ev.account;
+            assert!(!account.is_empty(), "accepted an empty account");
+            assert!(
+                account.len() <= 320,
+                "accepted an account of {} bytes",
+                account.len()
+            );
+            assert!(
+                !account.chars().any(char::is_control),
+                "accepted control characters in an account"
+            );
+            assert_eq!(account, account.trim(), "the account is not trimmed");
+            assert!(ev.ts >= 946_684_800_000, "accepted a time before 2000");
+            assert!(
+                ev.ts <= NOW + limits.max_future,
+                "accepted a time too far ahead"
+            );
+            if let Some(ip) = ev.src_ip {
+                assert_eq!(ip, ip.to_canonical(), "a mapped address was not unmapped");
+            }
+        }
+        Err(r) => {
+            assert!(RejectReason::ALL.contains(&r.reason));
+            assert!(r.detail.len() < 200, "long detail: {}", r.detail);
+            assert!(!r.detail.contains('\n'), "multi-line detail: {}", r.detail);
+        }
+    }
+}
+
+/// The config parser never panics, and an accepted config prints without
+/// its webhook secret.
+pub fn check_config(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    match Config::from_toml_with_env(text, "fuzz.toml", &[]) {
+        Ok(settings) => {
+            let printed = settings.config.to_redacted_toml();
+            let secret = settings.config.webhook.secret.trim();
+            if secret.len() >= 12 {
+                assert!(!printed.contains(secret), "the secret is printed");
+            }
+        }
+        Err(e) => assert!(!e.to_string().is_empty(), "an error without a message"),
+    }
+}

@@ -1,0 +1,57 @@
+//! The fuzz targets' checks (tests/common/parser_contract.rs) on the seeds
+//! in fuzz/seeds/ and on every input in fuzz/regressions/: when a fuzzer
+//! finds a crash, its input is copied there under a name that says what it
+//! broke (`fuzz/regressions/event/<what-it-broke>`), and it runs here, in
+//! every `cargo test`, from then on.
+
+#[path = "common/parser_contract.rs"]
+mod parser_contract;
+
+use std::path::Path;
+
+fn inputs(target: &str) -> Vec<(String, Vec<u8>)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
+    let mut out = Vec::new();
+    for dir in ["seeds", "regressions"] {
+        let Ok(entries) = std::fs::read_dir(root.join(dir).join(target)) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = format!("{dir}/{target}/{}", e.file_name().to_string_lossy());
+            if name.ends_with(".gitkeep") {
+                continue;
+            }
+            out.push((name, std::fs::read(e.path()).expect("read input")));
+        }
+    }
+    out.sort();
+    out
+}
+
+fn run_all(target: &str, check: fn(&[u8])) -> usize {
+    let all = inputs(target);
+    for (name, data) in &all {
+        if std::panic::catch_unwind(|| check(data)).is_err() {
+            panic!("fuzz input {name} breaks the parser's promises (message above)");
+        }
+    }
+    all.len()
+}
+
+#[test]
+fn event_seeds_and_regressions_keep_the_parsers_promises() {
+    let n = run_all("event", parser_contract::check_event);
+    assert!(
+        n >= 4,
+        "the event seeds are in fuzz/seeds/event ({n} found)"
+    );
+}
+
+#[test]
+fn config_seeds_and_regressions_keep_the_parsers_promises() {
+    let n = run_all("config", parser_contract::check_config);
+    assert!(
+        n >= 2,
+        "the config seeds are in fuzz/seeds/config ({n} found)"
+    );
+}
