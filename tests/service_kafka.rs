@@ -321,17 +321,10 @@ fn tansu_run_serves_health_and_stops_cleanly_on_sigterm() {
     let log_text = || child.log();
     // The port is the one the service logs (it binds port 0: no race with
     // other tests for a free port).
-    let mut addr = String::new();
+    let addr = child.http_addr();
     assert!(
-        wait_until(Duration::from_secs(30), || {
-            addr = log_text()
-                .split("\"addr\":\"")
-                .nth(1)
-                .and_then(|s| s.split('"').next())
-                .unwrap_or_default()
-                .to_string();
-            !addr.is_empty() && http_get(&addr, "/healthz").0 == 200
-        }),
+        wait_until(Duration::from_secs(30), || http_get(&addr, "/healthz").0
+            == 200),
         "/healthz never answered:\n{}",
         log_text()
     );
