@@ -45,11 +45,17 @@ fn run_one(b: &dyn Broker, world: &World, lines: &[Line], group: &str) -> Vec<Re
     read_actions(&b.brokers())
 }
 
-fn same_actions_as_replay(b: &dyn Broker) {
+/// A world, the topics on `b`, the sample day, and replay's actions for it.
+fn sample_day_on(b: &dyn Broker) -> (World, Vec<Line>, Actions) {
     let world = World::new();
     create_topics(b, PARTITIONS);
     let lines = day();
     let want = replay_set(&common::run(&world.engine(""), &lines));
+    (world, lines, want)
+}
+
+fn same_actions_as_replay(b: &dyn Broker) {
+    let (world, lines, want) = sample_day_on(b);
     assert!(want.len() >= 10, "the sample day has attacks: {want:?}");
     let got = run_one(b, &world, &lines, "same-as-replay");
     let got_set = action_set(&got);
@@ -74,10 +80,7 @@ fn embedded_same_actions_as_replay() {
 #[test]
 fn tansu_two_instances_split_the_partitions() {
     let b = Tansu::start();
-    let world = World::new();
-    create_topics(&b, PARTITIONS);
-    let lines = day();
-    let want = replay_set(&common::run(&world.engine(""), &lines));
+    let (world, lines, want) = sample_day_on(&b);
     let one = start(settings(&world, &b.brokers(), "pair", ""));
     let two = start(settings(&world, &b.brokers(), "pair", ""));
     assert!(
@@ -133,10 +136,7 @@ fn forwarded(lines: &[Line]) -> i64 {
 #[test]
 fn tansu_two_instances_with_a_source_stage_give_replays_actions() {
     let b = Tansu::start();
-    let world = World::new();
-    create_topics(&b, PARTITIONS);
-    let lines = day();
-    let want = replay_set(&common::run(&world.engine(""), &lines));
+    let (world, lines, want) = sample_day_on(&b);
     let extra = format!("sources_topic = {SOURCES:?}");
     let one = start(settings(&world, &b.brokers(), "split", &extra));
     let two = start(settings(&world, &b.brokers(), "split", &extra));
@@ -406,10 +406,7 @@ fn tansu_run_serves_health_and_stops_cleanly_on_sigterm() {
 #[test]
 fn tansu_kill_9_loses_nothing() {
     let b = Tansu::start();
-    let world = World::new();
-    create_topics(&b, PARTITIONS);
-    let lines = day();
-    let want = replay_set(&common::run(&world.engine(""), &lines));
+    let (world, lines, want) = sample_day_on(&b);
     // No commit for a minute: the kill surely lands before the first one.
     let first = Binary::start(
         &world,
