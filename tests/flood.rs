@@ -87,6 +87,15 @@ fn a_username_flood_stays_within_its_memory_and_real_attacks_are_caught() {
         r.summary
     );
 
+    // The caps bound memory: at most 1 KiB of resident memory per capped
+    // entry on top of the process at start (the README's sizing rule).
+    let budget_kb = r.rss_start_kb + (f.max_accounts + f.max_sources) as u64;
+    assert!(
+        r.peak_kb <= budget_kb,
+        "peak resident memory {} kB is over the caps' budget of {budget_kb} kB",
+        r.peak_kb
+    );
+
     // Memory levels off once the tables are full: the last 70 % of the
     // flood adds (almost) nothing.
     let limit = r.rss_full_kb + r.rss_full_kb / 5 + 16 * 1024;
