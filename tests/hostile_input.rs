@@ -18,6 +18,7 @@ use credwatch::service::embedded::EmbeddedBroker;
 use credwatch::source::event::RejectReason;
 use serde_json::{json, Value};
 
+use common::{http_get, metric};
 use common::{ip, World, T0};
 use kafka::*;
 

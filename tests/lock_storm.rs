@@ -8,28 +8,22 @@
 mod common;
 #[path = "common/kafka.rs"]
 mod kafka;
+#[path = "common/prometheus.rs"]
+mod prometheus;
 
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::Duration;
 
 use credwatch::sample::Line;
 use credwatch::service::embedded::EmbeddedBroker;
 use serde_json::Value;
 
-use common::{ip, ok, World, MINUTE, SECOND, T0};
+use common::{http_get, ip, metric, ok, World, MINUTE, SECOND, T0};
 use kafka::*;
+use prometheus::Prometheus;
 
 const ACCOUNTS: usize = 400;
 const MIN_LOCKS: usize = 20;
-
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Everyone's login, `offset` after T0, from host `host + k` of their home
 /// network.
@@ -67,34 +61,10 @@ fn a_bad_geoip_update_opens_the_breaker_and_the_alert_fires() {
 
     // A real Prometheus with the shipped rules, scraping credwatch.
     let dir = world.dir.path();
-    let prom_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
-    std::fs::write(
-        dir.join("prometheus.yml"),
-        format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}/deploy/prometheus/credwatch.rules.yml\n\
-             scrape_configs:\n  - job_name: credwatch\n    static_configs:\n      - targets: ['{addr}']\n",
-            env!("CARGO_MANIFEST_DIR")
-        ),
-    )
-    .expect("prometheus.yml");
-    let _prom = Kill(
-        Command::new("prometheus")
-            .arg(format!(
-                "--config.file={}",
-                dir.join("prometheus.yml").display()
-            ))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("tsdb").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("prometheus (Debian package prometheus; tests/run installs it)"),
+    let prom = Prometheus::start(
+        dir,
+        &addr,
+        Some(&Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus/credwatch.rules.yml")),
     );
 
     // A normal morning: everyone logs in from home.
@@ -168,14 +138,7 @@ fn a_bad_geoip_update_opens_the_breaker_and_the_alert_fires() {
 
     // The shipped alert fires (it is `for: 1m`).
     let firing = wait_until(Duration::from_secs(150), || {
-        let (_, q) = http_get(
-            &format!("127.0.0.1:{prom_port}"),
-            "/api/v1/query?query=ALERTS%7Balertname%3D%22CredwatchBreakerOpen%22%2Calertstate%3D%22firing%22%7D",
-        );
-        serde_json::from_str::<Value>(&q)
-            .ok()
-            .and_then(|v| v["data"]["result"].as_array().map(|r| !r.is_empty()))
-            .unwrap_or(false)
+        prom.has_data("ALERTS{alertname=\"CredwatchBreakerOpen\",alertstate=\"firing\"}")
     });
     assert!(firing, "CredwatchBreakerOpen did not fire in Prometheus");
     run.signal("-TERM");

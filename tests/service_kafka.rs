@@ -17,7 +17,7 @@ use credwatch::sample::Line;
 use credwatch::service::embedded::EmbeddedBroker;
 use credwatch::service::Service;
 
-use common::{ip, ok, World, MINUTE, T0};
+use common::{http_get, ip, ok, World, MINUTE, T0};
 use kafka::*;
 
 const PARTITIONS: i32 = 4;

@@ -19,7 +19,7 @@ use rdkafka::message::Headers;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
-use crate::common::World;
+use crate::common::{free_port, World};
 
 pub trait Broker {
     fn brokers(&self) -> String;
@@ -57,13 +57,6 @@ pub fn tansu_bin() -> PathBuf {
         p.display()
     );
     p
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
 }
 
 /// A local S3 (PyPI `moto[server]`, which tests/run installs) holding one
@@ -633,40 +626,6 @@ impl Binary {
         });
         addr.unwrap_or_else(|| panic!("the run binary logged no HTTP address:\n{}", self.log()))
     }
-}
-
-/// `GET path` on `addr`: the status code (0 when nothing answers) and the
-/// body.
-pub fn http_get(addr: &str, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
-        return (0, String::new());
-    };
-    let _ = write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    );
-    let mut answer = String::new();
-    let _ = s.read_to_string(&mut answer);
-    let code = answer
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (code, body)
-}
-
-/// The sum of every sample in a Prometheus text page whose line starts
-/// with `series` (a name, or a name with the opening of its labels).
-pub fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(series))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 impl Drop for Binary {
