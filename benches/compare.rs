@@ -222,7 +222,6 @@ fn crowdsec(dir: &Path, log: &Path, lines: usize) -> Result<(Run, BTreeSet<Strin
         banned.insert(ip.to_string());
         *by_scenario.entry(scenario.to_string()).or_default() += 1;
     }
-    let parsed = lines;
     let scen: Vec<String> = by_scenario
         .iter()
         .map(|(k, v)| format!("{k} {v}"))
@@ -233,7 +232,7 @@ fn crowdsec(dir: &Path, log: &Path, lines: usize) -> Result<(Run, BTreeSet<Strin
             lines,
             seconds,
             note: format!(
-                "{parsed} lines read; overflows: {}",
+                "overflows: {}",
                 if scen.is_empty() {
                     "none".to_string()
                 } else {
@@ -335,9 +334,6 @@ fn main() {
             seconds: r1.seconds + r2.seconds,
             note: String::new(),
         };
-        let mut all = m1.clone();
-        all.extend(m2.iter().cloned());
-        all.sort_by(|a, b| a.1.total_cmp(&b.1));
         let bans = jail_bans(&m1)
             .union(&jail_bans(&m2))
             .cloned()

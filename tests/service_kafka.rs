@@ -54,6 +54,22 @@ fn sample_day_on(b: &dyn Broker) -> (World, Vec<Line>, Actions) {
     (world, lines, want)
 }
 
+/// Two instances in one group, each owning partitions and ready.
+fn start_pair(world: &World, b: &dyn Broker, group: &str, extra: &str) -> (Service, Service) {
+    let one = start(settings(world, &b.brokers(), group, extra));
+    let two = start(settings(world, &b.brokers(), group, extra));
+    assert!(
+        wait_until(Duration::from_secs(60), || one.partitions() > 0
+            && two.partitions() > 0
+            && one.ready()
+            && two.ready()),
+        "partitions not split: {} and {}",
+        one.partitions(),
+        two.partitions()
+    );
+    (one, two)
+}
+
 fn same_actions_as_replay(b: &dyn Broker) {
     let (world, lines, want) = sample_day_on(b);
     assert!(want.len() >= 10, "the sample day has attacks: {want:?}");
@@ -81,14 +97,11 @@ fn embedded_same_actions_as_replay() {
 fn tansu_two_instances_split_the_partitions() {
     let b = Tansu::start();
     let (world, lines, want) = sample_day_on(&b);
-    let one = start(settings(&world, &b.brokers(), "pair", ""));
-    let two = start(settings(&world, &b.brokers(), "pair", ""));
+    let (one, two) = start_pair(&world, &b, "pair", "");
     assert!(
-        wait_until(Duration::from_secs(60), || one.partitions() > 0
-            && two.partitions() > 0
-            && one.partitions() + two.partitions() == PARTITIONS as usize
-            && one.ready()
-            && two.ready()),
+        wait_until(Duration::from_secs(60), || one.partitions()
+            + two.partitions()
+            == PARTITIONS as usize),
         "partitions not split: {} and {}",
         one.partitions(),
         two.partitions()
@@ -138,17 +151,7 @@ fn tansu_two_instances_with_a_source_stage_give_replays_actions() {
     let b = Tansu::start();
     let (world, lines, want) = sample_day_on(&b);
     let extra = format!("sources_topic = {SOURCES:?}");
-    let one = start(settings(&world, &b.brokers(), "split", &extra));
-    let two = start(settings(&world, &b.brokers(), "split", &extra));
-    assert!(
-        wait_until(Duration::from_secs(60), || one.partitions() > 0
-            && two.partitions() > 0
-            && one.ready()
-            && two.ready()),
-        "partitions not split: {} and {}",
-        one.partitions(),
-        two.partitions()
-    );
+    let (one, two) = start_pair(&world, &b, "split", &extra);
     produce(&b.brokers(), INPUT, &lines);
     let logins = forwarded(&lines);
     assert!(

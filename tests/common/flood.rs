@@ -149,47 +149,26 @@ pub fn run(bin: &Path, config: &Path, f: &Flood) -> FloodReport {
         // Meanwhile, real attacks: a password guessed after a burst of
         // failures from one address, and a phished password used from the
         // other side of the world three minutes after its owner logged in.
-        if (attack_at..attack_at + 12_000).contains(&i) && (i - attack_at).is_multiple_of(1_000) {
+        let mut login = |account: &str, city: &str, host: u16, success: bool, pwhash: &str| {
             let l = auth(
                 ts,
-                GUESSED,
+                account,
                 "imap",
-                ip_in(city_named("Lagos"), 1),
-                false,
-                Some(&format!("{i:x}")),
+                ip_in(city_named(city), host),
+                success,
+                Some(pwhash),
             );
-            writeln!(w, "{}", l.json).expect("feed");
+            writeln!(w, "{}", l.json).expect("feed replay");
+        };
+        if (attack_at..attack_at + 12_000).contains(&i) && (i - attack_at).is_multiple_of(1_000) {
+            login(GUESSED, "Lagos", 1, false, &format!("{i:x}"));
         }
         if i == attack_at + 12_000 {
-            let l = auth(
-                ts,
-                GUESSED,
-                "imap",
-                ip_in(city_named("Lagos"), 1),
-                true,
-                Some("c0ffee00"),
-            );
-            writeln!(w, "{}", l.json).expect("feed");
-            let l = auth(
-                ts,
-                TRAVELLER,
-                "imap",
-                ip_in(city_named("London"), 5),
-                true,
-                Some("c0ffee01"),
-            );
-            writeln!(w, "{}", l.json).expect("feed");
+            login(GUESSED, "Lagos", 1, true, "c0ffee00");
+            login(TRAVELLER, "London", 5, true, "c0ffee01");
         }
         if i == attack_at + 12_000 + 3 * MINUTE as u64 {
-            let l = auth(
-                ts,
-                TRAVELLER,
-                "imap",
-                ip_in(city_named("Changchun"), 5),
-                true,
-                Some("c0ffee01"),
-            );
-            writeln!(w, "{}", l.json).expect("feed");
+            login(TRAVELLER, "Changchun", 5, true, "c0ffee01");
         }
         if i == 20_000 {
             w.flush().expect("feed");

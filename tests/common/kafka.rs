@@ -298,12 +298,25 @@ pub fn create_topics(b: &dyn Broker, input_partitions: i32) {
 
 /// Service settings for this world and broker.
 pub fn settings(world: &World, brokers: &str, group: &str, extra: &str) -> Settings {
-    let text = world.toml(&format!(
-        "[kafka]\nbrokers = {brokers:?}\ngroup_id = {group:?}\ninput_topics = [{INPUT:?}]\n\
-         actions_topic = {ACTIONS:?}\ndead_letter_topic = {DLQ:?}\ncommit_interval_ms = 200\n\
-         {extra}\n[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n"
+    let text = world.toml(&kafka_toml(
+        brokers,
+        group,
+        &format!("commit_interval_ms = 200\n{extra}"),
+        "\"heartbeat.interval.ms\" = \"500\"\n",
     ));
     Config::from_toml_with_env(&text, "test.toml", &[]).expect("valid config")
+}
+
+/// The `[kafka]` and `[kafka.properties]` sections of a test config for
+/// this broker and group, on the test topics, with a short session so a
+/// killed member leaves the group quickly; `keys` and `properties` are
+/// added to each.
+fn kafka_toml(brokers: &str, group: &str, keys: &str, properties: &str) -> String {
+    format!(
+        "[kafka]\nbrokers = {brokers:?}\ngroup_id = {group:?}\ninput_topics = [{INPUT:?}]\n\
+         actions_topic = {ACTIONS:?}\ndead_letter_topic = {DLQ:?}\n{keys}\n\
+         [kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n{properties}"
+    )
 }
 
 pub fn start(settings: Settings) -> Service {
@@ -569,14 +582,12 @@ impl Binary {
         extra: &str,
         env: &[(&str, &str)],
     ) -> Binary {
-        let group = "binary";
         let config = world.dir.path().join(format!("{name}.toml"));
         std::fs::write(
             &config,
             world.toml(&format!(
-                "[kafka]\nbrokers = {brokers:?}\ngroup_id = {group:?}\ninput_topics = [{INPUT:?}]\n\
-                 actions_topic = {ACTIONS:?}\ndead_letter_topic = {DLQ:?}\n\
-                 [kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n[http]\nlisten = \"127.0.0.1:0\"\n{extra}\n"
+                "{}[http]\nlisten = \"127.0.0.1:0\"\n{extra}\n",
+                kafka_toml(brokers, "binary", "", "")
             )),
         )
         .expect("write config");
