@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use credwatch::sample::{self, DayParams, Expected};
+use credwatch::demo::sample::{self, DayParams, Expected};
 use serde_json::Value;
 
 const MONTHS: [&str; 12] = [

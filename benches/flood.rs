@@ -18,7 +18,7 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000_000);
     let dir = tempfile::tempdir().expect("tempdir");
-    let geo = credwatch::sample::write_geoip(dir.path()).expect("GeoIP");
+    let geo = credwatch::demo::sample::write_geoip(dir.path()).expect("GeoIP");
     println!("\n| caps (accounts / sources) | events | seconds | RSS start MiB | RSS caps full MiB | RSS end MiB | peak MiB | evicted at cap | attacks caught |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---|");
     for (accounts, sources) in [(100_000, 50_000), (1_000_000, 500_000)] {
@@ -32,7 +32,7 @@ fn main() {
             &config,
             format!(
                 "{}\n[state]\nmax_accounts = {accounts}\nmax_sources = {sources}\n",
-                credwatch::sample::config_toml(&geo)
+                credwatch::demo::sample::config_toml(&geo)
             ),
         )
         .expect("config");

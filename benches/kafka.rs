@@ -21,8 +21,8 @@ mod kafka;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use credwatch::demo::sample::{self, DayParams, Line};
 use credwatch::metrics::Metrics;
-use credwatch::sample::{self, DayParams, Line};
 use credwatch::service::Service;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Message};

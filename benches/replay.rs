@@ -17,9 +17,9 @@ use std::time::Instant;
 use credwatch::cli::parallel::replay_parallel;
 use credwatch::cli::replay::{replay, ReplayOptions};
 use credwatch::config::Config;
+use credwatch::demo::sample;
 use credwatch::engine::Engine;
 use credwatch::geo::GeoIp;
-use credwatch::sample;
 use credwatch::source::event::{parse_only, ParseLimits};
 use credwatch::source::lines::{Line, LineReader};
 
@@ -198,7 +198,7 @@ fn geoip_open(networks: u32) -> (usize, f64) {
     let path = dir.path().join("bench-City.mmdb");
     let bytes = w.to_bytes().expect("bytes");
     std::fs::write(&path, &bytes).expect("write");
-    let cfg = credwatch::config::GeoIpConfig {
+    let cfg = credwatch::geo::GeoIpConfig {
         city_db: path.display().to_string(),
         ..Default::default()
     };

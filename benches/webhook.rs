@@ -19,10 +19,10 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use credwatch::demo::sample::Line;
 use credwatch::metrics::Metrics;
-use credwatch::sample::Line;
 use credwatch::service::Service;
-use credwatch::webhook::Webhooks;
+use credwatch::sink::webhook::Webhooks;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::server::conn::http1;
@@ -102,9 +102,9 @@ fn main() {
     // CREDWATCH_BENCH_BROKER=embedded: librdkafka's in-process mock
     // cluster instead of tansu (to tell the broker's share of the latency).
     let broker: Box<dyn Broker> = match std::env::var("CREDWATCH_BENCH_BROKER").as_deref() {
-        Ok("embedded") => Box::new(
-            credwatch::service::embedded::EmbeddedBroker::start(1).expect("embedded broker"),
-        ),
+        Ok("embedded") => {
+            Box::new(credwatch::demo::broker::EmbeddedBroker::start(1).expect("embedded broker"))
+        }
         _ => Box::new(Tansu::start()),
     };
     let brokers = broker.brokers();

@@ -11,7 +11,7 @@ use crate::detect::{self, Context, Finding, Registered};
 use crate::geo::{GeoError, GeoIp};
 use crate::policy::{Decision, Policy};
 use crate::source::event::{Event, Kind};
-use crate::state::{Swept, TableStats};
+use crate::state::{KeyedBy, Swept, TableStats};
 use crate::time::{Millis, SECOND};
 
 /// Counters of what the engine did, per detector in registration order.
@@ -68,15 +68,25 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Opens the GeoIP databases and builds the detectors.
+    /// Opens the GeoIP databases and builds every enabled detector.
     pub fn new(settings: &Settings) -> Result<Engine, GeoError> {
+        Self::for_stage(settings, None)
+    }
+
+    /// [`Engine::new`] with only the detectors keyed by `keyed_by` (one
+    /// stage of a split pipeline); `None`: all of them.
+    pub fn for_stage(settings: &Settings, keyed_by: Option<KeyedBy>) -> Result<Engine, GeoError> {
         let geo = Arc::new(GeoIp::open(&settings.config.geoip)?);
-        Ok(Self::with_geo(settings, geo))
+        Ok(Self::build(settings, geo, keyed_by))
     }
 
     pub fn with_geo(settings: &Settings, geo: Arc<GeoIp>) -> Engine {
+        Self::build(settings, geo, None)
+    }
+
+    fn build(settings: &Settings, geo: Arc<GeoIp>, keyed_by: Option<KeyedBy>) -> Engine {
         let c = &settings.config;
-        let detectors = detect::build(settings);
+        let detectors = detect::build(&c.detectors, &c.state, keyed_by);
         let counts = detectors
             .iter()
             .map(|_| DetectorCounts::default())
@@ -300,7 +310,7 @@ impl Engine {
     /// returns the entries removed.
     pub fn forget_accounts(&self, drop: &dyn Fn(u64) -> bool) -> usize {
         self.state()
-            .filter(|t| t.stats().keyed_by == "account")
+            .filter(|t| t.stats().keyed_by == KeyedBy::Account)
             .map(|t| t.forget(drop))
             .sum()
     }
@@ -352,7 +362,7 @@ impl Engine {
         self.detectors
             .iter()
             .zip(&self.counts)
-            .map(|(r, c)| (r.detector.name(), r.dry_run, c))
+            .map(|(r, c)| (r.name, r.dry_run, c))
     }
 
     /// Every state table: the detectors' and the incidents'.
@@ -375,7 +385,7 @@ impl Engine {
     pub fn accounts_tracked(&self) -> usize {
         self.tables()
             .iter()
-            .filter(|t| t.keyed_by == "account")
+            .filter(|t| t.keyed_by == KeyedBy::Account)
             .map(|t| t.len)
             .max()
             .unwrap_or(0)

@@ -13,8 +13,42 @@ use crate::source::event::address_key;
 use maxminddb::Reader;
 use serde::Deserialize;
 
-use crate::config::GeoIpConfig;
+use crate::section::Checks;
 use crate::time::Millis;
+
+crate::section! {
+    /// `[geoip]`: MaxMind databases.
+    pub struct GeoIpConfig {
+        /// MaxMind City (or Country) database; required while
+        /// `impossible_travel` is enabled. The default is where
+        /// `geoipupdate` writes it.
+        pub city_db: String = "/var/lib/GeoIP/GeoLite2-City.mmdb".into(),
+        /// Optional GeoLite2-ASN database (adds the network owner to
+        /// evidence). Empty: not used.
+        pub asn_db: String = String::new(),
+        /// Optional GeoIP2-Anonymous-IP database (VPN, Tor, hosting).
+        /// Empty: not used.
+        pub anonymous_db: String = String::new(),
+        /// Slots of the lookup cache (direct-mapped: an address takes the
+        /// slot its hash picks). 65,536 slots take about 4 MB.
+        pub cache_size: usize = 65_536,
+        /// How long (event time) a cached lookup is used, in seconds.
+        pub cache_ttl_secs: u64 = 3600,
+        /// `credwatch run` checks the database files this often (seconds)
+        /// and reloads them, verified, when one changed (geoipupdate
+        /// replaces them in place); a file that fails to open keeps the old
+        /// databases in use. 0 turns this off.
+        pub reload_check_secs: u64 = 60,
+    }
+}
+
+impl GeoIpConfig {
+    pub fn check(&self, c: &mut Checks) {
+        if self.cache_size == 0 {
+            c.fail("cache_size", "must be at least 1");
+        }
+    }
+}
 
 /// A database that cannot be used at start-up.
 #[derive(Debug, thiserror::Error)]

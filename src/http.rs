@@ -15,7 +15,29 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use crate::metrics::Metrics;
-use crate::service::Status;
+
+crate::section! {
+    /// `[http]`: metrics and health.
+    pub struct HttpConfig {
+        /// Where `/metrics`, `/healthz` and `/readyz` are served.
+        pub listen: String = "0.0.0.0:9898".into(),
+    }
+}
+
+/// The endpoint cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("cannot listen on {listen} (http.listen): {source}; choose a free port, e.g. CREDWATCH_HTTP_LISTEN=127.0.0.1:0")]
+    Bind {
+        listen: String,
+        source: std::io::Error,
+    },
+}
+
+/// What `/readyz` asks of the service.
+pub trait Status: Send + Sync {
+    fn ready(&self) -> bool;
+}
 
 /// What `/readyz` answers before the service exists.
 pub struct NotYet;
@@ -36,13 +58,13 @@ pub struct Endpoint {
 impl Endpoint {
     /// Binds `listen` (an error names the address) and serves on the
     /// current tokio runtime.
-    pub async fn bind(listen: &str, metrics: Arc<Metrics>) -> anyhow::Result<Endpoint> {
-        let listener = TcpListener::bind(listen).await.map_err(|e| {
-            anyhow::anyhow!(
-                "cannot listen on {listen} (http.listen): {e}; choose a free port, e.g. CREDWATCH_HTTP_LISTEN=127.0.0.1:0"
-            )
-        })?;
-        let addr = listener.local_addr()?;
+    pub async fn bind(listen: &str, metrics: Arc<Metrics>) -> Result<Endpoint, HttpError> {
+        let bind_error = |source| HttpError::Bind {
+            listen: listen.to_string(),
+            source,
+        };
+        let listener = TcpListener::bind(listen).await.map_err(bind_error)?;
+        let addr = listener.local_addr().map_err(bind_error)?;
         let status: Arc<std::sync::RwLock<Arc<dyn Status>>> =
             Arc::new(std::sync::RwLock::new(Arc::new(NotYet)));
         let st = status.clone();

@@ -11,8 +11,9 @@ use clap::{Parser, Subcommand};
 use credwatch::cli::parallel::replay_parallel;
 use credwatch::cli::replay::{replay, RejectFile, RejectSink, ReplayOptions};
 use credwatch::config::Config;
+#[cfg(feature = "demo")]
+use credwatch::demo::sample;
 use credwatch::engine::Engine;
-use credwatch::sample;
 use credwatch::source::event::ParseLimits;
 use credwatch::time::now_millis;
 
@@ -57,8 +58,13 @@ enum Command {
         /// Config file (TOML).
         file: PathBuf,
     },
+    /// Print the configuration reference (Markdown) generated from the code:
+    /// every key, its default, its environment variable and what it does
+    /// (docs/configuration.md is this output).
+    ConfigReference,
     /// Write a sample world into a folder: GeoIP databases, a config, and a
     /// day of events with attacks and their benign look-alikes.
+    #[cfg(feature = "demo")]
     Generate {
         /// Folder to write into (created if missing).
         #[arg(long)]
@@ -83,6 +89,7 @@ enum Command {
     /// The whole service on one machine with nothing installed: an embedded
     /// Kafka broker, a generated GeoIP database, a compressed day of a mail
     /// platform with the seed's attacks, and a timeline of what was caught.
+    #[cfg(feature = "demo")]
     Demo {
         /// Keep playing days (seed+1, seed+2, ...) until Ctrl-C.
         #[arg(long)]
@@ -189,6 +196,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             eprintln!("credwatch: {} is valid.", file.display());
             Ok(ExitCode::SUCCESS)
         }
+        Command::ConfigReference => match credwatch::config::reference::markdown() {
+            Ok(page) => {
+                print!("{page}");
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(keys) => anyhow::bail!("settings without documentation: {}", keys.join(", ")),
+        },
+        #[cfg(feature = "demo")]
         Command::Generate {
             out,
             accounts,
@@ -234,6 +249,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             credwatch::cli::service::run(settings)?;
             Ok(ExitCode::SUCCESS)
         }
+        #[cfg(feature = "demo")]
         Command::Demo {
             follow,
             listen,
@@ -242,14 +258,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             seed,
         } => {
             init_logs("warn");
-            let opts = credwatch::cli::demo::DemoOptions {
+            let opts = credwatch::demo::DemoOptions {
                 follow,
                 listen,
                 seconds: seconds.max(0.0),
                 accounts,
                 seed,
             };
-            let ok = credwatch::cli::demo::demo(opts, &mut io::stdout())?;
+            let ok = credwatch::demo::demo(opts, &mut io::stdout())?;
             Ok(if ok {
                 ExitCode::SUCCESS
             } else {

@@ -386,10 +386,10 @@ impl Metrics {
         self.breaker_open.set(engine.breaker_open() as i64);
         for t in engine.tables() {
             self.state_entries
-                .with_label_values(&[t.name, t.keyed_by])
+                .with_label_values(&[t.name, t.keyed_by.as_str()])
                 .set(t.len as i64);
             self.state_capacity
-                .with_label_values(&[t.name, t.keyed_by])
+                .with_label_values(&[t.name, t.keyed_by.as_str()])
                 .set(t.cap as i64);
             self.state_evictions
                 .with_label_values(&[t.name, "expired"])

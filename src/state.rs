@@ -26,7 +26,56 @@ use std::sync::RwLock;
 use dashmap::DashMap;
 use smallvec::SmallVec;
 
+use crate::section::Checks;
 use crate::time::Millis;
+
+crate::section! {
+    /// `[state]`: bounds on what is remembered.
+    pub struct StateConfig {
+        /// Cap on accounts tracked by each per-account table (about 300
+        /// bytes each when full; see docs/state.md for sizing).
+        pub max_accounts: usize = 2_000_000,
+        /// Cap on source addresses tracked.
+        pub max_sources: usize = 1_000_000,
+        /// Cap on entries (logins, failures) kept per account or source.
+        pub max_entries_per_key: usize = 32,
+        /// Events may arrive this many seconds out of order per account.
+        pub max_disorder_secs: u64 = 300,
+        /// How often (event time) expired entries are swept, in seconds.
+        pub sweep_interval_secs: u64 = 60,
+    }
+}
+
+impl StateConfig {
+    pub fn check(&self, c: &mut Checks) {
+        c.positive("max_accounts", self.max_accounts as u64);
+        c.positive("max_sources", self.max_sources as u64);
+        c.positive("max_entries_per_key", self.max_entries_per_key as u64);
+        c.positive("sweep_interval_secs", self.sweep_interval_secs);
+    }
+}
+
+/// What a table (and the detector that owns it) is keyed by. A partition
+/// that moves away takes its accounts' entries with it; a stage that reads
+/// logins partitioned by address runs only source-keyed detectors.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyedBy {
+    /// The normalised account.
+    #[default]
+    Account,
+    /// The client's address.
+    Source,
+}
+
+impl KeyedBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyedBy::Account => "account",
+            KeyedBy::Source => "source",
+        }
+    }
+}
 
 /// What a table needs of its values.
 pub trait Entry: Send + Sync {
@@ -141,8 +190,7 @@ type Map<V> = DashMap<u64, V, BuildHasherDefault<KeyHasher>>;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TableStats {
     pub name: &'static str,
-    /// What the table is keyed by: `account` or `source`.
-    pub keyed_by: &'static str,
+    pub keyed_by: KeyedBy,
     pub len: usize,
     pub cap: usize,
     pub evicted_expired: u64,
@@ -178,7 +226,7 @@ impl<V: Entry> Swept for Table<V> {
 /// A bounded concurrent map from a 64-bit key to `V`.
 pub struct Table<V> {
     name: &'static str,
-    keyed_by: &'static str,
+    keyed_by: KeyedBy,
     map: Map<V>,
     cap: usize,
     ttl: Millis,
@@ -196,7 +244,7 @@ pub struct Table<V> {
 
 impl<V: Entry> Table<V> {
     /// `ttl`: how long after its last event an entry is still needed.
-    pub fn new(name: &'static str, keyed_by: &'static str, cap: usize, ttl: Millis) -> Self {
+    pub fn new(name: &'static str, keyed_by: KeyedBy, cap: usize, ttl: Millis) -> Self {
         Table {
             name,
             keyed_by,
@@ -213,7 +261,7 @@ impl<V: Entry> Table<V> {
 
     /// A table expected to hold few of the keys it is asked about (256 KB
     /// of bitmap in front of it; see `Presence`).
-    pub fn sparse(name: &'static str, keyed_by: &'static str, cap: usize, ttl: Millis) -> Self {
+    pub fn sparse(name: &'static str, keyed_by: KeyedBy, cap: usize, ttl: Millis) -> Self {
         Table {
             presence: Some(Presence::new()),
             ..Self::new(name, keyed_by, cap, ttl)
@@ -474,7 +522,7 @@ mod tests {
 
     #[test]
     fn sweep_evicts_by_event_time() {
-        let t: Table<E> = Table::new("t", "account", 100, 1000);
+        let t: Table<E> = Table::new("t", KeyedBy::Account, 100, 1000);
         t.update(1, || E(Items::new()), |e| e.0.push(100));
         t.update(2, || E(Items::new()), |e| e.0.push(5000));
         t.sweep(5500, 0);
@@ -485,7 +533,7 @@ mod tests {
 
     #[test]
     fn cap_evicts_the_stalest_first() {
-        let t: Table<E> = Table::new("t", "account", 100, 1_000_000);
+        let t: Table<E> = Table::new("t", KeyedBy::Account, 100, 1_000_000);
         for k in 0..100u64 {
             t.update(k, || E(Items::new()), |e| e.0.push(k as Millis));
         }
@@ -512,7 +560,7 @@ mod tests {
 
     #[test]
     fn an_entry_with_history_outlives_a_flood_of_one_event_keys() {
-        let t: Table<W> = Table::new("t", "account", 100, 600_000);
+        let t: Table<W> = Table::new("t", KeyedBy::Account, 100, 600_000);
         t.update(7, || W(0, 12), |_| ());
         for k in 1000..5000u64 {
             let ts = (k as Millis - 1000) * 50; // 200 s of flood at 20 per second
@@ -527,7 +575,7 @@ mod tests {
 
     #[test]
     fn a_sparse_table_finds_what_it_holds_across_sweeps() {
-        let t: Table<E> = Table::sparse("t", "account", 10_000, 1000);
+        let t: Table<E> = Table::sparse("t", KeyedBy::Account, 10_000, 1000);
         for k in 0..2000u64 {
             t.update(k * 7919, || E(Items::new()), |e| e.0.push(k as Millis * 10));
         }

@@ -4,7 +4,7 @@
 mod common;
 use common::*;
 
-fn guesses(a: &str, n: i64, from: &str) -> Vec<credwatch::sample::Line> {
+fn guesses(a: &str, n: i64, from: &str) -> Vec<credwatch::demo::sample::Line> {
     (0..n)
         .map(|i| {
             fail(

@@ -22,7 +22,7 @@ mod receiver;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use credwatch::sample::Line;
+use credwatch::demo::sample::Line;
 use serde_json::Value;
 
 use common::{ip, ok, World};

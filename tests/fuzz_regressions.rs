@@ -55,3 +55,18 @@ fn config_seeds_and_regressions_keep_the_parsers_promises() {
         "the config seeds are in fuzz/seeds/config ({n} found)"
     );
 }
+
+/// The seed with a secret must be a config the parser accepts: a rejected
+/// seed never reaches the redaction check (it once named a key that does
+/// not exist, `policy.breaker.max_lock_share`, and checked nothing).
+#[test]
+fn the_config_seed_with_a_secret_is_accepted_and_redacted() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/config/full.toml");
+    let text = std::fs::read_to_string(path).expect("read the seed");
+    let settings = credwatch::config::Config::from_toml_with_env(&text, "full.toml", &[])
+        .unwrap_or_else(|e| panic!("fuzz/seeds/config/full.toml is not a valid config: {e}"));
+    let secret = settings.config.webhook.secret.clone();
+    assert!(secret.starts_with("whsec_") && secret.len() >= 12);
+    let printed = settings.config.to_redacted_toml();
+    assert!(!printed.contains(&secret) && printed.contains("<redacted>"));
+}

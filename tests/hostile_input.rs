@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
-use credwatch::service::embedded::EmbeddedBroker;
+use credwatch::demo::broker::EmbeddedBroker;
 use credwatch::source::event::RejectReason;
 use serde_json::{json, Value};
 
@@ -374,7 +374,7 @@ fn run_rejects_each_bad_message_with_its_reason_and_judges_the_rest() {
         let reason = d
             .headers
             .iter()
-            .find(|(k, _)| k == credwatch::service::REASON_HEADER)
+            .find(|(k, _)| k == credwatch::sink::kafka::REASON_HEADER)
             .map(|(_, v)| v.as_str());
         assert_eq!(reason, c.want, "case {:?}", c.name);
         assert_eq!(

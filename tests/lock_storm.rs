@@ -14,8 +14,8 @@ mod prometheus;
 use std::path::Path;
 use std::time::Duration;
 
-use credwatch::sample::Line;
-use credwatch::service::embedded::EmbeddedBroker;
+use credwatch::demo::broker::EmbeddedBroker;
+use credwatch::demo::sample::Line;
 use serde_json::Value;
 
 use common::{http_get, ip, metric, ok, World, MINUTE, SECOND, T0};
@@ -80,7 +80,7 @@ fn a_bad_geoip_update_opens_the_breaker_and_the_alert_fires() {
 
     // The bad update: every network now "in Sydney".
     std::thread::sleep(Duration::from_millis(1100));
-    credwatch::sample::write_geoip_all_in(dir, "Sydney").expect("write GeoIP");
+    credwatch::demo::sample::write_geoip_all_in(dir, "Sydney").expect("write GeoIP");
     assert!(
         wait_until(Duration::from_secs(20), || metric(
             &metrics(),

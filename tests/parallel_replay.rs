@@ -7,7 +7,7 @@ use std::io::Cursor;
 
 use credwatch::cli::parallel::replay_parallel;
 use credwatch::cli::replay::{replay, ReplayOptions};
-use credwatch::sample::{generate_day, write_lines, DayParams};
+use credwatch::demo::sample::{generate_day, write_lines, DayParams};
 use credwatch::source::event::ParseLimits;
 
 fn opts<'a>() -> ReplayOptions<'a> {

@@ -6,7 +6,7 @@ use common::*;
 
 use credwatch::policy::Decision;
 
-fn trip(a: &str, t: credwatch::time::Millis) -> Vec<credwatch::sample::Line> {
+fn trip(a: &str, t: credwatch::time::Millis) -> Vec<credwatch::demo::sample::Line> {
     vec![
         ok(t, a, ip("London", 1000)),
         ok(t + 31 * MINUTE, a, ip("Changchun", 5)),

@@ -8,7 +8,7 @@ use common::*;
 const HOUR: i64 = 60 * MINUTE;
 
 /// An account's ordinary week: `per_hour` recipients in each working hour.
-fn usual_week(a: &str, per_hour: u32) -> Vec<credwatch::sample::Line> {
+fn usual_week(a: &str, per_hour: u32) -> Vec<credwatch::demo::sample::Line> {
     let home = ip("Berlin", 5);
     let mut v = Vec::new();
     for day in 0..7 {

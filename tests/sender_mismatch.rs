@@ -5,7 +5,7 @@
 mod common;
 use common::*;
 
-fn send(t: i64, account: &str, from: &str, header: Option<&str>) -> credwatch::sample::Line {
+fn send(t: i64, account: &str, from: &str, header: Option<&str>) -> credwatch::demo::sample::Line {
     submission(t, account, ip("London", 7), from, header, 3)
 }
 

@@ -13,8 +13,8 @@ mod kafka;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use credwatch::sample::Line;
-use credwatch::service::embedded::EmbeddedBroker;
+use credwatch::demo::broker::EmbeddedBroker;
+use credwatch::demo::sample::Line;
 use credwatch::service::Service;
 
 use common::{http_get, ip, ok, World, MINUTE, T0};
@@ -284,7 +284,7 @@ fn bad_messages_go_to_the_dead_letter_topic(b: &dyn Broker) {
         .filter_map(|r| {
             r.headers
                 .iter()
-                .find(|(k, _)| k == credwatch::service::REASON_HEADER)
+                .find(|(k, _)| k == credwatch::sink::kafka::REASON_HEADER)
                 .map(|(_, v)| v.clone())
         })
         .collect();
@@ -566,7 +566,7 @@ fn embedded_geoip_files_are_reloaded_when_they_change() {
     );
     // A good one again: reloaded.
     std::thread::sleep(Duration::from_millis(1100));
-    credwatch::sample::write_geoip(world.dir.path()).expect("rewrite GeoIP");
+    credwatch::demo::sample::write_geoip(world.dir.path()).expect("rewrite GeoIP");
     assert!(
         wait_until(Duration::from_secs(10), || reloads("ok") == 1),
         "a new database file is reloaded"

@@ -148,7 +148,8 @@ fn a_woken_lane_holds_the_sweep_back_for_its_queued_events() {
     let mut engine = world.engine("");
     engine.set_lanes(2);
     let limits = ParseLimits::new(65_536, T0 + 1000 * HOUR_MS);
-    let ev = |l: &credwatch::sample::Line| parse_event(l.json.as_bytes(), &limits).expect("event");
+    let ev =
+        |l: &credwatch::demo::sample::Line| parse_event(l.json.as_bytes(), &limits).expect("event");
     let mut out = Vec::new();
     let london = ip("London", 7);
     engine.process_in_lane(0, &ev(&ok(T0, "other@example.jp", london)), None, &mut out);

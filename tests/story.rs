@@ -7,7 +7,7 @@
 mod common;
 use common::*;
 
-use credwatch::sample::{generate_day, DayParams};
+use credwatch::demo::sample::{generate_day, DayParams};
 use credwatch::time::parse_rfc3339;
 
 #[test]

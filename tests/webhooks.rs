@@ -14,10 +14,10 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use credwatch::demo::sample::Line;
 use credwatch::metrics::Metrics;
-use credwatch::sample::Line;
 use credwatch::service::Service;
-use credwatch::webhook::Webhooks;
+use credwatch::sink::webhook::Webhooks;
 use serde_json::Value;
 
 use common::World;
@@ -231,7 +231,7 @@ fn a_400_is_not_retried_and_goes_to_the_dead_letter_topic() {
         .filter(|r| {
             r.headers
                 .iter()
-                .any(|(k, v)| k == credwatch::service::REASON_HEADER && v == "webhook_failed")
+                .any(|(k, v)| k == credwatch::sink::kafka::REASON_HEADER && v == "webhook_failed")
         })
         .count();
     assert_eq!(

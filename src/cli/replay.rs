@@ -11,6 +11,7 @@ use crate::policy::Decision;
 use crate::sink::JsonLines;
 use crate::source::event::{parse_event, ParseLimits, Reject, RejectReason};
 use crate::source::lines::{Line, LineReader};
+use crate::state::TableStats;
 
 /// What a replay saw and did.
 #[derive(Debug, Default, Clone)]
@@ -19,17 +20,29 @@ pub struct Summary {
     pub events: u64,
     pub events_by_kind: BTreeMap<&'static str, u64>,
     pub rejects: BTreeMap<RejectReason, u64>,
-    /// (detector, dry_run, findings, locks, alerts, enriched)
-    pub detectors: Vec<(&'static str, bool, u64, u64, u64, u64)>,
+    /// What each detector did, in registration order.
+    pub detectors: Vec<DetectorSummary>,
     pub actions: u64,
     pub accounts_tracked: usize,
-    /// (table, keyed by, entries, cap, evicted expired, evicted at cap)
-    pub tables: Vec<(&'static str, &'static str, usize, usize, u64, u64)>,
+    /// Every state table's size and evictions.
+    pub tables: Vec<TableStats>,
     pub breaker_open: bool,
     pub breaker_opened: u64,
     pub geo_lookups: u64,
     pub geo_cache_hits: u64,
     pub elapsed: Duration,
+}
+
+/// What one detector did in a replay.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DetectorSummary {
+    pub name: &'static str,
+    pub dry_run: bool,
+    pub findings: u64,
+    pub locks: u64,
+    pub alerts: u64,
+    /// Findings that joined an incident already open.
+    pub enriched: u64,
 }
 
 impl Summary {
@@ -70,16 +83,26 @@ impl fmt::Display for Summary {
             writeln!(f, "  rejected:  {} ({})", n(self.rejected()), r.join(", "))?;
         }
         writeln!(f, "  detectors: findings  locks  alerts  joined-incident")?;
-        for (name, dry, fi, lo, al, en) in &self.detectors {
-            let dry = if *dry { " (dry run)" } else { "" };
-            writeln!(f, "    {:<20}{fi:>7} {lo:>6} {al:>7} {en:>8}{dry}", name)?;
+        for d in &self.detectors {
+            let dry = if d.dry_run { " (dry run)" } else { "" };
+            writeln!(
+                f,
+                "    {:<20}{:>7} {:>6} {:>7} {:>8}{dry}",
+                d.name, d.findings, d.locks, d.alerts, d.enriched
+            )?;
         }
         writeln!(f, "  actions:   {}", n(self.actions))?;
         writeln!(f, "  accounts tracked: {}", n(self.accounts_tracked as u64))?;
-        for (name, by, len, cap, exp, capped) in &self.tables {
+        for t in &self.tables {
             writeln!(
                 f,
-                "    {name:<16} {len:>9} of {cap} {by}s; evicted {exp} expired, {capped} at cap"
+                "    {:<16} {:>9} of {} {}s; evicted {} expired, {} at cap",
+                t.name,
+                t.len,
+                t.cap,
+                t.keyed_by.as_str(),
+                t.evicted_expired,
+                t.evicted_cap
             )?;
         }
         if self.geo_lookups > 0 {
@@ -204,32 +227,17 @@ pub fn fill(engine: &Engine, summary: &mut Summary) {
     }
     summary.detectors = engine
         .detector_counts()
-        .map(|(name, dry, c)| {
-            (
-                name,
-                dry,
-                c.findings.load(Relaxed),
-                c.locks.load(Relaxed),
-                c.alerts.load(Relaxed),
-                c.enriched.load(Relaxed),
-            )
+        .map(|(name, dry_run, c)| DetectorSummary {
+            name,
+            dry_run,
+            findings: c.findings.load(Relaxed),
+            locks: c.locks.load(Relaxed),
+            alerts: c.alerts.load(Relaxed),
+            enriched: c.enriched.load(Relaxed),
         })
         .collect();
     summary.accounts_tracked = engine.accounts_tracked();
-    summary.tables = engine
-        .tables()
-        .iter()
-        .map(|t| {
-            (
-                t.name,
-                t.keyed_by,
-                t.len,
-                t.cap,
-                t.evicted_expired,
-                t.evicted_cap,
-            )
-        })
-        .collect();
+    summary.tables = engine.tables();
     summary.breaker_open = engine.breaker_open();
     summary.breaker_opened = engine.breaker_opened_total();
     (summary.geo_lookups, summary.geo_cache_hits) = engine.geo_lookups();

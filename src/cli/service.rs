@@ -7,7 +7,7 @@ use crate::config::Settings;
 use crate::http::Endpoint;
 use crate::metrics::Metrics;
 use crate::service::Service;
-use crate::webhook::Webhooks;
+use crate::sink::webhook::Webhooks;
 
 /// Runs the service until a signal; then drains, commits and leaves the
 /// group within `kafka.drain_timeout_secs` (plus a little) and returns.
@@ -51,5 +51,5 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     if stopped_by_itself && result.is_ok() {
         anyhow::bail!("the consumer stopped unexpectedly");
     }
-    result
+    Ok(result?)
 }

@@ -7,58 +7,46 @@
 //! An account that is bounced at while sending a lot is the sender of the
 //! spam: that is `send_volume`'s finding, which the bounces raise to a lock.
 
-use serde::{Deserialize, Serialize};
 use serde_json::Map;
 
-use super::{ev, Context, Detector, Finding, Severity, Strength};
-use crate::config::{at_least, number_at_least, ConfigError, StateConfig};
+use super::registry::Switches;
+use super::{DetectorConfig, Registration, ev, Context, Detector, Finding, Severity, Strength};
+use crate::section::Checks;
 use crate::source::event::{Event, Kind};
-use crate::state::{Entry, HourCount, Swept, Table};
+use crate::state::{KeyedBy, StateConfig, Entry, HourCount, Swept, Table};
 use crate::time::{Millis, HOUR};
 
 pub const NAME: &str = "backscatter";
 
-/// `[detectors.backscatter]`
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct BackscatterConfig {
-    /// Default true.
-    pub enabled: bool,
-    /// Kept for symmetry: this detector never locks. Default false.
-    pub dry_run: bool,
-    /// Bounces in the last hour that make a surge. Default 50: a mailbox
-    /// gets a few bounces a day of its own (typos, full mailboxes).
-    pub min_bounces: u32,
-    /// The account counts as "sending little" while the recipients it sent
-    /// to in the last hour are fewer than this share of the bounces. Default
-    /// 0.5: a sender of spam gets back a fraction of what it sent; a victim
-    /// gets back far more than it sent.
-    pub own_sending_ratio: f64,
-}
-
-impl Default for BackscatterConfig {
-    fn default() -> Self {
-        BackscatterConfig {
-            enabled: true,
-            dry_run: false,
-            min_bounces: 50,
-            own_sending_ratio: 0.5,
-        }
+crate::section! {
+    /// `[detectors.backscatter]`
+    pub struct BackscatterConfig {
+        /// Runs the detector.
+        pub enabled: bool = true,
+        /// Kept for symmetry: this detector never locks.
+        pub dry_run: bool = false,
+        /// Bounces in the last hour that make a surge. A mailbox gets a few
+        /// bounces a day of its own (typos, full mailboxes).
+        pub min_bounces: u32 = 50,
+        /// The account counts as "sending little" while the recipients it
+        /// sent to in the last hour are fewer than this share of the
+        /// bounces: a sender of spam gets back a fraction of what it sent; a
+        /// victim gets back far more than it sent.
+        pub own_sending_ratio: f64 = 0.5,
     }
 }
 
-super::switches!(BackscatterConfig);
+impl DetectorConfig for BackscatterConfig {
+    fn switches(&self) -> Switches {
+        Switches {
+            enabled: self.enabled,
+            dry_run: self.dry_run,
+        }
+    }
 
-impl BackscatterConfig {
-    pub fn check(&self) -> Result<(), ConfigError> {
-        at_least(NAME, "min_bounces", self.min_bounces.into(), 2)?;
-        number_at_least(
-            NAME,
-            "own_sending_ratio",
-            self.own_sending_ratio,
-            0.0,
-            false,
-        )
+    fn check(&self, c: &mut Checks) {
+        c.at_least("min_bounces", self.min_bounces.into(), 2);
+        c.number_at_least("own_sending_ratio", self.own_sending_ratio, 0.0, false);
     }
 }
 
@@ -83,20 +71,20 @@ pub struct Backscatter {
     table: Table<Mailbox>,
 }
 
-impl Backscatter {
-    pub fn new(cfg: &BackscatterConfig, state: &StateConfig) -> Self {
+impl Registration for Backscatter {
+    const NAME: &'static str = NAME;
+    const KEYED_BY: KeyedBy = KeyedBy::Account;
+    type Config = BackscatterConfig;
+
+    fn new(cfg: &BackscatterConfig, state: &StateConfig) -> Self {
         Backscatter {
             cfg: cfg.clone(),
-            table: Table::new("backscatter", "account", state.max_accounts, 2 * HOUR),
+            table: Table::new(NAME, KeyedBy::Account, state.max_accounts, 2 * HOUR),
         }
     }
 }
 
 impl Detector for Backscatter {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
     fn observe(&self, event: &Event, _ctx: &Context<'_>, out: &mut Vec<Finding>) {
         let now = event.ts;
         let new = || Mailbox {

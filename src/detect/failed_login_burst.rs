@@ -9,74 +9,60 @@
 
 use std::net::IpAddr;
 
-use serde::{Deserialize, Serialize};
 use serde_json::Map;
 
-use super::{ev, Context, Detector, Finding, Severity, Strength};
-use crate::config::{at_least, detector_invalid, ConfigError, StateConfig};
+use super::registry::Switches;
+use super::{DetectorConfig, Registration, ev, Context, Detector, Finding, Severity, Strength};
+use crate::section::Checks;
 use crate::source::event::{AuthResult, Event, Kind};
-use crate::state::{insert_sorted, prune_sorted, Entry, Items, Swept, Table};
+use crate::state::{KeyedBy, StateConfig, insert_sorted, prune_sorted, Entry, Items, Swept, Table};
 use crate::time::{format_rfc3339, human_duration, Millis, SECOND};
 
 pub const NAME: &str = "failed_login_burst";
 
-/// `[detectors.failed_login_burst]`
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct BurstConfig {
-    /// Default true.
-    pub enabled: bool,
-    /// Emit `account.alert` instead of `account.lock`. Default false.
-    pub dry_run: bool,
-    /// The window, in seconds. Default 600 (10 min), fail2ban's `findtime`
-    /// for its `dovecot` and `postfix-sasl` jails.
-    pub window_secs: u64,
-    /// Failures in the window that make a burst. Default 10: twice
-    /// fail2ban's `maxretry` of 5, since we lock accounts rather than ban
-    /// addresses and a lock costs a customer more.
-    pub min_failures: usize,
-    /// Distinct password hashes among them that make it a guesser, not a
-    /// device with a stale password. Default 4.
-    pub min_distinct_passwords: usize,
-    /// With no `pwhash` in the events, a burst then a success cannot be told
-    /// from a user who finally typed it right: alert (false, the default) or
-    /// lock (true).
-    pub lock_without_pwhash: bool,
-}
-
-impl Default for BurstConfig {
-    fn default() -> Self {
-        BurstConfig {
-            enabled: true,
-            dry_run: false,
-            window_secs: 600,
-            min_failures: 10,
-            min_distinct_passwords: 4,
-            lock_without_pwhash: false,
-        }
+crate::section! {
+    /// `[detectors.failed_login_burst]`
+    pub struct BurstConfig {
+        /// Runs the detector.
+        pub enabled: bool = true,
+        /// Emit `account.alert` instead of `account.lock`.
+        pub dry_run: bool = false,
+        /// The window, in seconds: fail2ban's `findtime` for its `dovecot`
+        /// and `postfix-sasl` jails.
+        pub window_secs: u64 = 600,
+        /// Failures in the window that make a burst: twice fail2ban's
+        /// `maxretry` of 5, since we lock accounts rather than ban addresses
+        /// and a lock costs a customer more.
+        pub min_failures: usize = 10,
+        /// Distinct password hashes among them that make it a guesser, not a
+        /// device with a stale password.
+        pub min_distinct_passwords: usize = 4,
+        /// With no `pwhash` in the events, a burst then a success cannot be
+        /// told from a user who finally typed it right: alert (false) or
+        /// lock (true).
+        pub lock_without_pwhash: bool = false,
     }
 }
 
-super::switches!(BurstConfig);
+impl DetectorConfig for BurstConfig {
+    fn switches(&self) -> Switches {
+        Switches {
+            enabled: self.enabled,
+            dry_run: self.dry_run,
+        }
+    }
 
-impl BurstConfig {
-    pub fn check(&self) -> Result<(), ConfigError> {
-        at_least(NAME, "window_secs", self.window_secs, 1)?;
-        at_least(NAME, "min_failures", self.min_failures as u64, 2)?;
-        at_least(
-            NAME,
+    fn check(&self, c: &mut Checks) {
+        c.at_least("window_secs", self.window_secs, 1);
+        c.at_least("min_failures", self.min_failures as u64, 2);
+        c.at_least(
             "min_distinct_passwords",
             self.min_distinct_passwords as u64,
             2,
-        )?;
+        );
         if self.min_distinct_passwords > self.min_failures {
-            return Err(detector_invalid(
-                NAME,
-                "min_distinct_passwords",
-                "must be at most min_failures",
-            ));
+            c.fail("min_distinct_passwords", "must be at most min_failures");
         }
-        Ok(())
     }
 }
 
@@ -124,16 +110,6 @@ pub struct FailedLoginBurst {
 }
 
 impl FailedLoginBurst {
-    pub fn new(cfg: &BurstConfig, state: &StateConfig) -> Self {
-        let window = cfg.window_secs as Millis * SECOND;
-        FailedLoginBurst {
-            cfg: cfg.clone(),
-            window,
-            table: Table::sparse("burst_failures", "account", state.max_accounts, window),
-            cap: state.max_entries_per_key.max(cfg.min_failures),
-        }
-    }
-
     fn tally(&self, items: &[Failure], until: Millis) -> Option<Burst> {
         let from = until - self.window;
         let inside: Vec<&Failure> = items
@@ -198,11 +174,23 @@ enum Verdict {
     NoHashes,
 }
 
-impl Detector for FailedLoginBurst {
-    fn name(&self) -> &'static str {
-        NAME
-    }
+impl Registration for FailedLoginBurst {
+    const NAME: &'static str = NAME;
+    const KEYED_BY: KeyedBy = KeyedBy::Account;
+    type Config = BurstConfig;
 
+    fn new(cfg: &BurstConfig, state: &StateConfig) -> Self {
+        let window = cfg.window_secs as Millis * SECOND;
+        FailedLoginBurst {
+            cfg: cfg.clone(),
+            window,
+            table: Table::sparse("burst_failures", KeyedBy::Account, state.max_accounts, window),
+            cap: state.max_entries_per_key.max(cfg.min_failures),
+        }
+    }
+}
+
+impl Detector for FailedLoginBurst {
     fn observe(&self, event: &Event, ctx: &Context<'_>, out: &mut Vec<Finding>) {
         if event.kind != Kind::Auth || ctx.source_trusted() {
             return;

@@ -12,72 +12,58 @@
 
 use std::net::IpAddr;
 
-use serde::{Deserialize, Serialize};
 use serde_json::Map;
 
-use super::{ev, place_evidence, thousands, Context, Detector, Finding, Severity, Strength};
-use crate::config::{at_least, number_at_least, ConfigError, StateConfig};
+use super::registry::Switches;
+use super::{DetectorConfig, Registration, ev, place_evidence, thousands, Context, Detector, Finding, Severity, Strength};
+use crate::section::Checks;
 use crate::geo::distance_km;
 use crate::source::event::{AuthResult, Event};
-use crate::state::{insert_sorted, prune_sorted, Entry, Items, Swept, Table};
+use crate::state::{KeyedBy, StateConfig, insert_sorted, prune_sorted, Entry, Items, Swept, Table};
 use crate::time::{format_rfc3339, human_duration, Millis, HOUR, SECOND};
 
 pub const NAME: &str = "impossible_travel";
 
-/// `[detectors.impossible_travel]`
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TravelConfig {
-    /// Default true.
-    pub enabled: bool,
-    /// Emit `account.alert` instead of `account.lock`. Default false.
-    pub dry_run: bool,
-    /// Fastest plausible travel in km/h. Default 1000: MozDef's geomodel uses
-    /// 1000 km/h; Elastic's rule uses 800 km/h, which a long-haul flight
-    /// with a tail wind can approach.
-    pub max_speed_kmh: f64,
-    /// Distances (after subtracting accuracy radii) below this never fire,
-    /// so GeoIP noise between nearby cities is not travel. Default 500 km,
-    /// as Elastic's impossible-travel rule.
-    pub min_distance_km: f64,
-    /// Accuracy radius assumed when the database gives none. Default 100 km.
-    pub default_accuracy_km: f64,
-    /// How long a login is remembered, in seconds. Default 86400 (24 h): at
-    /// 1000 km/h, 20 h reach the antipode, so older logins cannot prove anything.
-    pub history_secs: u64,
-    /// Logins remembered per account (the newest win). Default 4.
-    pub max_logins: usize,
-}
-
-impl Default for TravelConfig {
-    fn default() -> Self {
-        TravelConfig {
-            enabled: true,
-            dry_run: false,
-            max_speed_kmh: 1000.0,
-            min_distance_km: 500.0,
-            default_accuracy_km: 100.0,
-            history_secs: 86_400,
-            max_logins: 4,
-        }
+crate::section! {
+    /// `[detectors.impossible_travel]`
+    pub struct TravelConfig {
+        /// Runs the detector.
+        pub enabled: bool = true,
+        /// Emit `account.alert` instead of `account.lock`.
+        pub dry_run: bool = false,
+        /// Fastest plausible travel in km/h: MozDef's geomodel uses 1000
+        /// km/h; Elastic's rule uses 800 km/h, which a long-haul flight with
+        /// a tail wind can approach.
+        pub max_speed_kmh: f64 = 1000.0,
+        /// Distances (after subtracting accuracy radii) below this never
+        /// fire, so GeoIP noise between nearby cities is not travel
+        /// (Elastic's impossible-travel rule uses 500 km).
+        pub min_distance_km: f64 = 500.0,
+        /// Accuracy radius assumed when the database gives none.
+        pub default_accuracy_km: f64 = 100.0,
+        /// How long a login is remembered, in seconds: at 1000 km/h, 20 h
+        /// reach the antipode, so logins older than a day cannot prove
+        /// anything.
+        pub history_secs: u64 = 86_400,
+        /// Logins remembered per account (the newest win).
+        pub max_logins: usize = 4,
     }
 }
 
-super::switches!(TravelConfig);
+impl DetectorConfig for TravelConfig {
+    fn switches(&self) -> Switches {
+        Switches {
+            enabled: self.enabled,
+            dry_run: self.dry_run,
+        }
+    }
 
-impl TravelConfig {
-    pub fn check(&self) -> Result<(), ConfigError> {
-        number_at_least(NAME, "max_speed_kmh", self.max_speed_kmh, 0.0, true)?;
-        number_at_least(NAME, "min_distance_km", self.min_distance_km, 0.0, false)?;
-        number_at_least(
-            NAME,
-            "default_accuracy_km",
-            self.default_accuracy_km,
-            0.0,
-            false,
-        )?;
-        at_least(NAME, "history_secs", self.history_secs, 1)?;
-        at_least(NAME, "max_logins", self.max_logins as u64, 2)
+    fn check(&self, c: &mut Checks) {
+        c.number_at_least("max_speed_kmh", self.max_speed_kmh, 0.0, true);
+        c.number_at_least("min_distance_km", self.min_distance_km, 0.0, false);
+        c.number_at_least("default_accuracy_km", self.default_accuracy_km, 0.0, false);
+        c.at_least("history_secs", self.history_secs, 1);
+        c.at_least("max_logins", self.max_logins as u64, 2);
     }
 }
 
@@ -124,19 +110,6 @@ struct Jump {
 }
 
 impl ImpossibleTravel {
-    pub fn new(cfg: &TravelConfig, state: &StateConfig) -> Self {
-        ImpossibleTravel {
-            cfg: cfg.clone(),
-            logins: Table::new(
-                "travel_logins",
-                "account",
-                state.max_accounts,
-                cfg.history_secs as Millis * SECOND,
-            ),
-            cap: cfg.max_logins.min(state.max_entries_per_key).max(2),
-        }
-    }
-
     fn radius(&self, l: &Login) -> f64 {
         if l.accuracy_km == 0 {
             self.cfg.default_accuracy_km
@@ -238,11 +211,26 @@ impl ImpossibleTravel {
     }
 }
 
-impl Detector for ImpossibleTravel {
-    fn name(&self) -> &'static str {
-        NAME
-    }
+impl Registration for ImpossibleTravel {
+    const NAME: &'static str = NAME;
+    const KEYED_BY: KeyedBy = KeyedBy::Account;
+    type Config = TravelConfig;
 
+    fn new(cfg: &TravelConfig, state: &StateConfig) -> Self {
+        ImpossibleTravel {
+            cfg: cfg.clone(),
+            logins: Table::new(
+                "travel_logins",
+                KeyedBy::Account,
+                state.max_accounts,
+                cfg.history_secs as Millis * SECOND,
+            ),
+            cap: cfg.max_logins.min(state.max_entries_per_key).max(2),
+        }
+    }
+}
+
+impl Detector for ImpossibleTravel {
     fn observe(&self, event: &Event, ctx: &Context<'_>, out: &mut Vec<Finding>) {
         if !event.is_auth(AuthResult::Success) || ctx.source_trusted() {
             return;

@@ -1,16 +1,31 @@
 //! Detectors: an event in, zero or more findings out.
 //!
-//! A detector is one file implementing [`Detector`] and one line in
-//! [`build`]. It keeps its own bounded state ([`crate::state::Table`]) and
-//! judges only; whether a finding locks, alerts or joins an incident already
-//! open is the policy's business ([`crate::policy`]).
+//! A detector is one file and one line. The file implements [`Detector`]
+//! (how it judges) and [`Registration`] (its name, its config section, what
+//! it is keyed by, how it is made); the line in the [`registry!`] below
+//! generates its module, its `[detectors.<name>]` section with its checks,
+//! and its place in [`build`]. It keeps its own bounded state
+//! ([`crate::state::Table`]) and judges only; whether a finding locks,
+//! alerts or joins an incident already open is the policy's business
+//! ([`crate::policy`]).
 
-pub mod backscatter;
-pub mod failed_login_burst;
-pub mod impossible_travel;
-pub mod password_spray;
-pub mod send_volume;
-pub mod sender_mismatch;
+#[macro_use]
+mod registry;
+
+registry! {
+    impossible_travel::ImpossibleTravel,
+    failed_login_burst::FailedLoginBurst,
+    password_spray::PasswordSpray,
+    send_volume::SendVolume,
+    sender_mismatch::SenderMismatch,
+    backscatter::Backscatter,
+    // A throwaway detector that proves the line above is all it takes
+    // (see its tests); compiled into tests only.
+    #[cfg(test)]
+    canary::Canary,
+}
+
+pub use registry::{DetectorConfig, DetectorInfo, Registered, Registration};
 
 use std::cell::OnceCell;
 use std::net::IpAddr;
@@ -19,7 +34,6 @@ use ipnet::IpNet;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::config::Settings;
 use crate::geo::{GeoIp, Place, Point};
 use crate::source::event::Event;
 use crate::state::Swept;
@@ -113,10 +127,9 @@ pub fn is_trusted(trusted: &[IpNet], ip: IpAddr) -> bool {
     trusted.iter().any(|n| n.contains(&ip))
 }
 
-/// A detector.
+/// A detector: how it judges. What it is called, how it is configured
+/// and keyed is its [`Registration`].
 pub trait Detector: Send + Sync {
-    /// The contract's name (`impossible_travel`, ...).
-    fn name(&self) -> &'static str;
     /// Judges one event, pushing any findings to `out`.
     fn observe(&self, event: &Event, ctx: &Context<'_>, out: &mut Vec<Finding>);
     /// This detector's tables, which the engine sweeps (each by its own
@@ -125,27 +138,6 @@ pub trait Detector: Send + Sync {
         Vec::new()
     }
 }
-
-/// Common switches every `[detectors.<name>]` table has.
-pub trait Switches {
-    fn enabled(&self) -> bool;
-    fn dry_run(&self) -> bool;
-}
-
-/// Implements [`Switches`] for a config struct with `enabled` and `dry_run`.
-macro_rules! switches {
-    ($config:ty) => {
-        impl $crate::detect::Switches for $config {
-            fn enabled(&self) -> bool {
-                self.enabled
-            }
-            fn dry_run(&self) -> bool {
-                self.dry_run
-            }
-        }
-    };
-}
-pub(crate) use switches;
 
 /// The submitted message a mail-side finding is about, for evidence: when,
 /// from which address and place, as whom, to how many.
@@ -168,59 +160,6 @@ pub fn message_evidence(event: &Event, ctx: &Context<'_>) -> Value {
         msg.insert("rcpt_count".into(), ev(n));
     }
     Value::Object(msg)
-}
-
-/// A detector with its switches.
-pub struct Registered {
-    pub detector: Box<dyn Detector>,
-    pub dry_run: bool,
-}
-
-/// Every enabled detector. Adding a detector is one file and one line here
-/// (plus its `[detectors.<name>]` table in the config).
-pub fn build(settings: &Settings) -> Vec<Registered> {
-    let c = &settings.config;
-    let mut all = Vec::new();
-    let mut add = |switches: &dyn Switches, make: &dyn Fn() -> Box<dyn Detector>| {
-        if switches.enabled() {
-            all.push(Registered {
-                detector: make(),
-                dry_run: switches.dry_run(),
-            });
-        }
-    };
-    let d = &c.detectors;
-    add(&d.impossible_travel, &|| {
-        Box::new(impossible_travel::ImpossibleTravel::new(
-            &d.impossible_travel,
-            &c.state,
-        ))
-    });
-    add(&d.failed_login_burst, &|| {
-        Box::new(failed_login_burst::FailedLoginBurst::new(
-            &d.failed_login_burst,
-            &c.state,
-        ))
-    });
-    add(&d.password_spray, &|| {
-        Box::new(password_spray::PasswordSpray::new(
-            &d.password_spray,
-            &c.state,
-        ))
-    });
-    add(&d.send_volume, &|| {
-        Box::new(send_volume::SendVolume::new(&d.send_volume, &c.state))
-    });
-    add(&d.sender_mismatch, &|| {
-        Box::new(sender_mismatch::SenderMismatch::new(
-            &d.sender_mismatch,
-            &c.state,
-        ))
-    });
-    add(&d.backscatter, &|| {
-        Box::new(backscatter::Backscatter::new(&d.backscatter, &c.state))
-    });
-    all
 }
 
 /// Evidence helpers shared by the detectors.

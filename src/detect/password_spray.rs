@@ -14,58 +14,50 @@
 
 use std::net::IpAddr;
 
-use serde::{Deserialize, Serialize};
 use serde_json::Map;
 
-use super::{ev, Context, Detector, Finding, Severity, Strength};
-use crate::config::{at_least, ConfigError, StateConfig};
+use super::registry::Switches;
+use super::{DetectorConfig, Registration, ev, Context, Detector, Finding, Severity, Strength};
+use crate::section::Checks;
 use crate::source::event::{AuthResult, Event, Kind};
-use crate::state::{prune_sorted, Entry, Items, Swept, Table};
+use crate::state::{KeyedBy, StateConfig, prune_sorted, Entry, Items, Swept, Table};
 use crate::time::{format_rfc3339, human_duration, Millis, SECOND};
 
 pub const NAME: &str = "password_spray";
 
-/// `[detectors.password_spray]`
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SprayConfig {
-    /// Default true.
-    pub enabled: bool,
-    /// Emit `account.alert` instead of `account.lock`. Default false.
-    pub dry_run: bool,
-    /// The window, in seconds. Default 3600 (1 h).
-    pub window_secs: u64,
-    /// Distinct accounts one source must fail on to be a spraying source.
-    /// Default 15, Okta's password-spray rule (≥ 15 users from one address).
-    pub min_accounts: usize,
-    /// Successful logins remembered per source. Default 64.
-    pub max_successes_per_source: usize,
-}
-
-impl Default for SprayConfig {
-    fn default() -> Self {
-        SprayConfig {
-            enabled: true,
-            dry_run: false,
-            window_secs: 3600,
-            min_accounts: 15,
-            max_successes_per_source: 64,
-        }
+crate::section! {
+    /// `[detectors.password_spray]`
+    pub struct SprayConfig {
+        /// Runs the detector.
+        pub enabled: bool = true,
+        /// Emit `account.alert` instead of `account.lock`.
+        pub dry_run: bool = false,
+        /// The window, in seconds.
+        pub window_secs: u64 = 3600,
+        /// Distinct accounts one source must fail on to be a spraying
+        /// source: Okta's password-spray rule (≥ 15 users from one address).
+        pub min_accounts: usize = 15,
+        /// Successful logins remembered per source.
+        pub max_successes_per_source: usize = 64,
     }
 }
 
-super::switches!(SprayConfig);
+impl DetectorConfig for SprayConfig {
+    fn switches(&self) -> Switches {
+        Switches {
+            enabled: self.enabled,
+            dry_run: self.dry_run,
+        }
+    }
 
-impl SprayConfig {
-    pub fn check(&self) -> Result<(), ConfigError> {
-        at_least(NAME, "window_secs", self.window_secs, 1)?;
-        at_least(NAME, "min_accounts", self.min_accounts as u64, 2)?;
-        at_least(
-            NAME,
+    fn check(&self, c: &mut Checks) {
+        c.at_least("window_secs", self.window_secs, 1);
+        c.at_least("min_accounts", self.min_accounts as u64, 2);
+        c.at_least(
             "max_successes_per_source",
             self.max_successes_per_source as u64,
             1,
-        )
+        );
     }
 }
 
@@ -116,17 +108,6 @@ pub struct PasswordSpray {
 }
 
 impl PasswordSpray {
-    pub fn new(cfg: &SprayConfig, state: &StateConfig) -> Self {
-        let window = cfg.window_secs as Millis * SECOND;
-        PasswordSpray {
-            cfg: cfg.clone(),
-            window,
-            sources: Table::sparse("spray_sources", "source", state.max_sources, window),
-            // Enough to recognise the source; beyond that only the newest matter.
-            max_failed: state.max_entries_per_key.max(cfg.min_accounts * 2),
-        }
-    }
-
     fn finding(
         &self,
         ip: IpAddr,
@@ -171,11 +152,24 @@ fn source_key(ip: IpAddr) -> u64 {
     crate::source::event::address_key(ip)
 }
 
-impl Detector for PasswordSpray {
-    fn name(&self) -> &'static str {
-        NAME
-    }
+impl Registration for PasswordSpray {
+    const NAME: &'static str = NAME;
+    const KEYED_BY: KeyedBy = KeyedBy::Source;
+    type Config = SprayConfig;
 
+    fn new(cfg: &SprayConfig, state: &StateConfig) -> Self {
+        let window = cfg.window_secs as Millis * SECOND;
+        PasswordSpray {
+            cfg: cfg.clone(),
+            window,
+            sources: Table::sparse("spray_sources", KeyedBy::Source, state.max_sources, window),
+            // Enough to recognise the source; beyond that only the newest matter.
+            max_failed: state.max_entries_per_key.max(cfg.min_accounts * 2),
+        }
+    }
+}
+
+impl Detector for PasswordSpray {
     fn observe(&self, event: &Event, ctx: &Context<'_>, out: &mut Vec<Finding>) {
         if event.kind != Kind::Auth || ctx.source_trusted() {
             return;

@@ -16,92 +16,78 @@
 //! with bounces coming back (the recipients' servers refusing the spam) is
 //! raised to a lock.
 
-use serde::{Deserialize, Serialize};
 use serde_json::Map;
 
-use super::{ev, message_evidence, thousands, Context, Detector, Finding, Severity, Strength};
-use crate::config::{at_least, number_at_least, ConfigError, StateConfig};
+use super::registry::Switches;
+use super::{DetectorConfig, Registration, ev, message_evidence, thousands, Context, Detector, Finding, Severity, Strength};
+use crate::section::Checks;
 use crate::source::event::{Event, Kind};
-use crate::state::{Entry, HourCount, Swept, Table};
+use crate::state::{KeyedBy, StateConfig, Entry, HourCount, Swept, Table};
 use crate::time::{format_rfc3339, Millis, HOUR};
 
 pub const NAME: &str = "send_volume";
 
-/// `[detectors.send_volume]`
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SendVolumeConfig {
-    /// Default true.
-    pub enabled: bool,
-    /// Emit `account.alert` instead of `account.lock`. Default false.
-    pub dry_run: bool,
-    /// The last hour's recipients must exceed this many times the account's
-    /// decayed peak hour. Default 10.
-    pub multiple: f64,
-    /// ... and at least this many recipients in the last hour. Default 100:
-    /// rspamd's ratelimit examples allow a user about 100 messages an hour;
-    /// an invitation to 30 people stays well below.
-    pub floor: u32,
-    /// Recipients in the last hour that fire whatever the history. Default
-    /// 1000 (a tenth of the daily ceiling in one hour).
-    pub hourly_ceiling: u32,
-    /// Recipients in a UTC day that fire whatever the history. Default
-    /// 10,000: Exchange Online's recipient rate limit per mailbox and day.
-    pub daily_ceiling: u32,
-    /// How fast the remembered peak fades, in hours. Default 168 (a week):
-    /// a weekly newsletter still counts as normal a week later.
-    pub baseline_half_life_hours: f64,
-    /// How long an account's sending is remembered after its last message,
-    /// in hours. Default 336 (two weeks).
-    pub history_hours: u64,
-    /// Bounces to the account in the last hour that make a send surge a
-    /// lock. Default 20.
-    pub bounces_for_lock: u32,
-}
-
-impl Default for SendVolumeConfig {
-    fn default() -> Self {
-        SendVolumeConfig {
-            enabled: true,
-            dry_run: false,
-            multiple: 10.0,
-            floor: 100,
-            hourly_ceiling: 1000,
-            daily_ceiling: 10_000,
-            baseline_half_life_hours: 168.0,
-            history_hours: 336,
-            bounces_for_lock: 20,
-        }
+crate::section! {
+    /// `[detectors.send_volume]`
+    pub struct SendVolumeConfig {
+        /// Runs the detector.
+        pub enabled: bool = true,
+        /// Emit `account.alert` instead of `account.lock`.
+        pub dry_run: bool = false,
+        /// The last hour's recipients must exceed this many times the
+        /// account's decayed peak hour.
+        pub multiple: f64 = 10.0,
+        /// ... and at least this many recipients in the last hour: rspamd's
+        /// ratelimit examples allow a user about 100 messages an hour; an
+        /// invitation to 30 people stays well below.
+        pub floor: u32 = 100,
+        /// Recipients in the last hour that fire whatever the history (a
+        /// tenth of the daily ceiling in one hour).
+        pub hourly_ceiling: u32 = 1000,
+        /// Recipients in a UTC day that fire whatever the history: Exchange
+        /// Online's recipient rate limit per mailbox and day.
+        pub daily_ceiling: u32 = 10_000,
+        /// How fast the remembered peak fades, in hours (a week: a weekly
+        /// newsletter still counts as normal a week later).
+        pub baseline_half_life_hours: f64 = 168.0,
+        /// How long an account's sending is remembered after its last
+        /// message, in hours (two weeks).
+        pub history_hours: u64 = 336,
+        /// Bounces to the account in the last hour that make a send surge a
+        /// lock.
+        pub bounces_for_lock: u32 = 20,
     }
 }
 
-super::switches!(SendVolumeConfig);
+impl DetectorConfig for SendVolumeConfig {
+    fn switches(&self) -> Switches {
+        Switches {
+            enabled: self.enabled,
+            dry_run: self.dry_run,
+        }
+    }
 
-impl SendVolumeConfig {
-    pub fn check(&self) -> Result<(), ConfigError> {
-        number_at_least(NAME, "multiple", self.multiple, 1.0, false)?;
-        at_least(NAME, "floor", self.floor.into(), 1)?;
-        at_least(
-            NAME,
+    fn check(&self, c: &mut Checks) {
+        c.number_at_least("multiple", self.multiple, 1.0, false);
+        c.at_least("floor", self.floor.into(), 1);
+        c.at_least(
             "hourly_ceiling",
             self.hourly_ceiling.into(),
             u64::from(self.floor) + 1,
-        )?;
-        at_least(
-            NAME,
+        );
+        c.at_least(
             "daily_ceiling",
             self.daily_ceiling.into(),
             self.hourly_ceiling.into(),
-        )?;
-        number_at_least(
-            NAME,
+        );
+        c.number_at_least(
             "baseline_half_life_hours",
             self.baseline_half_life_hours,
             0.0,
             true,
-        )?;
-        at_least(NAME, "history_hours", self.history_hours, 1)?;
-        at_least(NAME, "bounces_for_lock", self.bounces_for_lock.into(), 1)
+        );
+        c.at_least("history_hours", self.history_hours, 1);
+        c.at_least("bounces_for_lock", self.bounces_for_lock.into(), 1);
     }
 }
 
@@ -184,19 +170,6 @@ enum Trigger {
 }
 
 impl SendVolume {
-    pub fn new(cfg: &SendVolumeConfig, state: &StateConfig) -> Self {
-        SendVolume {
-            cfg: cfg.clone(),
-            decay: 0.5f64.powf(1.0 / cfg.baseline_half_life_hours) as f32,
-            table: Table::new(
-                "send_volume",
-                "account",
-                state.max_accounts,
-                cfg.history_hours as Millis * HOUR,
-            ),
-        }
-    }
-
     /// A ceiling locks; the baseline rule locks only with bounces coming back.
     fn locks(&self, trigger: &Trigger, bounces: u32) -> bool {
         !matches!(trigger, Trigger::Baseline) || bounces >= self.cfg.bounces_for_lock
@@ -215,11 +188,26 @@ impl SendVolume {
     }
 }
 
-impl Detector for SendVolume {
-    fn name(&self) -> &'static str {
-        NAME
-    }
+impl Registration for SendVolume {
+    const NAME: &'static str = NAME;
+    const KEYED_BY: KeyedBy = KeyedBy::Account;
+    type Config = SendVolumeConfig;
 
+    fn new(cfg: &SendVolumeConfig, state: &StateConfig) -> Self {
+        SendVolume {
+            cfg: cfg.clone(),
+            decay: 0.5f64.powf(1.0 / cfg.baseline_half_life_hours) as f32,
+            table: Table::new(
+                NAME,
+                KeyedBy::Account,
+                state.max_accounts,
+                cfg.history_hours as Millis * HOUR,
+            ),
+        }
+    }
+}
+
+impl Detector for SendVolume {
     fn observe(&self, event: &Event, ctx: &Context<'_>, out: &mut Vec<Finding>) {
         let decay = self.decay;
         match event.kind {

@@ -22,71 +22,57 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use serde::{Deserialize, Serialize};
 use serde_json::Map;
 
-use super::{ev, message_evidence, Context, Detector, Finding, Severity, Strength};
-use crate::config::{at_least, detector_invalid, ConfigError, StateConfig};
+use super::registry::Switches;
+use super::{DetectorConfig, Registration, ev, message_evidence, Context, Detector, Finding, Severity, Strength};
+use crate::section::Checks;
 use crate::source::event::{account_key, Event, Kind};
-use crate::state::{insert_sorted, prune_sorted, Entry, Items, Swept, Table};
+use crate::state::{KeyedBy, StateConfig, insert_sorted, prune_sorted, Entry, Items, Swept, Table};
 use crate::time::{human_duration, Millis, SECOND};
 
 pub const NAME: &str = "sender_mismatch";
 
-/// `[detectors.sender_mismatch]`
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SenderMismatchConfig {
-    /// Default true.
-    pub enabled: bool,
-    /// Emit `account.alert` instead of `account.lock`. Default false.
-    pub dry_run: bool,
-    /// The window, in seconds. Default 3600.
-    pub window_secs: u64,
-    /// Distinct foreign senders in the window that lock. Default 3: one is a
-    /// forgotten alias, three different customers' addresses in an hour is
-    /// someone sending as the platform's customers.
-    pub min_foreign_senders: usize,
-    /// The alias map file; empty for none. Default empty.
-    pub alias_map: String,
-    /// How often (wall clock) the alias map file is checked for changes, in
-    /// seconds. Default 10.
-    pub alias_map_reload_secs: u64,
-    /// Logins that may send as any address of their own domain (a domain's
-    /// administrators). Default `[]`.
-    pub domain_admins: Vec<String>,
-}
-
-impl Default for SenderMismatchConfig {
-    fn default() -> Self {
-        SenderMismatchConfig {
-            enabled: true,
-            dry_run: false,
-            window_secs: 3600,
-            min_foreign_senders: 3,
-            alias_map: String::new(),
-            alias_map_reload_secs: 10,
-            domain_admins: Vec::new(),
-        }
+crate::section! {
+    /// `[detectors.sender_mismatch]`
+    pub struct SenderMismatchConfig {
+        /// Runs the detector.
+        pub enabled: bool = true,
+        /// Emit `account.alert` instead of `account.lock`.
+        pub dry_run: bool = false,
+        /// The window, in seconds.
+        pub window_secs: u64 = 3600,
+        /// Distinct foreign senders in the window that lock: one is a
+        /// forgotten alias, three different customers' addresses in an hour
+        /// is someone sending as the platform's customers.
+        pub min_foreign_senders: usize = 3,
+        /// The alias map file; empty for none.
+        pub alias_map: String = String::new(),
+        /// How often (wall clock) the alias map file is checked for
+        /// changes, in seconds.
+        pub alias_map_reload_secs: u64 = 10,
+        /// Logins that may send as any address of their own domain (a
+        /// domain's administrators).
+        pub domain_admins: Vec<String> = Vec::new(),
     }
 }
 
-super::switches!(SenderMismatchConfig);
-
-impl SenderMismatchConfig {
-    pub fn check(&self) -> Result<(), ConfigError> {
-        at_least(NAME, "window_secs", self.window_secs, 1)?;
-        at_least(
-            NAME,
-            "min_foreign_senders",
-            self.min_foreign_senders as u64,
-            2,
-        )?;
-        if !self.alias_map.is_empty() {
-            read_alias_map(&PathBuf::from(&self.alias_map))
-                .map_err(|e| detector_invalid(NAME, "alias_map", &e))?;
+impl DetectorConfig for SenderMismatchConfig {
+    fn switches(&self) -> Switches {
+        Switches {
+            enabled: self.enabled,
+            dry_run: self.dry_run,
         }
-        Ok(())
+    }
+
+    fn check(&self, c: &mut Checks) {
+        c.at_least("window_secs", self.window_secs, 1);
+        c.at_least("min_foreign_senders", self.min_foreign_senders as u64, 2);
+        if !self.alias_map.is_empty() {
+            if let Err(e) = read_alias_map(&PathBuf::from(&self.alias_map)) {
+                c.fail("alias_map", e);
+            }
+        }
     }
 }
 
@@ -248,22 +234,6 @@ pub struct SenderMismatch {
 }
 
 impl SenderMismatch {
-    pub fn new(cfg: &SenderMismatchConfig, state: &StateConfig) -> Self {
-        let window = cfg.window_secs as Millis * SECOND;
-        SenderMismatch {
-            cfg: cfg.clone(),
-            window,
-            aliases: AliasMap::new(cfg),
-            admins: cfg
-                .domain_admins
-                .iter()
-                .filter_map(|a| crate::source::event::normalise_account(a).ok())
-                .collect(),
-            table: Table::sparse("sender_mismatch", "account", state.max_accounts, window),
-            cap: state.max_entries_per_key.max(cfg.min_foreign_senders),
-        }
-    }
-
     /// Whether `account` (normalised) may send as `sender` (normalised),
     /// other than as its own address (the caller checks that first, cheaply).
     fn allowed(&self, account: &str, sender: &str, aliases: &Aliases) -> bool {
@@ -282,11 +252,29 @@ impl SenderMismatch {
     }
 }
 
-impl Detector for SenderMismatch {
-    fn name(&self) -> &'static str {
-        NAME
-    }
+impl Registration for SenderMismatch {
+    const NAME: &'static str = NAME;
+    const KEYED_BY: KeyedBy = KeyedBy::Account;
+    type Config = SenderMismatchConfig;
 
+    fn new(cfg: &SenderMismatchConfig, state: &StateConfig) -> Self {
+        let window = cfg.window_secs as Millis * SECOND;
+        SenderMismatch {
+            cfg: cfg.clone(),
+            window,
+            aliases: AliasMap::new(cfg),
+            admins: cfg
+                .domain_admins
+                .iter()
+                .filter_map(|a| crate::source::event::normalise_account(a).ok())
+                .collect(),
+            table: Table::sparse(NAME, KeyedBy::Account, state.max_accounts, window),
+            cap: state.max_entries_per_key.max(cfg.min_foreign_senders),
+        }
+    }
+}
+
+impl Detector for SenderMismatch {
     fn observe(&self, event: &Event, ctx: &Context<'_>, out: &mut Vec<Finding>) {
         if event.kind != Kind::Submission {
             return;

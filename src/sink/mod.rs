@@ -1,5 +1,9 @@
-//! Where actions go. `replay` writes JSON lines to standard output; the
-//! service (later) also sends them to Kafka and webhooks.
+//! Where actions go: `replay` writes JSON lines to standard output
+//! ([`JsonLines`]); the service writes them to Kafka ([`kafka`]), from where
+//! [`webhook`] delivers them to every endpoint.
+
+pub mod kafka;
+pub mod webhook;
 
 use std::io::Write;
 

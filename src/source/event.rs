@@ -15,6 +15,22 @@ use serde::Deserialize;
 
 use crate::time::{parse_rfc3339, Millis, HOUR};
 
+crate::section! {
+    /// `[events]`: input limits.
+    pub struct EventsConfig {
+        /// Longest accepted event in bytes (at least 256).
+        pub max_bytes: usize = 65_536,
+    }
+}
+
+impl EventsConfig {
+    pub fn check(&self, c: &mut crate::section::Checks) {
+        if self.max_bytes < 256 {
+            c.fail("max_bytes", "must be at least 256");
+        }
+    }
+}
+
 /// What kind of thing happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {

@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use credwatch::sample::{auth, city_named, ip_in};
+use credwatch::demo::sample::{auth, city_named, ip_in};
 use credwatch::time::MINUTE;
 
 /// 2026-11-05T00:00:00Z

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use credwatch::config::{Config, Settings};
+use credwatch::demo::broker::EmbeddedBroker;
+use credwatch::demo::sample::Line;
 use credwatch::metrics::Metrics;
-use credwatch::sample::Line;
-use credwatch::service::embedded::EmbeddedBroker;
 use credwatch::service::Service;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
@@ -370,10 +370,11 @@ pub fn produce(brokers: &str, topic: &str, lines: &[Line]) {
 
 /// The sample day for `accounts` customers, in time order.
 pub fn sample_day(accounts: usize) -> Vec<Line> {
-    let (mut lines, _) = credwatch::sample::generate_day(&credwatch::sample::DayParams {
-        accounts,
-        ..Default::default()
-    });
+    let (mut lines, _) =
+        credwatch::demo::sample::generate_day(&credwatch::demo::sample::DayParams {
+            accounts,
+            ..Default::default()
+        });
     lines.sort_by_key(|l| l.ts);
     lines
 }

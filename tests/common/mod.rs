@@ -7,14 +7,14 @@ use std::sync::Arc;
 
 use credwatch::action::Action;
 use credwatch::config::Config;
+use credwatch::demo::sample::{self, GeoFiles, Line};
 use credwatch::engine::Engine;
 use credwatch::geo::GeoIp;
 use credwatch::policy::Decision;
-use credwatch::sample::{self, GeoFiles, Line};
 use credwatch::source::event::{parse_event, ParseLimits};
 use credwatch::time::{Millis, HOUR};
 
-pub use credwatch::sample::{auth, bounce, city_named, ip6_in, ip_in, submission};
+pub use credwatch::demo::sample::{auth, bounce, city_named, ip6_in, ip_in, submission};
 pub use credwatch::time::{MINUTE, SECOND};
 
 /// 2026-11-05T00:00:00Z

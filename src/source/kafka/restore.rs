@@ -27,9 +27,31 @@ use rdkafka::message::Message;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::kafka::{client_config, Logger, Quiet, Role};
-use super::{Batcher, Part, Shared, Work, RESTORE_POLL};
+use super::{describe, Batcher, Part, Work};
+use crate::kafka::{client_config, Logger, Quiet, Role};
+use crate::service::Shared;
 use crate::time::{now_millis, Millis, SECOND};
+
+/// How long the restorer waits for a message.
+const RESTORE_POLL: Duration = Duration::from_millis(100);
+
+/// Why a restore stopped early; the partitions are then judged from
+/// whatever state was rebuilt.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("cannot create the restore consumer: {0}")]
+    Client(#[source] KafkaError),
+    #[error("reading the group's committed offsets: {0}")]
+    Committed(#[source] KafkaError),
+    #[error("finding the first offset of the restore window: {0}")]
+    Offsets(#[source] KafkaError),
+    #[error("assigning the partitions to the restore consumer: {0}")]
+    Assign(#[source] KafkaError),
+    #[error("the restore took longer than {0} s; lower kafka.restore_secs")]
+    Timeout(u64),
+    #[error("the committed offset is outside the partition: {0}")]
+    OutOfRange(#[source] KafkaError),
+}
 
 /// How long one restore may take before the partitions are consumed with
 /// whatever state was rebuilt.
@@ -37,19 +59,19 @@ const RESTORE_TIMEOUT: Duration = Duration::from_secs(600);
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The restorer thread: one job per assignment.
-pub(super) fn run(jobs: Receiver<Vec<Arc<Part>>>, s: &Arc<Shared>) {
+pub(crate) fn run(jobs: Receiver<Vec<Arc<Part>>>, s: &Arc<Shared>) {
     while let Ok(parts) = jobs.recv() {
         let started = Instant::now();
         match restore(&parts, s) {
             Ok(events) => tracing::info!(
-                partitions = %super::describe(&parts),
+                partitions = %describe(&parts),
                 events,
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "State restored from the partitions' recent past; consuming."
             ),
             Err(e) => tracing::warn!(
-                partitions = %super::describe(&parts),
-                error = %format!("{e:#}"),
+                partitions = %describe(&parts),
+                error = %e,
                 "State of these partitions could not be rebuilt; they are judged from an empty state (windows that began before now may be missed)."
             ),
         }
@@ -70,21 +92,22 @@ struct Range {
 
 /// Re-reads the recent past of `parts` into the engine; returns the number
 /// of messages read.
-fn restore(parts: &[Arc<Part>], s: &Arc<Shared>) -> anyhow::Result<u64> {
+fn restore(parts: &[Arc<Part>], s: &Arc<Shared>) -> Result<u64, RestoreError> {
     let k = &s.settings.config.kafka;
     if k.restore_secs == 0 {
         return Ok(0);
     }
     let t0 = Instant::now();
     let consumer: BaseConsumer<Quiet> = client_config(k, Role::Restorer)
-        .create_with_context(Quiet(Logger::new("restorer", None)))?;
+        .create_with_context(Quiet(Logger::new("restorer", None)))
+        .map_err(RestoreError::Client)?;
     let mut tpl = TopicPartitionList::new();
     for p in parts {
         tpl.add_partition(&p.topic, p.partition);
     }
     let committed = consumer
         .committed_offsets(tpl, ADMIN_TIMEOUT)
-        .map_err(|e| anyhow::anyhow!("reading the group's committed offsets: {e}"))?;
+        .map_err(RestoreError::Committed)?;
     tracing::debug!(
         elapsed_ms = t0.elapsed().as_millis() as u64,
         "restore: committed offsets read"
@@ -119,7 +142,9 @@ fn restore(parts: &[Arc<Part>], s: &Arc<Shared>) -> anyhow::Result<u64> {
     let since: Millis = now_millis() - k.restore_secs as Millis * SECOND;
     let mut by_time = TopicPartitionList::new();
     for (t, p) in ranges.keys() {
-        by_time.add_partition_offset(t, *p, Offset::Offset(since))?;
+        by_time
+            .add_partition_offset(t, *p, Offset::Offset(since))
+            .map_err(RestoreError::Offsets)?;
     }
     let starts = match consumer.offsets_for_times(by_time, ADMIN_TIMEOUT) {
         Ok(t) => t,
@@ -127,7 +152,8 @@ fn restore(parts: &[Arc<Part>], s: &Arc<Shared>) -> anyhow::Result<u64> {
             tracing::warn!(error = %e, "The broker cannot look up offsets by time; restoring from the start of each partition, filtered by message time.");
             let mut t = TopicPartitionList::new();
             for (topic, p) in ranges.keys() {
-                t.add_partition_offset(topic, *p, Offset::Beginning)?;
+                t.add_partition_offset(topic, *p, Offset::Beginning)
+                    .map_err(RestoreError::Offsets)?;
             }
             t
         }
@@ -144,7 +170,9 @@ fn restore(parts: &[Arc<Part>], s: &Arc<Shared>) -> anyhow::Result<u64> {
         };
         match e.offset() {
             Offset::Offset(start) if start < r.end => {
-                assign.add_partition_offset(e.topic(), e.partition(), Offset::Offset(start))?;
+                assign
+                    .add_partition_offset(e.topic(), e.partition(), Offset::Offset(start))
+                    .map_err(RestoreError::Assign)?;
             }
             // Everything before the committed offset is older than the window.
             Offset::Offset(_) => r.done = true,
@@ -153,7 +181,9 @@ fn restore(parts: &[Arc<Part>], s: &Arc<Shared>) -> anyhow::Result<u64> {
             // tansu answer "end" to every time): read from the start of
             // retention, keeping only messages within the window.
             _ => {
-                assign.add_partition_offset(e.topic(), e.partition(), Offset::Beginning)?;
+                assign
+                    .add_partition_offset(e.topic(), e.partition(), Offset::Beginning)
+                    .map_err(RestoreError::Assign)?;
             }
         }
     }
@@ -164,17 +194,14 @@ fn restore(parts: &[Arc<Part>], s: &Arc<Shared>) -> anyhow::Result<u64> {
         elapsed_ms = t0.elapsed().as_millis() as u64,
         "restore: assigning"
     );
-    consumer.assign(&assign)?;
+    consumer.assign(&assign).map_err(RestoreError::Assign)?;
     let deadline = Instant::now() + RESTORE_TIMEOUT;
     let mut batcher = Batcher::new(true);
     let mut read = 0u64;
     while ranges.values().any(|r| !r.done) {
         if Instant::now() >= deadline {
-            batcher.flush(s, None);
-            anyhow::bail!(
-                "the restore took longer than {} s; lower kafka.restore_secs",
-                RESTORE_TIMEOUT.as_secs()
-            );
+            batcher.flush(&|b| s.send_batch(b), None);
+            return Err(RestoreError::Timeout(RESTORE_TIMEOUT.as_secs()));
         }
         if s.shutdown.load(Ordering::Relaxed) {
             break;
@@ -200,7 +227,7 @@ fn restore(parts: &[Arc<Part>], s: &Arc<Shared>) -> anyhow::Result<u64> {
                 let in_window = m.timestamp().to_millis().is_none_or(|t| t >= since);
                 if in_window {
                     batcher.push(
-                        s,
+                        &|b| s.send_batch(b),
                         &r.part,
                         m.offset(),
                         m.timestamp().to_millis(),
@@ -234,14 +261,14 @@ fn restore(parts: &[Arc<Part>], s: &Arc<Shared>) -> anyhow::Result<u64> {
             }
             Some(Err(e)) => {
                 if e.rdkafka_error_code() == Some(RDKafkaErrorCode::OffsetOutOfRange) {
-                    anyhow::bail!("the committed offset is outside the partition: {e}");
+                    return Err(RestoreError::OutOfRange(e));
                 }
                 tracing::debug!(error = %e, "restore poll");
             }
-            None => batcher.flush(s, None),
+            None => batcher.flush(&|b| s.send_batch(b), None),
         }
     }
-    batcher.flush(s, None);
+    batcher.flush(&|b| s.send_batch(b), None);
     tracing::debug!(
         elapsed_ms = t0.elapsed().as_millis() as u64,
         read,

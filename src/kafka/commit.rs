@@ -10,6 +10,10 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::KafkaResult;
+use rdkafka::{Offset, TopicPartitionList};
+
 #[derive(Debug, Default)]
 struct Inner {
     /// The highest offset the worker has handed over (-1: none yet).
@@ -100,6 +104,42 @@ impl Tracker {
     pub fn processed_offset(&self) -> i64 {
         self.lock().processed
     }
+}
+
+/// Commits what `parts` (topic, partition, tracker) have finished, in one
+/// request, and records it on each tracker when the commit succeeded. The
+/// one offset-commit loop of credwatch: the input consumer and each webhook
+/// endpoint's consumer of the actions topic both use it. `Ok(false)`:
+/// nothing new to commit.
+pub fn commit_finished<'a, C, X>(
+    consumer: &C,
+    parts: impl IntoIterator<Item = (&'a str, i32, &'a Tracker)>,
+    mode: CommitMode,
+) -> KafkaResult<bool>
+where
+    C: Consumer<X>,
+    X: ConsumerContext + 'static,
+{
+    let mut tpl = TopicPartitionList::new();
+    let mut offered = Vec::new();
+    for (topic, partition, tracker) in parts {
+        if let Some(o) = tracker.committable() {
+            if tpl
+                .add_partition_offset(topic, partition, Offset::Offset(o))
+                .is_ok()
+            {
+                offered.push((tracker, o));
+            }
+        }
+    }
+    if offered.is_empty() {
+        return Ok(false);
+    }
+    consumer.commit(&tpl, mode)?;
+    for (tracker, o) in offered {
+        tracker.committed(o);
+    }
+    Ok(true)
 }
 
 #[cfg(test)]

@@ -1,5 +1,14 @@
-//! librdkafka clients: their configuration, and the logging of their errors
-//! once per change of state rather than once per message.
+//! The Kafka connection shared by the source (the input consumer) and the
+//! sinks (the producer, the webhooks' consumers of the actions topic): the
+//! `[kafka]` section, librdkafka's configuration per client, the logging of
+//! its errors once per change of state rather than once per message, and
+//! the commit bookkeeping of at-least-once consumption.
+
+pub mod commit;
+mod config;
+
+pub use commit::Tracker;
+pub use config::KafkaConfig;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,7 +20,6 @@ use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::statistics::Statistics;
 
-use crate::config::KafkaConfig;
 use crate::metrics::Metrics;
 
 /// Which client a configuration is for.

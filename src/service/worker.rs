@@ -1,0 +1,206 @@
+//! A worker: judges the events of the partitions it owns, hands their
+//! records to the producer, and tells each partition's tracker what is done.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::Duration;
+
+use super::Shared;
+use crate::action::ActionKind;
+use crate::policy::Decision;
+use crate::sink::kafka::{Origin, Record};
+use crate::source::event::{parse_event, Kind, ParseLimits, Reject};
+use crate::source::kafka::{Batch, Work};
+use crate::time::now_millis;
+
+/// A worker: judges the events of its partitions.
+pub(super) fn run(lane: usize, rx: Receiver<Work>, s: &Shared) {
+    let mut decisions = Vec::new();
+    let mut local = Local {
+        events: s.metrics.event_counts(),
+        decision: s.metrics.decision_duration.local(),
+        lag: s.metrics.event_lag.local(),
+        keys: Vec::new(),
+    };
+    loop {
+        match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(Work::Batch(b)) => judge(lane, &b, s, &mut decisions, &mut local),
+            Ok(Work::Revoke(parts, done)) => {
+                let mut keys: HashSet<u64> = HashSet::new();
+                for p in &parts {
+                    p.revoked.store(true, Ordering::Relaxed);
+                    let a = p.accounts.lock().unwrap_or_else(|e| e.into_inner());
+                    keys.extend(a.current.iter().chain(a.previous.iter()));
+                }
+                let removed = s.engine.forget_accounts(&|k| keys.contains(&k));
+                tracing::debug!(
+                    accounts = keys.len(),
+                    entries = removed,
+                    "State of revoked partitions dropped."
+                );
+                let _ = done.send(());
+            }
+            Ok(Work::Restored(p, started)) => {
+                tracing::debug!(
+                    lane,
+                    partition = p.partition,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "restore: partition judged"
+                );
+                if p.restoring.swap(false, Ordering::Relaxed) {
+                    s.restoring.fetch_sub(1, Ordering::Relaxed);
+                    s.metrics.restoring_partitions.dec();
+                }
+                s.metrics
+                    .restore_duration
+                    .observe(started.elapsed().as_secs_f64());
+                s.resume.lock().unwrap_or_else(|e| e.into_inner()).push(p);
+            }
+            Ok(Work::Drain(done)) => {
+                let _ = done.send(());
+            }
+            Ok(Work::Stop) | Err(RecvTimeoutError::Disconnected) => return,
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+    }
+}
+
+/// What a worker counts locally and hands over once per batch.
+struct Local {
+    events: crate::metrics::EventCounts,
+    decision: prometheus::local::LocalHistogram,
+    lag: prometheus::local::LocalHistogram,
+    keys: Vec<u64>,
+}
+
+fn judge(lane: usize, b: &Batch, s: &Shared, decisions: &mut Vec<Decision>, local: &mut Local) {
+    let part = &b.part;
+    if part.revoked.load(Ordering::Relaxed) {
+        return;
+    }
+    judge_batch(lane, b, s, decisions, local);
+    part.seen_all(&local.keys, s.generation);
+    local.keys.clear();
+    local.events.flush(&s.metrics);
+    local.decision.flush();
+    local.lag.flush();
+}
+
+fn judge_batch(
+    lane: usize,
+    b: &Batch,
+    s: &Shared,
+    decisions: &mut Vec<Decision>,
+    local: &mut Local,
+) {
+    let part = &b.part;
+    let config = &s.settings.config;
+    let now = now_millis();
+    let limits = ParseLimits::new(config.events.max_bytes, now);
+    for m in &b.msgs {
+        let origin = || Origin {
+            part: part.clone(),
+            offset: m.offset,
+            received: m.received,
+        };
+        let parsed = match m.payload {
+            None => Err(Reject::empty()),
+            Some(r) if (r.1 - r.0) as usize > limits.max_bytes => {
+                Err(Reject::too_large((r.1 - r.0) as usize, limits.max_bytes))
+            }
+            Some(r) => parse_event(b.slice(r), &limits),
+        };
+        match parsed {
+            Err(_) if b.restore => {}
+            Err(reject) => {
+                s.metrics
+                    .rejected
+                    .with_label_values(&[reject.reason.as_str()])
+                    .inc();
+                if s.log.allow(reject.reason.as_str()).is_some() {
+                    tracing::warn!(
+                        reason = reject.reason.as_str(),
+                        detail = %reject.detail,
+                        topic = %part.topic,
+                        partition = part.partition,
+                        offset = m.offset,
+                        "Rejected a message; copied to the dead-letter topic (logged at most every 30 s per reason)."
+                    );
+                }
+                part.tracker.begin(m.offset, 1);
+                s.producer.produce(Record::dead_letter(
+                    &origin(),
+                    config.kafka.dead_letter_topic.as_str().into(),
+                    b.slice(m.key),
+                    m.payload.map(|r| b.slice(r)).unwrap_or_default(),
+                    reject.reason.as_str(),
+                    &reject.detail,
+                ));
+            }
+            Ok(event) => {
+                local.keys.push(event.key);
+                s.engine.process_in_lane(lane, &event, Some(now), decisions);
+                if b.restore {
+                    decisions.clear();
+                    s.metrics.restored_events.inc();
+                    continue;
+                }
+                if s.primary {
+                    local.events.add(&event);
+                }
+                if let Some(c) = m.created {
+                    local.lag.observe((now - c).max(0) as f64 / 1000.0);
+                }
+                local.decision.observe(m.received.elapsed().as_secs_f64());
+                let emits = decisions
+                    .iter()
+                    .filter(|d| matches!(d, Decision::Emit(_)))
+                    .count();
+                let forward = s
+                    .forward
+                    .as_ref()
+                    .zip(event.src_ip)
+                    .filter(|_| event.kind == Kind::Auth);
+                part.tracker
+                    .begin(m.offset, emits as u32 + forward.is_some() as u32);
+                if let (Some((topic, ip)), Some(r)) = (forward, m.payload) {
+                    s.producer.produce(Record::forward(
+                        &origin(),
+                        topic.clone(),
+                        &ip.to_string(),
+                        b.slice(r),
+                    ));
+                }
+                for d in decisions.drain(..) {
+                    s.metrics.decision(&d);
+                    match d {
+                        Decision::Emit(a) => {
+                            let action = match a.data.action {
+                                ActionKind::Lock => "lock",
+                                ActionKind::Alert => "alert",
+                            };
+                            s.metrics.actions.with_label_values(&[action]).inc();
+                            tracing::info!(
+                                account = %a.data.account,
+                                detector = a.data.detector,
+                                action,
+                                id = %a.id,
+                                "Action emitted."
+                            );
+                            s.producer.produce(Record::action(
+                                &origin(),
+                                config.kafka.actions_topic.as_str().into(),
+                                &a,
+                            ));
+                        }
+                        joined @ Decision::Enrich { .. } => joined.log_joined(),
+                    }
+                }
+            }
+        }
+        if !b.restore {
+            part.tracker.processed(m.offset);
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! Batching: messages of one partition are copied into one buffer and
+//! handed to the partition's worker when big enough, old enough, or asked.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::Part;
+
+/// Messages of one partition for its worker, in one buffer.
+pub struct Batch {
+    pub(crate) part: Arc<Part>,
+    pub(crate) restore: bool,
+    data: Vec<u8>,
+    pub(crate) msgs: Vec<Msg>,
+}
+
+pub(crate) struct Msg {
+    pub(crate) offset: i64,
+    /// The message's Kafka timestamp (milliseconds), if it has one.
+    pub(crate) created: Option<i64>,
+    pub(crate) key: (u32, u32),
+    /// `None`: a message without a value (a tombstone).
+    pub(crate) payload: Option<(u32, u32)>,
+    pub(crate) received: Instant,
+}
+
+impl Batch {
+    fn new(part: Arc<Part>, restore: bool) -> Batch {
+        Batch {
+            part,
+            restore,
+            data: Vec::with_capacity(64 * 1024),
+            msgs: Vec::with_capacity(256),
+        }
+    }
+
+    fn push(
+        &mut self,
+        offset: i64,
+        created: Option<i64>,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+    ) {
+        let mut put = |b: &[u8]| {
+            let start = self.data.len() as u32;
+            self.data.extend_from_slice(b);
+            (start, self.data.len() as u32)
+        };
+        let key = put(key.unwrap_or_default());
+        let payload = payload.map(put);
+        self.msgs.push(Msg {
+            offset,
+            created,
+            key,
+            payload,
+            received: Instant::now(),
+        });
+    }
+
+    pub(crate) fn slice(&self, r: (u32, u32)) -> &[u8] {
+        &self.data[r.0 as usize..r.1 as usize]
+    }
+}
+
+/// Collects messages into per-partition batches and sends them to the
+/// workers when big enough or when asked.
+pub struct Batcher {
+    open: Vec<Batch>,
+    last: usize,
+    since: Instant,
+    restore: bool,
+}
+
+const BATCH_MESSAGES: usize = 512;
+const BATCH_BYTES: usize = 256 * 1024;
+const BATCH_AGE: Duration = Duration::from_millis(5);
+
+impl Batcher {
+    pub(crate) fn new(restore: bool) -> Batcher {
+        Batcher {
+            open: Vec::new(),
+            last: 0,
+            since: Instant::now(),
+            restore,
+        }
+    }
+
+    pub(crate) fn push(
+        &mut self,
+        send: &dyn Fn(Batch),
+        part: &Arc<Part>,
+        offset: i64,
+        created: Option<i64>,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+    ) {
+        let i = match self.open.get(self.last) {
+            Some(b) if Arc::ptr_eq(&b.part, part) => self.last,
+            _ => match self.open.iter().position(|b| Arc::ptr_eq(&b.part, part)) {
+                Some(i) => i,
+                None => {
+                    if self.open.is_empty() {
+                        self.since = Instant::now();
+                    }
+                    self.open.push(Batch::new(part.clone(), self.restore));
+                    self.open.len() - 1
+                }
+            },
+        };
+        self.last = i;
+        let b = &mut self.open[i];
+        b.push(offset, created, key, payload);
+        if b.msgs.len() >= BATCH_MESSAGES || b.data.len() >= BATCH_BYTES {
+            send(self.open.swap_remove(i));
+        }
+    }
+
+    pub(crate) fn due(&self) -> bool {
+        !self.open.is_empty() && self.since.elapsed() >= BATCH_AGE
+    }
+
+    /// Sends every open batch (or only those of `only`).
+    pub(crate) fn flush(&mut self, send: &dyn Fn(Batch), only: Option<&dyn Fn(&Part) -> bool>) {
+        let mut i = 0;
+        while i < self.open.len() {
+            if only.is_none_or(|f| f(&self.open[i].part)) {
+                let b = self.open.swap_remove(i);
+                if !b.msgs.is_empty() {
+                    send(b);
+                }
+            } else {
+                i += 1;
+            }
+        }
+        self.last = 0;
+        self.since = Instant::now();
+    }
+}
