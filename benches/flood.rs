@@ -7,8 +7,7 @@
 //! The travel attack needs at least 400,000 events; the caps are "full"
 //! after three times their size.
 
-#[path = "../tests/common/flood.rs"]
-mod flood;
+use credwatch_testkit::flood;
 
 use flood::{run, Flood, GUESSED, TRAVELLER};
 

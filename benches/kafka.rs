@@ -13,10 +13,7 @@
 //! Size: CREDWATCH_BENCH_KAFKA_ACCOUNTS (default 30000 accounts, about
 //! 200k events); CREDWATCH_BENCH_KAFKA_RATE (default 5000 events/s).
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-#[path = "../tests/common/kafka.rs"]
-mod kafka;
+use credwatch_testkit::kafka;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,7 +24,7 @@ use credwatch::service::Service;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Message};
 
-use common::{ip, ok, World, MINUTE, T0};
+use credwatch_testkit::{ip, ok, World, MINUTE, T0};
 use kafka::*;
 
 fn env(name: &str, default: usize) -> usize {

@@ -9,10 +9,7 @@
 //! Latency: from handing that event to the producer to the receiver
 //! getting the webhook for its account.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-#[path = "../tests/common/kafka.rs"]
-mod kafka;
+use credwatch_testkit::kafka;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -30,7 +27,7 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 
-use common::{ip, ok, World, MINUTE, T0};
+use credwatch_testkit::{ip, ok, World, MINUTE, T0};
 use kafka::*;
 
 static DECIDED: Mutex<Vec<i64>> = Mutex::new(Vec::new());

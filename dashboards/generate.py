@@ -102,7 +102,7 @@ def overview():
               [("avg(credwatch_geoip_cache_hit_ratio)", "hit ratio")],
               unit="percentunit", kind="gauge", max_=1),
         panel(15, "State evictions /15m by cause", 18, 40, 6, 8,
-              [("sum by (cause) (increase(credwatch_state_evictions[15m]))", "{{cause}}")]),
+              [("sum by (cause) (increase(credwatch_state_evictions_total[15m]))", "{{cause}}")]),
     ]
     return {
         "uid": "credwatch-overview",

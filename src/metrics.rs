@@ -37,9 +37,9 @@ pub struct Metrics {
     pub broker_up: IntGauge,
     pub state_entries: IntGaugeVec,
     pub state_capacity: IntGaugeVec,
-    pub state_evictions: IntGaugeVec,
-    pub geoip_lookups: IntGauge,
-    pub geoip_cache_hits: IntGauge,
+    pub state_evictions: IntCounterVec,
+    pub geoip_lookups: IntCounter,
+    pub geoip_cache_hits: IntCounter,
     pub geoip_cache_hit_ratio: Gauge,
     pub geoip_reloads: IntCounterVec,
     pub ready: IntGauge,
@@ -118,6 +118,21 @@ fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterV
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("metric definition");
     r.register(Box::new(c.clone())).expect("unique metric");
     c
+}
+
+fn single_counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("metric definition");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+/// Brings a counter up to a cumulative count kept elsewhere (the engine's
+/// tables and GeoIP cache count on their own; the counter follows).
+fn catch_up(c: &IntCounter, total: u64) {
+    let seen = c.get();
+    if total > seen {
+        c.inc_by(total - seen);
+    }
 }
 
 fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
@@ -225,13 +240,11 @@ impl Metrics {
                 &[0.01, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0],
             ),
             restored_events: {
-                let c = IntCounter::new(
+                single_counter(
+                    &r,
                     "credwatch_state_restored_events_total",
                     "Events read again to rebuild state after an assignment (no actions emitted for them).",
                 )
-                .expect("metric definition");
-                r.register(Box::new(c.clone())).expect("unique metric");
-                c
             },
             restoring_partitions: gauge(
                 &r,
@@ -279,21 +292,21 @@ impl Metrics {
                 "Cap of each state table (state.max_accounts, state.max_sources).",
                 &["table", "keyed_by"],
             ),
-            state_evictions: gauge_vec(
+            state_evictions: counter(
                 &r,
-                "credwatch_state_evictions",
-                "Entries removed per table since start, by cause (expired, cap).",
+                "credwatch_state_evictions_total",
+                "Entries removed per table, by cause (expired, cap).",
                 &["table", "cause"],
             ),
-            geoip_lookups: gauge(
+            geoip_lookups: single_counter(
                 &r,
-                "credwatch_geoip_lookups",
-                "GeoIP lookups since start.",
+                "credwatch_geoip_lookups_total",
+                "GeoIP lookups.",
             ),
-            geoip_cache_hits: gauge(
+            geoip_cache_hits: single_counter(
                 &r,
-                "credwatch_geoip_cache_hits",
-                "GeoIP lookups answered from the cache since start.",
+                "credwatch_geoip_cache_hits_total",
+                "GeoIP lookups answered from the cache.",
             ),
             geoip_cache_hit_ratio: {
                 let g = Gauge::new(
@@ -391,16 +404,18 @@ impl Metrics {
             self.state_capacity
                 .with_label_values(&[t.name, t.keyed_by.as_str()])
                 .set(t.cap as i64);
-            self.state_evictions
-                .with_label_values(&[t.name, "expired"])
-                .set(t.evicted_expired as i64);
-            self.state_evictions
-                .with_label_values(&[t.name, "cap"])
-                .set(t.evicted_cap as i64);
+            catch_up(
+                &self.state_evictions.with_label_values(&[t.name, "expired"]),
+                t.evicted_expired,
+            );
+            catch_up(
+                &self.state_evictions.with_label_values(&[t.name, "cap"]),
+                t.evicted_cap,
+            );
         }
         let (n, hits) = engine.geo_lookups();
-        self.geoip_lookups.set(n as i64);
-        self.geoip_cache_hits.set(hits as i64);
+        catch_up(&self.geoip_lookups, n);
+        catch_up(&self.geoip_cache_hits, hits);
         if n > 0 {
             self.geoip_cache_hit_ratio.set(hits as f64 / n as f64);
         }

@@ -3,14 +3,12 @@
 //! `credwatch demo --follow`. A panel whose query returns nothing is a
 //! broken panel.
 
-mod common;
-#[path = "common/prometheus.rs"]
-mod prometheus;
+use credwatch_testkit::prometheus;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_port, Kill};
+use credwatch_testkit::{free_port, Kill};
 use prometheus::Prometheus;
 use serde_json::Value;
 

@@ -13,11 +13,8 @@
 //! and the same body; and an impossible travel whose two logins straddle the
 //! fault is still caught.
 
-mod common;
-#[path = "common/kafka.rs"]
-mod kafka;
-#[path = "common/receiver.rs"]
-mod receiver;
+use credwatch_testkit::kafka;
+use credwatch_testkit::receiver;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -25,7 +22,7 @@ use std::time::{Duration, Instant};
 use credwatch::demo::sample::Line;
 use serde_json::Value;
 
-use common::{ip, ok, World};
+use credwatch_testkit::{ip, ok, World};
 use kafka::*;
 use receiver::*;
 
@@ -103,7 +100,7 @@ fn survive(fault: Fault) {
     create_topics(&b, PARTITIONS);
     let brokers = b.brokers();
     let (lines, at) = day_with_a_straddling_incident();
-    let want = replay_set(&common::run(&world.engine(""), &lines));
+    let want = replay_set(&credwatch_testkit::run(&world.engine(""), &lines));
     let straddling = |set: &Actions| {
         straddlers()
             .into_iter()

@@ -7,11 +7,9 @@
 //! `FLOOD_EVENTS=10000000 cargo test --release --test flood -- --nocapture`
 //! (and `cargo bench --bench flood` prints the table for BENCHMARKS.md).
 
-mod common;
-#[path = "common/flood.rs"]
-mod flood;
+use credwatch_testkit::flood;
 
-use common::World;
+use credwatch_testkit::World;
 use flood::*;
 
 #[test]

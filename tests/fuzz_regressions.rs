@@ -4,8 +4,7 @@
 //! broke (`fuzz/regressions/event/<what-it-broke>`), and it runs here, in
 //! every `cargo test`, from then on.
 
-#[path = "common/parser_contract.rs"]
-mod parser_contract;
+use credwatch_testkit::parser_contract;
 
 use std::path::Path;
 

@@ -6,9 +6,7 @@
 //! never echoes a payload (each payload carries a canary that must not
 //! appear in any log line).
 
-mod common;
-#[path = "common/kafka.rs"]
-mod kafka;
+use credwatch_testkit::kafka;
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -18,8 +16,8 @@ use credwatch::demo::broker::EmbeddedBroker;
 use credwatch::source::event::RejectReason;
 use serde_json::{json, Value};
 
-use common::{http_get, metric};
-use common::{ip, World, T0};
+use credwatch_testkit::{http_get, metric};
+use credwatch_testkit::{ip, World, T0};
 use kafka::*;
 
 const CANARY: &str = "CANARY-7f3a9c";

@@ -5,11 +5,8 @@
 //! so, and the shipped alert `CredwatchBreakerOpen` fires in a real
 //! Prometheus evaluating deploy/prometheus/credwatch.rules.yml.
 
-mod common;
-#[path = "common/kafka.rs"]
-mod kafka;
-#[path = "common/prometheus.rs"]
-mod prometheus;
+use credwatch_testkit::kafka;
+use credwatch_testkit::prometheus;
 
 use std::path::Path;
 use std::time::Duration;
@@ -18,7 +15,7 @@ use credwatch::demo::broker::EmbeddedBroker;
 use credwatch::demo::sample::Line;
 use serde_json::Value;
 
-use common::{http_get, ip, metric, ok, World, MINUTE, SECOND, T0};
+use credwatch_testkit::{http_get, ip, metric, ok, World, MINUTE, SECOND, T0};
 use kafka::*;
 use prometheus::Prometheus;
 

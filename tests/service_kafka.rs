@@ -6,9 +6,7 @@
 //! instance, with two in one group, and across a restart (state restored
 //! from the partition, nothing acted on twice).
 
-mod common;
-#[path = "common/kafka.rs"]
-mod kafka;
+use credwatch_testkit::kafka;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -17,7 +15,7 @@ use credwatch::demo::broker::EmbeddedBroker;
 use credwatch::demo::sample::Line;
 use credwatch::service::Service;
 
-use common::{http_get, ip, ok, World, MINUTE, T0};
+use credwatch_testkit::{http_get, ip, ok, World, MINUTE, T0};
 use kafka::*;
 
 const PARTITIONS: i32 = 4;
@@ -50,7 +48,7 @@ fn sample_day_on(b: &dyn Broker) -> (World, Vec<Line>, Actions) {
     let world = World::new();
     create_topics(b, PARTITIONS);
     let lines = day();
-    let want = replay_set(&common::run(&world.engine(""), &lines));
+    let want = replay_set(&credwatch_testkit::run(&world.engine(""), &lines));
     (world, lines, want)
 }
 
@@ -240,7 +238,10 @@ fn restart_restores_state(b: &dyn Broker) {
     // And it is what replay gives on the same events.
     let mut all = before.clone();
     all.extend(after);
-    assert_eq!(set, replay_set(&common::run(&world.engine(""), &all)));
+    assert_eq!(
+        set,
+        replay_set(&credwatch_testkit::run(&world.engine(""), &all))
+    );
 }
 
 #[test]
@@ -491,7 +492,7 @@ fn embedded_broker_outage_is_survived() {
     assert_eq!(metrics.broker_up.get(), 1, "the recovery is noticed");
     svc.shutdown().expect("clean shutdown");
     let got = read_actions(&b.brokers());
-    let want = replay_set(&common::run(&world.engine(""), &lines));
+    let want = replay_set(&credwatch_testkit::run(&world.engine(""), &lines));
     assert_same_as_replay(&action_set(&got), &want);
 }
 

@@ -3,11 +3,8 @@
 //! (PyPI `standardwebhooks`, in tests/webhook_receiver.py), with the
 //! service on the real tansu broker.
 
-mod common;
-#[path = "common/kafka.rs"]
-mod kafka;
-#[path = "common/receiver.rs"]
-mod receiver;
+use credwatch_testkit::kafka;
+use credwatch_testkit::receiver;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Stdio};
@@ -20,7 +17,7 @@ use credwatch::service::Service;
 use credwatch::sink::webhook::Webhooks;
 use serde_json::Value;
 
-use common::World;
+use credwatch_testkit::World;
 use kafka::*;
 use receiver::*;
 

@@ -2,7 +2,7 @@
 //! tests/common/parser_contract.rs, shared with tests/fuzz_regressions.rs).
 #![no_main]
 
-#[path = "../../tests/common/parser_contract.rs"]
+#[path = "../../tests/support/src/parser_contract.rs"]
 mod parser_contract;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| parser_contract::check_event(data));

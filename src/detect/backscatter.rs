@@ -147,3 +147,33 @@ impl Detector for Backscatter {
         vec![&self.table]
     }
 }
+
+#[cfg(all(test, feature = "demo"))]
+mod findings {
+    use super::*;
+    use crate::demo::sample::{bounce, submission};
+    use crate::detect::testing::{ip, Bench, T0};
+    use crate::time::{MINUTE, SECOND};
+
+    const A: &str = "victim@example.net";
+
+    #[test]
+    fn a_surge_of_bounces_to_a_quiet_account_alerts_once_an_hour() {
+        let b = Bench::new();
+        let d = Bench::detector::<Backscatter>("");
+        let lines: Vec<_> = (0..80).map(|i| bounce(T0 + i * 10 * SECOND, A)).collect();
+        let f = b.observe(&d, &lines);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].strength, Strength::Alert, "a victim is never locked");
+        assert_eq!(f[0].evidence["bounces_last_hour"], 50);
+    }
+
+    #[test]
+    fn bounces_of_an_account_that_sends_a_lot_are_not_backscatter() {
+        let b = Bench::new();
+        let d = Bench::detector::<Backscatter>("");
+        let mut lines = vec![submission(T0, A, ip("Paris", 4), A, None, 200)];
+        lines.extend((0..80).map(|i| bounce(T0 + MINUTE + i * 10 * SECOND, A)));
+        assert!(b.observe(&d, &lines).is_empty());
+    }
+}

@@ -301,3 +301,37 @@ impl Detector for FailedLoginBurst {
         vec![&self.table]
     }
 }
+
+#[cfg(all(test, feature = "demo"))]
+mod findings {
+    use super::*;
+    use crate::demo::sample::auth;
+    use crate::detect::testing::{ip, Bench, T0};
+    use crate::time::{MINUTE, SECOND};
+
+    const A: &str = "bob@example.net";
+
+    fn guess(i: i64, pwhash: &str) -> crate::demo::sample::Line {
+        auth(T0 + i * 20 * SECOND, A, "imap", ip("Lagos", 9), false, Some(pwhash))
+    }
+
+    #[test]
+    fn the_burst_alerts_then_the_success_from_the_guesser_locks() {
+        let b = Bench::new();
+        let d = Bench::detector::<FailedLoginBurst>("");
+        let mut lines: Vec<_> = (0..12).map(|i| guess(i, &format!("{:x}", 0xdead00 + i))).collect();
+        lines.push(auth(T0 + 5 * MINUTE, A, "imap", ip("Lagos", 9), true, Some("c0ffee00")));
+        let f = b.observe(&d, &lines);
+        let strengths: Vec<Strength> = f.iter().map(|f| f.strength).collect();
+        assert_eq!(strengths, [Strength::Alert, Strength::Lock], "{f:?}");
+        assert_eq!(f[1].severity, Severity::Critical);
+    }
+
+    #[test]
+    fn a_phone_retrying_one_stale_password_finds_nothing() {
+        let b = Bench::new();
+        let d = Bench::detector::<FailedLoginBurst>("");
+        let lines: Vec<_> = (0..30).map(|i| guess(i, "5ca1ab1e")).collect();
+        assert!(b.observe(&d, &lines).is_empty());
+    }
+}

@@ -298,3 +298,49 @@ impl Detector for ImpossibleTravel {
         vec![&self.logins]
     }
 }
+
+#[cfg(all(test, feature = "demo"))]
+mod findings {
+    use super::*;
+    use crate::demo::sample::auth;
+    use crate::detect::testing::{ip, Bench, T0};
+    use crate::time::MINUTE;
+
+    fn ok(ts: Millis, city: &str) -> crate::demo::sample::Line {
+        auth(ts, "alice@example.jp", "imap", ip(city, 7), true, Some("c0ffee00"))
+    }
+
+    #[test]
+    fn every_impossible_jump_is_a_finding_even_the_one_an_incident_would_absorb() {
+        let b = Bench::new();
+        let d = Bench::detector::<ImpossibleTravel>("");
+        let f = b.observe(
+            &d,
+            &[
+                ok(T0, "London"),
+                ok(T0 + 30 * MINUTE, "Sydney"),
+                ok(T0 + 60 * MINUTE, "London"),
+            ],
+        );
+        assert_eq!(f.len(), 2, "{f:?}");
+        assert!(f.iter().all(|f| f.strength == Strength::Lock && f.detector == NAME));
+        assert!(f[0].reason.contains("Sydney"), "{}", f[0].reason);
+        assert_eq!(f[0].first_event_ts, T0);
+        assert_eq!(f[1].last_event_ts, T0 + 60 * MINUTE);
+    }
+
+    #[test]
+    fn a_long_haul_flight_and_nearby_towns_are_not_travel() {
+        let b = Bench::new();
+        let d = Bench::detector::<ImpossibleTravel>("");
+        let f = b.observe(
+            &d,
+            &[
+                ok(T0, "Tokyo"),
+                ok(T0 + 14 * HOUR, "London"),
+                ok(T0 + 15 * HOUR, "Boxford"),
+            ],
+        );
+        assert!(f.is_empty(), "{f:?}");
+    }
+}

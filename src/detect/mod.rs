@@ -27,6 +27,9 @@ registry! {
 
 pub use registry::{DetectorConfig, DetectorInfo, Registered, Registration};
 
+#[cfg(all(test, feature = "demo"))]
+mod testing;
+
 use std::cell::OnceCell;
 use std::net::IpAddr;
 

@@ -263,3 +263,45 @@ impl Detector for PasswordSpray {
         vec![&self.sources]
     }
 }
+
+#[cfg(all(test, feature = "demo"))]
+mod findings {
+    use super::*;
+    use crate::demo::sample::auth;
+    use crate::detect::testing::{ip, Bench, T0};
+    use crate::time::{MINUTE, SECOND};
+
+    #[test]
+    fn a_success_from_a_spraying_address_locks_that_account_only() {
+        let b = Bench::new();
+        let d = Bench::detector::<PasswordSpray>("");
+        let from = ip("Moscow", 3);
+        let mut lines: Vec<_> = (0..15)
+            .map(|i| {
+                let who = format!("user{i}@example.net");
+                auth(T0 + i * SECOND, &who, "imap", from, false, Some("5b4a7"))
+            })
+            .collect();
+        lines.push(auth(T0 + MINUTE, "victim@example.net", "imap", from, true, None));
+        let f = b.observe(&d, &lines);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(&*f[0].account, "victim@example.net");
+        assert_eq!(f[0].strength, Strength::Lock);
+        assert_eq!(f[0].evidence["accounts_failed_from_source"], 15);
+    }
+
+    #[test]
+    fn fourteen_accounts_are_not_a_spray() {
+        let b = Bench::new();
+        let d = Bench::detector::<PasswordSpray>("");
+        let from = ip("Moscow", 3);
+        let mut lines: Vec<_> = (0..14)
+            .map(|i| {
+                let who = format!("user{i}@example.net");
+                auth(T0 + i * SECOND, &who, "imap", from, false, None)
+            })
+            .collect();
+        lines.push(auth(T0 + MINUTE, "victim@example.net", "imap", from, true, None));
+        assert!(b.observe(&d, &lines).is_empty());
+    }
+}

@@ -335,3 +335,59 @@ mod tests {
         );
     }
 }
+
+#[cfg(all(test, feature = "demo"))]
+mod findings {
+    use super::*;
+    use crate::demo::sample::{bounce, submission};
+    use crate::detect::testing::{ip, Bench, T0};
+    use crate::time::{MINUTE, SECOND};
+
+    const A: &str = "club@example.org";
+
+    #[test]
+    fn the_floor_alerts_the_ceiling_locks_and_locks_again_a_day_later() {
+        let b = Bench::new();
+        let d = Bench::detector::<SendVolume>("");
+        let from = ip("Paris", 4);
+        let mut lines: Vec<_> = (0..11)
+            .map(|i| submission(T0 + i * MINUTE, A, from, A, None, 100))
+            .collect();
+        // A day later, the same again: a new finding the detector makes
+        // whether or not the policy still has the incident open.
+        lines.extend((0..11).map(|i| submission(T0 + 25 * HOUR + i * MINUTE, A, from, A, None, 100)));
+        let f = b.observe(&d, &lines);
+        let seen: Vec<(Strength, &str)> = f
+            .iter()
+            .map(|f| (f.strength, f.evidence["trigger"].as_str().unwrap()))
+            .collect();
+        // A new account at the floor alerts (no history to compare with);
+        // the ceiling locks; a day later the ceiling locks again though
+        // its peak is now known.
+        assert_eq!(
+            seen,
+            [
+                (Strength::Alert, "baseline"),
+                (Strength::Lock, "hourly_ceiling"),
+                (Strength::Lock, "hourly_ceiling"),
+            ],
+            "{f:?}"
+        );
+    }
+
+    #[test]
+    fn an_invitation_to_thirty_people_is_ordinary() {
+        let b = Bench::new();
+        let d = Bench::detector::<SendVolume>("");
+        let lines = [submission(T0, A, ip("Paris", 4), A, None, 30)];
+        assert!(b.observe(&d, &lines).is_empty());
+    }
+
+    #[test]
+    fn bounces_alone_are_not_sending() {
+        let b = Bench::new();
+        let d = Bench::detector::<SendVolume>("");
+        let lines: Vec<_> = (0..200).map(|i| bounce(T0 + i * SECOND, A)).collect();
+        assert!(b.observe(&d, &lines).is_empty());
+    }
+}

@@ -434,3 +434,53 @@ mod tests {
         assert!(e.contains(":1:"), "{e}");
     }
 }
+
+#[cfg(all(test, feature = "demo"))]
+mod findings {
+    use super::*;
+    use crate::demo::sample::submission;
+    use crate::detect::testing::{ip, Bench, T0};
+    use crate::time::MINUTE;
+
+    const A: &str = "alice@example.jp";
+
+    fn sent_as(i: i64, sender: &str) -> crate::demo::sample::Line {
+        submission(T0 + i * MINUTE, A, ip("Lagos", 5), sender, None, 1)
+    }
+
+    #[test]
+    fn one_foreign_sender_alerts_the_third_locks_the_rest_are_absorbed() {
+        let b = Bench::new();
+        let d = Bench::detector::<SenderMismatch>("");
+        let f = b.observe(
+            &d,
+            &[
+                sent_as(0, "bob@example.net"),
+                sent_as(1, "carol@example.org"),
+                sent_as(2, "dave@example.com"),
+                sent_as(3, "erin@example.com"),
+            ],
+        );
+        let seen: Vec<(Strength, u64)> = f
+            .iter()
+            .map(|f| (f.strength, f.evidence["foreign_senders"].as_u64().unwrap()))
+            .collect();
+        assert_eq!(seen, [(Strength::Alert, 1), (Strength::Lock, 3)], "{f:?}");
+        assert_eq!(f[1].severity, Severity::Critical, "three domains");
+    }
+
+    #[test]
+    fn its_own_tagged_and_differently_cased_address_is_its_own() {
+        let b = Bench::new();
+        let d = Bench::detector::<SenderMismatch>("");
+        let f = b.observe(
+            &d,
+            &[
+                sent_as(0, "Alice@Example.JP"),
+                sent_as(1, "alice+news@example.jp"),
+                sent_as(2, "<>"),
+            ],
+        );
+        assert!(f.is_empty(), "{f:?}");
+    }
+}

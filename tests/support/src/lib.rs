@@ -1,6 +1,33 @@
-//! Shared helpers of the scenario tests: a generated GeoIP world, an engine
-//! built from TOML, and a way to feed it events and read its actions.
-#![allow(dead_code, unused_imports)]
+//! credwatch's test kit: what the integration tests and benchmarks share,
+//! compiled once as a library (a dev-dependency) instead of being stitched
+//! into every test binary. At the top: a generated GeoIP world, an engine
+//! built from TOML, a way to feed it events and read its actions, and small
+//! HTTP and process helpers; [`kafka`] (brokers, topics, the `credwatch`
+//! binary), [`receiver`] (the verifying webhook receiver), [`prometheus`]
+//! (a real Prometheus), [`flood`] (the junk-username flood) and
+//! [`parser_contract`] (the parsers' promises, also run by the fuzzers).
+
+/// The repository (this kit lives in `tests/support`).
+pub fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The `credwatch` binary cargo built beside the running test or bench
+/// (`target/<profile>/credwatch`; the test runs from `target/<profile>/deps`).
+pub fn credwatch_exe() -> std::path::PathBuf {
+    let me = std::env::current_exe().expect("the test's own path");
+    let profile = me
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps");
+    profile.join("credwatch")
+}
+
+pub mod flood;
+pub mod kafka;
+pub mod parser_contract;
+pub mod prometheus;
+pub mod receiver;
 
 use std::net::IpAddr;
 use std::sync::Arc;

@@ -1,7 +1,6 @@
 //! Kafka for the service tests: the real `tansu` broker (a Kafka-protocol
 //! broker, started per test on a free loopback port) and librdkafka's
 //! in-process mock cluster; producing events and reading topics back.
-#![allow(dead_code)]
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -19,7 +18,7 @@ use rdkafka::message::Headers;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
-use crate::common::{free_port, World};
+use crate::{free_port, World};
 
 pub trait Broker {
     fn brokers(&self) -> String;
@@ -50,7 +49,7 @@ pub fn tansu_bin() -> PathBuf {
     if let Ok(p) = std::env::var("TANSU_BIN") {
         return PathBuf::from(p);
     }
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/tools/tansu");
+    let p = crate::repo_root().join("target/tools/tansu");
     assert!(
         p.exists(),
         "The Kafka tests need the tansu broker at {} (or TANSU_BIN=path). Run tests/run once: it downloads and checks it.",
@@ -593,7 +592,7 @@ impl Binary {
         )
         .expect("write config");
         let log = world.dir.path().join(format!("{name}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_credwatch"))
+        let child = Command::new(crate::credwatch_exe())
             .args(["run", "--config"])
             .arg(&config)
             .envs(env.iter().copied())

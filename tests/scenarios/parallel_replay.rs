@@ -1,7 +1,6 @@
 //! The parallel replay gives the same actions as the sequential one.
 
-mod common;
-use common::*;
+use credwatch_testkit::*;
 
 use std::io::Cursor;
 

@@ -2,8 +2,7 @@
 //! flight, the commuter, the VPN, the office network and the unknown address
 //! are not.
 
-mod common;
-use common::*;
+use credwatch_testkit::*;
 
 #[test]
 fn phished_password_used_from_abroad_is_locked() {

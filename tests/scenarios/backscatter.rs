@@ -1,8 +1,7 @@
 //! backscatter: a customer whose address someone else forges gets an alert,
 //! never a lock.
 
-mod common;
-use common::*;
+use credwatch_testkit::*;
 
 #[test]
 fn a_spoofed_customer_is_a_victim_alert_never_a_lock() {

@@ -1,7 +1,6 @@
 //! `credwatch replay` and `credwatch check-config` as a user runs them.
 
-mod common;
-use common::*;
+use credwatch_testkit::*;
 
 use std::process::Command;
 

@@ -2,8 +2,7 @@
 //! locked, before or after it was recognised; accounts that only saw
 //! failures are not.
 
-mod common;
-use common::*;
+use credwatch_testkit::*;
 
 #[test]
 fn successes_from_a_spraying_source_are_locked() {

@@ -1,14 +1,13 @@
 //! A real Prometheus server (Debian package prometheus; tests/run installs
 //! it) on a free loopback port, scraping one target every second and
 //! evaluating rules every second; killed when dropped.
-#![allow(dead_code)]
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-use crate::common::{free_port, http_get, Kill};
+use crate::{free_port, http_get, Kill};
 
 pub struct Prometheus {
     _child: Kill,

@@ -1,8 +1,7 @@
 //! State stays within its caps under a flood of junk accounts, and a real
 //! account under attack at the same time is still caught.
 
-mod common;
-use common::*;
+use credwatch_testkit::*;
 
 #[test]
 fn a_flood_of_random_usernames_stays_under_the_cap_and_the_real_attack_is_caught() {

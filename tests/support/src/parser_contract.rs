@@ -2,7 +2,6 @@
 //! (fuzz/fuzz_targets/*.rs include this file) and by
 //! tests/fuzz_regressions.rs on the seeds and on every input a fuzzer once
 //! crashed on. Each check panics with what was broken.
-#![allow(dead_code)]
 
 use credwatch::config::Config;
 use credwatch::source::event::{parse_event, ParseLimits, RejectReason};

@@ -4,7 +4,6 @@
 //! the process's resident memory as the flood goes on (shared by
 //! tests/flood.rs, which asserts on it, and benches/flood.rs, which prints
 //! it at full size).
-#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;

@@ -4,8 +4,7 @@
 //! (and a newsletter) go on as usual. Every abused account is locked, no
 //! spoofed customer is; the test prints how many events it took.
 
-mod common;
-use common::*;
+use credwatch_testkit::*;
 
 use credwatch::demo::sample::{generate_day, DayParams};
 use credwatch::time::parse_rfc3339;

@@ -1,7 +1,6 @@
 //! A webhook receiver on loopback (tests/webhook_receiver.py) that verifies
 //! every request with an independent Standard Webhooks implementation
 //! (PyPI `standardwebhooks`).
-#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -23,10 +22,7 @@ impl Receiver {
     pub fn start(dir: &std::path::Path, name: &str, args: &[&str], port: u16) -> Receiver {
         let out = dir.join(format!("{name}.jsonl"));
         let mut child = Command::new("python3")
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/webhook_receiver.py"
-            ))
+            .arg(crate::repo_root().join("tests/webhook_receiver.py"))
             .arg("--out")
             .arg(&out)
             .args([

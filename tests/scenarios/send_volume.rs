@@ -2,8 +2,7 @@
 //! customer's usual address and place); the newsletter the account always
 //! sends, and a one-off invitation, are not.
 
-mod common;
-use common::*;
+use credwatch_testkit::*;
 
 const HOUR: i64 = 60 * MINUTE;
 

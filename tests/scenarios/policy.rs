@@ -1,8 +1,7 @@
 //! Policy: one action per account and incident, upgrades from alert to
 //! lock, deterministic ids, and the lock-storm breaker.
 
-mod common;
-use common::*;
+use credwatch_testkit::*;
 
 use credwatch::policy::Decision;
 

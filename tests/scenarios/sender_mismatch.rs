@@ -2,8 +2,7 @@
 //! differently-cased addresses, aliases (also after the map changes) and a
 //! domain administrator are fine; one foreign sender only alerts.
 
-mod common;
-use common::*;
+use credwatch_testkit::*;
 
 fn send(t: i64, account: &str, from: &str, header: Option<&str>) -> credwatch::demo::sample::Line {
     submission(t, account, ip("London", 7), from, header, 3)

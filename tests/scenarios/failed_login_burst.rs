@@ -1,8 +1,7 @@
 //! failed_login_burst: guessing then success locks; guessing alone alerts;
 //! a stale password on a phone and a shared NAT with typos do nothing.
 
-mod common;
-use common::*;
+use credwatch_testkit::*;
 
 fn guesses(a: &str, n: i64, from: &str) -> Vec<credwatch::demo::sample::Line> {
     (0..n)
