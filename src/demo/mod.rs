@@ -11,6 +11,7 @@
 pub mod broker;
 pub mod sample;
 mod verify;
+pub mod world;
 
 use std::collections::BTreeMap;
 use std::io::Write;

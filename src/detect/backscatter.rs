@@ -9,7 +9,6 @@
 
 use serde_json::Map;
 
-use super::registry::Switches;
 use super::{DetectorConfig, Registration, ev, Context, Detector, Finding, Severity, Strength};
 use crate::section::Checks;
 use crate::source::event::{Event, Kind};
@@ -18,13 +17,10 @@ use crate::time::{Millis, HOUR};
 
 pub const NAME: &str = "backscatter";
 
-crate::section! {
+crate::detector_section! {
+    enabled = true;
     /// `[detectors.backscatter]`
     pub struct BackscatterConfig {
-        /// Runs the detector.
-        pub enabled: bool = true,
-        /// Kept for symmetry: this detector never locks.
-        pub dry_run: bool = false,
         /// Bounces in the last hour that make a surge. A mailbox gets a few
         /// bounces a day of its own (typos, full mailboxes).
         pub min_bounces: u32 = 50,
@@ -37,13 +33,6 @@ crate::section! {
 }
 
 impl DetectorConfig for BackscatterConfig {
-    fn switches(&self) -> Switches {
-        Switches {
-            enabled: self.enabled,
-            dry_run: self.dry_run,
-        }
-    }
-
     fn check(&self, c: &mut Checks) {
         c.at_least("min_bounces", self.min_bounces.into(), 2);
         c.number_at_least("own_sending_ratio", self.own_sending_ratio, 0.0, false);

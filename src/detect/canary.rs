@@ -7,7 +7,6 @@
 
 use serde_json::Map;
 
-use super::registry::Switches;
 use super::{ev, Context, Detector, DetectorConfig, Finding, Registration, Severity, Strength};
 use crate::section::Checks;
 use crate::source::event::{AuthResult, Event};
@@ -16,26 +15,17 @@ use crate::time::{Millis, HOUR};
 
 pub const NAME: &str = "canary";
 
-crate::section! {
-    /// `[detectors.canary]`
+crate::detector_section! {
+    enabled = false;
+    /// `[detectors.canary]`: off unless a test turns it on, so no other
+    /// test sees it.
     pub struct CanaryConfig {
-        /// Off unless a test turns it on, so no other test sees it.
-        pub enabled: bool = false,
-        /// Emit `account.alert` instead of `account.lock`.
-        pub dry_run: bool = false,
         /// Failed logins of a `canary*` account before it alerts.
         pub min_failures: u32 = 2,
     }
 }
 
 impl DetectorConfig for CanaryConfig {
-    fn switches(&self) -> Switches {
-        Switches {
-            enabled: self.enabled,
-            dry_run: self.dry_run,
-        }
-    }
-
     fn check(&self, c: &mut Checks) {
         c.at_least("min_failures", self.min_failures.into(), 1);
     }

@@ -11,7 +11,6 @@ use std::net::IpAddr;
 
 use serde_json::Map;
 
-use super::registry::Switches;
 use super::{DetectorConfig, Registration, ev, Context, Detector, Finding, Severity, Strength};
 use crate::section::Checks;
 use crate::source::event::{AuthResult, Event, Kind};
@@ -20,13 +19,10 @@ use crate::time::{format_rfc3339, human_duration, Millis, SECOND};
 
 pub const NAME: &str = "failed_login_burst";
 
-crate::section! {
+crate::detector_section! {
+    enabled = true;
     /// `[detectors.failed_login_burst]`
     pub struct BurstConfig {
-        /// Runs the detector.
-        pub enabled: bool = true,
-        /// Emit `account.alert` instead of `account.lock`.
-        pub dry_run: bool = false,
         /// The window, in seconds: fail2ban's `findtime` for its `dovecot`
         /// and `postfix-sasl` jails.
         pub window_secs: u64 = 600,
@@ -45,13 +41,6 @@ crate::section! {
 }
 
 impl DetectorConfig for BurstConfig {
-    fn switches(&self) -> Switches {
-        Switches {
-            enabled: self.enabled,
-            dry_run: self.dry_run,
-        }
-    }
-
     fn check(&self, c: &mut Checks) {
         c.at_least("window_secs", self.window_secs, 1);
         c.at_least("min_failures", self.min_failures as u64, 2);

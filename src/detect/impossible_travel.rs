@@ -14,7 +14,6 @@ use std::net::IpAddr;
 
 use serde_json::Map;
 
-use super::registry::Switches;
 use super::{DetectorConfig, Registration, ev, place_evidence, thousands, Context, Detector, Finding, Severity, Strength};
 use crate::section::Checks;
 use crate::geo::distance_km;
@@ -24,13 +23,10 @@ use crate::time::{format_rfc3339, human_duration, Millis, HOUR, SECOND};
 
 pub const NAME: &str = "impossible_travel";
 
-crate::section! {
+crate::detector_section! {
+    enabled = true;
     /// `[detectors.impossible_travel]`
     pub struct TravelConfig {
-        /// Runs the detector.
-        pub enabled: bool = true,
-        /// Emit `account.alert` instead of `account.lock`.
-        pub dry_run: bool = false,
         /// Fastest plausible travel in km/h: MozDef's geomodel uses 1000
         /// km/h; Elastic's rule uses 800 km/h, which a long-haul flight with
         /// a tail wind can approach.
@@ -51,13 +47,6 @@ crate::section! {
 }
 
 impl DetectorConfig for TravelConfig {
-    fn switches(&self) -> Switches {
-        Switches {
-            enabled: self.enabled,
-            dry_run: self.dry_run,
-        }
-    }
-
     fn check(&self, c: &mut Checks) {
         c.number_at_least("max_speed_kmh", self.max_speed_kmh, 0.0, true);
         c.number_at_least("min_distance_km", self.min_distance_km, 0.0, false);

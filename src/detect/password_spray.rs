@@ -16,7 +16,6 @@ use std::net::IpAddr;
 
 use serde_json::Map;
 
-use super::registry::Switches;
 use super::{DetectorConfig, Registration, ev, Context, Detector, Finding, Severity, Strength};
 use crate::section::Checks;
 use crate::source::event::{AuthResult, Event, Kind};
@@ -25,13 +24,10 @@ use crate::time::{format_rfc3339, human_duration, Millis, SECOND};
 
 pub const NAME: &str = "password_spray";
 
-crate::section! {
+crate::detector_section! {
+    enabled = true;
     /// `[detectors.password_spray]`
     pub struct SprayConfig {
-        /// Runs the detector.
-        pub enabled: bool = true,
-        /// Emit `account.alert` instead of `account.lock`.
-        pub dry_run: bool = false,
         /// The window, in seconds.
         pub window_secs: u64 = 3600,
         /// Distinct accounts one source must fail on to be a spraying
@@ -43,13 +39,6 @@ crate::section! {
 }
 
 impl DetectorConfig for SprayConfig {
-    fn switches(&self) -> Switches {
-        Switches {
-            enabled: self.enabled,
-            dry_run: self.dry_run,
-        }
-    }
-
     fn check(&self, c: &mut Checks) {
         c.at_least("window_secs", self.window_secs, 1);
         c.at_least("min_accounts", self.min_accounts as u64, 2);

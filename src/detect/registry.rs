@@ -19,13 +19,58 @@ pub struct Switches {
     pub dry_run: bool,
 }
 
+/// A section with the two switches (implemented by [`detector_section!`]).
+pub trait Switched {
+    fn switches(&self) -> Switches;
+}
+
 /// A detector's `[detectors.<name>]` section.
 pub trait DetectorConfig:
-    Section + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync
+    Section + Switched + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync
 {
-    fn switches(&self) -> Switches;
     /// Checks the section; keys are relative to `detectors.<name>`.
     fn check(&self, c: &mut Checks);
+}
+
+/// Declares a detector's section: [`crate::section!`] with the two
+/// switches every detector has (`enabled`, default as given; `dry_run`,
+/// default false) put first, and [`Switched`] for them.
+#[macro_export]
+macro_rules! detector_section {
+    (
+        enabled = $enabled:expr;
+        $(#[doc = $sdoc:literal])*
+        pub struct $name:ident {
+            $(
+                $(#[doc = $doc:literal])*
+                pub $field:ident : $ty:ty = $default:expr
+            ),* $(,)?
+        }
+    ) => {
+        $crate::section! {
+            $(#[doc = $sdoc])*
+            pub struct $name {
+                /// Runs the detector.
+                pub enabled: bool = $enabled,
+                /// Emit `account.alert` instead of `account.lock` (with
+                /// `"dry_run": true`): what it would have done, without doing it.
+                pub dry_run: bool = false,
+                $(
+                    $(#[doc = $doc])*
+                    pub $field: $ty = $default,
+                )*
+            }
+        }
+
+        impl $crate::detect::registry::Switched for $name {
+            fn switches(&self) -> $crate::detect::registry::Switches {
+                $crate::detect::registry::Switches {
+                    enabled: self.enabled,
+                    dry_run: self.dry_run,
+                }
+            }
+        }
+    };
 }
 
 /// How a detector is registered: declared beside its `impl Detector`.

@@ -18,7 +18,6 @@
 
 use serde_json::Map;
 
-use super::registry::Switches;
 use super::{DetectorConfig, Registration, ev, message_evidence, thousands, Context, Detector, Finding, Severity, Strength};
 use crate::section::Checks;
 use crate::source::event::{Event, Kind};
@@ -27,13 +26,10 @@ use crate::time::{format_rfc3339, Millis, HOUR};
 
 pub const NAME: &str = "send_volume";
 
-crate::section! {
+crate::detector_section! {
+    enabled = true;
     /// `[detectors.send_volume]`
     pub struct SendVolumeConfig {
-        /// Runs the detector.
-        pub enabled: bool = true,
-        /// Emit `account.alert` instead of `account.lock`.
-        pub dry_run: bool = false,
         /// The last hour's recipients must exceed this many times the
         /// account's decayed peak hour.
         pub multiple: f64 = 10.0,
@@ -60,13 +56,6 @@ crate::section! {
 }
 
 impl DetectorConfig for SendVolumeConfig {
-    fn switches(&self) -> Switches {
-        Switches {
-            enabled: self.enabled,
-            dry_run: self.dry_run,
-        }
-    }
-
     fn check(&self, c: &mut Checks) {
         c.number_at_least("multiple", self.multiple, 1.0, false);
         c.at_least("floor", self.floor.into(), 1);

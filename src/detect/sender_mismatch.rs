@@ -24,7 +24,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Map;
 
-use super::registry::Switches;
 use super::{DetectorConfig, Registration, ev, message_evidence, Context, Detector, Finding, Severity, Strength};
 use crate::section::Checks;
 use crate::source::event::{account_key, Event, Kind};
@@ -33,13 +32,10 @@ use crate::time::{human_duration, Millis, SECOND};
 
 pub const NAME: &str = "sender_mismatch";
 
-crate::section! {
+crate::detector_section! {
+    enabled = true;
     /// `[detectors.sender_mismatch]`
     pub struct SenderMismatchConfig {
-        /// Runs the detector.
-        pub enabled: bool = true,
-        /// Emit `account.alert` instead of `account.lock`.
-        pub dry_run: bool = false,
         /// The window, in seconds.
         pub window_secs: u64 = 3600,
         /// Distinct foreign senders in the window that lock: one is a
@@ -58,13 +54,6 @@ crate::section! {
 }
 
 impl DetectorConfig for SenderMismatchConfig {
-    fn switches(&self) -> Switches {
-        Switches {
-            enabled: self.enabled,
-            dry_run: self.dry_run,
-        }
-    }
-
     fn check(&self, c: &mut Checks) {
         c.at_least("window_secs", self.window_secs, 1);
         c.at_least("min_foreign_senders", self.min_foreign_senders as u64, 2);

@@ -1,94 +1,15 @@
-//! Bounded, time-evicted concurrent tables: where detectors keep what they
-//! remember about accounts and source addresses.
-//!
-//! Every table has two bounds:
-//!
-//! * **time**: an entry whose newest event is older than the table's
-//!   time-to-live (plus the allowed disorder) behind the event-time
-//!   watermark is removed by the periodic sweep, and each entry drops its
-//!   own old items whenever it is touched;
-//! * **size**: when a new key would take the table past its cap, the ~10 %
-//!   of entries with the lowest *score* are evicted in one pass. The score is
-//!   the entry's last activity plus a quarter of the table's time-to-live
-//!   for each item of history beyond the first (at most three), and the
-//!   cut-off is the 10th percentile of scores in a sample of up to 1024
-//!   entries. A flood of junk keys with one event each therefore pushes out
-//!   other one-event entries, oldest first, while an account that is being
-//!   attacked right now (many recent failures) stays.
-//!
-//! Keys are 64-bit keyed hashes (see [`crate::source::event::account_key`]),
-//! so a table never stores the account name itself.
+//! The bounded table itself: a sharded concurrent map with a time bound
+//! (swept), a size bound (scored eviction) and, for sparse tables, a
+//! presence bitmap in front.
 
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::RwLock;
 
 use dashmap::DashMap;
-use smallvec::SmallVec;
 
-use crate::section::Checks;
+use super::{Entry, KeyedBy, Swept, TableStats, SHARDS};
 use crate::time::Millis;
-
-crate::section! {
-    /// `[state]`: bounds on what is remembered.
-    pub struct StateConfig {
-        /// Cap on accounts tracked by each per-account table (about 300
-        /// bytes each when full; see docs/state.md for sizing).
-        pub max_accounts: usize = 2_000_000,
-        /// Cap on source addresses tracked.
-        pub max_sources: usize = 1_000_000,
-        /// Cap on entries (logins, failures) kept per account or source.
-        pub max_entries_per_key: usize = 32,
-        /// Events may arrive this many seconds out of order per account.
-        pub max_disorder_secs: u64 = 300,
-        /// How often (event time) expired entries are swept, in seconds.
-        pub sweep_interval_secs: u64 = 60,
-    }
-}
-
-impl StateConfig {
-    pub fn check(&self, c: &mut Checks) {
-        c.positive("max_accounts", self.max_accounts as u64);
-        c.positive("max_sources", self.max_sources as u64);
-        c.positive("max_entries_per_key", self.max_entries_per_key as u64);
-        c.positive("sweep_interval_secs", self.sweep_interval_secs);
-    }
-}
-
-/// What a table (and the detector that owns it) is keyed by. A partition
-/// that moves away takes its accounts' entries with it; a stage that reads
-/// logins partitioned by address runs only source-keyed detectors.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum KeyedBy {
-    /// The normalised account.
-    #[default]
-    Account,
-    /// The client's address.
-    Source,
-}
-
-impl KeyedBy {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            KeyedBy::Account => "account",
-            KeyedBy::Source => "source",
-        }
-    }
-}
-
-/// What a table needs of its values.
-pub trait Entry: Send + Sync {
-    /// Event time of the newest thing this entry remembers.
-    fn last_seen(&self) -> Millis;
-    /// Forgets everything older than `horizon`; returns true if nothing is left.
-    fn prune(&mut self, horizon: Millis) -> bool;
-    /// How much history the entry holds (its item count); see the eviction
-    /// policy in the module documentation.
-    fn weight(&self) -> usize {
-        1
-    }
-}
 
 /// The keys are already uniformly distributed hashes: use them as they are.
 #[derive(Default, Clone, Copy)]
@@ -172,44 +93,7 @@ impl Presence {
     }
 }
 
-/// Shards of every table. A thread that judges whole shards (see
-/// [`shard_of`]) never writes a lock another thread writes.
-pub const SHARDS: usize = 64;
-
-/// The shard a key lands in: DashMap picks `(hash << 7) >> (64 - log2 SHARDS)`
-/// and the tables hash keys to themselves. The parallel replay gives each
-/// thread whole shards with this; if DashMap chose otherwise, only speed
-/// would suffer, never correctness.
-pub fn shard_of(key: u64) -> usize {
-    ((key << 7) >> (64 - SHARDS.trailing_zeros())) as usize
-}
-
 type Map<V> = DashMap<u64, V, BuildHasherDefault<KeyHasher>>;
-
-/// Counts a table reports (exported as gauges and counters).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct TableStats {
-    pub name: &'static str,
-    pub keyed_by: KeyedBy,
-    pub len: usize,
-    pub cap: usize,
-    pub evicted_expired: u64,
-    pub evicted_cap: u64,
-    /// How long an entry is kept after its last event.
-    pub ttl: Millis,
-}
-
-/// What the engine needs of any table, whatever its values: to sweep it
-/// and to report on it. Detectors hand their tables over as `&dyn Swept`
-/// ([`crate::detect::Detector::state`]) instead of each sweeping their own.
-pub trait Swept: Send + Sync {
-    /// Removes what is older than `watermark - ttl - slack`.
-    fn sweep(&self, watermark: Millis, slack: Millis);
-    fn stats(&self) -> TableStats;
-    /// Removes the entries whose key `drop` picks (the accounts of a Kafka
-    /// partition that moved to another instance); returns how many.
-    fn forget(&self, drop: &dyn Fn(u64) -> bool) -> usize;
-}
 
 impl<V: Entry> Swept for Table<V> {
     fn sweep(&self, watermark: Millis, slack: Millis) {
@@ -423,91 +307,10 @@ impl<V: Entry> Table<V> {
     }
 }
 
-/// A detector's list of remembered items: one item is stored inline in the
-/// table entry (no extra allocation and no extra cache miss for the many
-/// accounts that have just one), more spill to the heap.
-pub type Items<T> = SmallVec<[T; 1]>;
-
-/// Inserts `item` into `items` kept sorted by `ts(item)`, appending in the
-/// common in-order case, and drops the oldest items beyond `cap`. Grows the
-/// list one slot at a time: most accounts hold one or two items, and
-/// doubling would waste most of their memory.
-pub fn insert_sorted<T>(
-    items: &mut Items<T>,
-    item: T,
-    cap: usize,
-    ts: impl Fn(&T) -> Millis,
-) -> usize {
-    let t = ts(&item);
-    let at = items.partition_point(|x| ts(x) <= t);
-    if items.len() == items.capacity() && items.len() < cap {
-        items.reserve_exact(1);
-    }
-    items.insert(at, item);
-    if items.len() > cap {
-        let excess = items.len() - cap;
-        items.drain(..excess);
-        return at.saturating_sub(excess);
-    }
-    at
-}
-
-/// Drops items older than `horizon` from a vector sorted by time.
-pub fn prune_sorted<T>(items: &mut Items<T>, horizon: Millis, ts: impl Fn(&T) -> Millis) {
-    let n = items.partition_point(|x| ts(x) < horizon);
-    if n > 0 {
-        items.drain(..n);
-        if items.capacity() > items.len() * 2 + 2 {
-            items.shrink_to_fit();
-        }
-    }
-}
-
-/// A count over a sliding hour of event time, in two whole-hour buckets:
-/// the current hour, plus the share of the previous hour still inside the
-/// sliding hour. 16 bytes; late events count in the current hour.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct HourCount {
-    hour: i64,
-    this: u32,
-    prev: u32,
-}
-
-impl HourCount {
-    /// Moves to the hour of `ts`; returns the count of the hour that was
-    /// completed, if the hour changed.
-    pub fn roll(&mut self, ts: Millis) -> Option<u32> {
-        let hour = ts.div_euclid(crate::time::HOUR);
-        if hour <= self.hour {
-            return None;
-        }
-        let done = self.this;
-        self.prev = if hour == self.hour + 1 { self.this } else { 0 };
-        self.this = 0;
-        self.hour = hour;
-        Some(done)
-    }
-
-    pub fn add(&mut self, ts: Millis, n: u32) {
-        self.roll(ts);
-        self.this = self.this.saturating_add(n);
-    }
-
-    /// The count over the hour up to `ts`.
-    pub fn last_hour(&self, ts: Millis) -> u32 {
-        let into = ts.rem_euclid(crate::time::HOUR) as f64 / crate::time::HOUR as f64;
-        self.this + (f64::from(self.prev) * (1.0 - into)) as u32
-    }
-
-    /// Hours since the hour of the last roll (0 in the same hour).
-    pub fn hours_to(&self, ts: Millis) -> i64 {
-        ts.div_euclid(crate::time::HOUR) - self.hour
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::{insert_sorted, prune_sorted, Items};
 
     struct E(Items<Millis>);
     impl Entry for E {

@@ -1,0 +1,119 @@
+//! Input events (contract §1): the event and its parts ([`Event`]), how a
+//! line becomes one or a [`Reject`] with a reason from the closed set
+//! [`RejectReason`] ([`parse`]), and how accounts and addresses are
+//! normalised and keyed ([`account`]). A reject never carries the raw
+//! payload, only where and what was wrong, so it is safe to log.
+
+mod account;
+mod parse;
+mod reject;
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+
+pub use account::{account_key, address_key, normalise_account, parse_ip};
+pub use parse::{parse_event, parse_only, ParseLimits};
+pub use reject::{Reject, RejectReason};
+
+use crate::time::Millis;
+
+crate::section! {
+    /// `[events]`: input limits.
+    pub struct EventsConfig {
+        /// Longest accepted event in bytes (at least 256).
+        pub max_bytes: usize = 65_536,
+    }
+}
+
+impl EventsConfig {
+    pub fn check(&self, c: &mut crate::section::Checks) {
+        if self.max_bytes < 256 {
+            c.fail("max_bytes", "must be at least 256");
+        }
+    }
+}
+
+/// What kind of thing happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Auth,
+    Submission,
+    Bounce,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 3] = [Kind::Auth, Kind::Submission, Kind::Bounce];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Auth => "auth",
+            Kind::Submission => "submission",
+            Kind::Bounce => "bounce",
+        }
+    }
+}
+
+/// Where a login happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    Smtp,
+    Imap,
+    Pop3,
+    Webmail,
+    Other,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Smtp => "smtp",
+            Protocol::Imap => "imap",
+            Protocol::Pop3 => "pop3",
+            Protocol::Webmail => "webmail",
+            Protocol::Other => "other",
+        }
+    }
+}
+
+/// Outcome of a login attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AuthResult {
+    Success,
+    Failure,
+}
+
+impl AuthResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthResult::Success => "success",
+            AuthResult::Failure => "failure",
+        }
+    }
+}
+
+/// A validated event. Strings are normalised: `account` is trimmed and
+/// lower-cased, and `key` is its hash, used as the key of every state map.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub ts: Millis,
+    pub kind: Kind,
+    pub account: Box<str>,
+    pub key: u64,
+    pub protocol: Option<Protocol>,
+    pub src_ip: Option<IpAddr>,
+    pub result: Option<AuthResult>,
+    /// The short password hash, as a number (at most 16 hex digits).
+    pub pwhash: Option<u64>,
+    /// SASL mechanism; the common ones are not allocated.
+    pub mechanism: Option<Cow<'static, str>>,
+    pub client: Option<Box<str>>,
+    pub mail_from: Option<Box<str>>,
+    pub header_from: Option<Box<str>>,
+    pub rcpt_count: Option<u32>,
+    pub queue_id: Option<Box<str>>,
+}
+
+impl Event {
+    pub fn is_auth(&self, result: AuthResult) -> bool {
+        self.kind == Kind::Auth && self.result == Some(result)
+    }
+}
