@@ -94,7 +94,15 @@ fn hook_toml(port: u16) -> String {
     )
 }
 
+/// One fault test at a time: each runs a durable broker, its S3, one or two
+/// credwatch processes and a receiver at 300 events/s; four at once
+/// overload a 2-core machine until webhook consumers starve (seen here with
+/// the code before and after the issue-12 redesign alike), and one at a
+/// time is faster in all.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn survive(fault: Fault) {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut b = Tansu::start_durable();
     let world = World::new();
     create_topics(&b, PARTITIONS);
@@ -235,9 +243,10 @@ fn survive(fault: Fault) {
 
     // A record that comes twice is the same action: same id, same body
     // but for the emission time. Except password_spray's: its count of
-    // accounts the source failed on is summed across partitions, which a
-    // re-run after a crash interleaves differently (the ordering limit in
-    // the README), so only its id is the same.
+    // accounts the source failed on, and the moment that count reached the
+    // threshold (`source_recognised`), come from failures on every
+    // partition, which a re-run after a crash interleaves differently (the
+    // ordering limit in docs/known-limits.md), so those facts may differ.
     let mut bodies: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for r in &records {
         let mut v: Value = serde_json::from_str(&r.payload).expect("action JSON");
@@ -247,6 +256,7 @@ fn survive(fault: Fault) {
         if v["data"]["detector"] == "password_spray" {
             v["data"]["reason"] = Value::Null;
             v["data"]["evidence"]["accounts_failed_from_source"] = Value::Null;
+            v["data"]["evidence"]["source_recognised"] = Value::Null;
         }
         bodies.entry(id).or_default().insert(v.to_string());
     }

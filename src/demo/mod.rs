@@ -370,9 +370,9 @@ impl Timeline {
         Ok(())
     }
 
-    /// The first lock of each account, and every action's account.
-    fn by_account(&self) -> BTreeMap<String, Vec<(String, String, String)>> {
-        let mut m: BTreeMap<String, Vec<(String, String, String)>> = BTreeMap::new();
+    /// Every account's actions, in the order they came.
+    fn by_account(&self) -> BTreeMap<String, Vec<Seen>> {
+        let mut m: BTreeMap<String, Vec<Seen>> = BTreeMap::new();
         for a in self
             .actions
             .lock()
@@ -382,14 +382,21 @@ impl Timeline {
             let d = &a["data"];
             m.entry(d["account"].as_str().unwrap_or("").to_string())
                 .or_default()
-                .push((
-                    d["action"].as_str().unwrap_or("").to_string(),
-                    d["detector"].as_str().unwrap_or("").to_string(),
-                    d["last_event_ts"].as_str().unwrap_or("").to_string(),
-                ));
+                .push(Seen {
+                    lock: d["action"].as_str() == Some("lock"),
+                    detector: d["detector"].as_str().unwrap_or("").to_string(),
+                    last_event_ts: d["last_event_ts"].as_str().unwrap_or("").to_string(),
+                });
         }
         m
     }
+}
+
+/// One action as the timeline read it back from the actions topic.
+struct Seen {
+    lock: bool,
+    detector: String,
+    last_event_ts: String,
 }
 
 /// Prints what became of each scenario of the day; false if an attack was
@@ -414,9 +421,16 @@ fn summary(
     )?;
     for e in expected {
         let actions = by.get(&e.account);
-        let lock = actions.and_then(|v| v.iter().find(|a| a.0 == "lock"));
+        let lock = actions.and_then(|v| v.iter().find(|a| a.lock));
         let verdict = match (e.detector, lock) {
-            (Some(_), Some((_, det, ts))) => {
+            (
+                Some(_),
+                Some(Seen {
+                    detector: det,
+                    last_event_ts: ts,
+                    ..
+                }),
+            ) => {
                 let after = e
                     .abuse_start
                     .zip(crate::time::parse_rfc3339(ts))
@@ -436,7 +450,7 @@ fn summary(
                 ok = false;
                 format!("MISSED (expected a lock by {det})")
             }
-            (None, Some((_, det, _))) => {
+            (None, Some(Seen { detector: det, .. })) => {
                 ok = false;
                 format!("WRONGLY LOCKED by {det}")
             }

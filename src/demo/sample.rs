@@ -12,6 +12,7 @@ pub use super::world::{
     city_named, config_toml, ip6_in, ip_in, write_geoip, write_geoip_all_in, City, CityRecord,
     GeoFiles, CITIES,
 };
+use crate::detect;
 use crate::time::{format_rfc3339, Millis, HOUR, MINUTE, SECOND};
 
 /// A small deterministic PRNG (SplitMix64): the same seed, the same day.
@@ -247,7 +248,7 @@ fn scenarios(p: &DayParams, lines: &mut Vec<Line>, expected: &mut Vec<Expected>)
     ));
     exp(
         a,
-        Some("impossible_travel"),
+        Some(detect::impossible_travel::NAME),
         "phished password used from abroad",
     );
 
@@ -365,7 +366,7 @@ fn scenarios(p: &DayParams, lines: &mut Vec<Line>, expected: &mut Vec<Expected>)
     ));
     exp(
         a,
-        Some("failed_login_burst"),
+        Some(detect::failed_login_burst::NAME),
         "password guessed after a burst",
     );
 
@@ -395,7 +396,7 @@ fn scenarios(p: &DayParams, lines: &mut Vec<Line>, expected: &mut Vec<Expected>)
         ));
         exp(
             &a,
-            Some("password_spray"),
+            Some(detect::password_spray::NAME),
             "logged in from a spraying address",
         );
     }
@@ -475,7 +476,7 @@ fn mail_scenarios(p: &DayParams, lines: &mut Vec<Line>, expected: &mut Vec<Expec
         }
         expected.push(Expected {
             account: a,
-            detector: Some("impossible_travel"),
+            detector: Some(detect::impossible_travel::NAME),
             scenario: "phished, abused over SMTP AUTH from abroad, sending as other customers",
             abuse_start: Some(start),
         });
@@ -574,7 +575,7 @@ fn mail_scenarios(p: &DayParams, lines: &mut Vec<Line>, expected: &mut Vec<Expec
     }
     expected.push(Expected {
         account: pc.into(),
-        detector: Some("send_volume"),
+        detector: Some(detect::send_volume::NAME),
         scenario: "malware on the customer's own PC",
         abuse_start: Some(start),
     });

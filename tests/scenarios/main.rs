@@ -12,6 +12,7 @@ mod backscatter;
 mod config_reference;
 mod failed_login_burst;
 mod impossible_travel;
+mod layout;
 mod parallel_replay;
 mod password_spray;
 mod policy;

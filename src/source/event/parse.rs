@@ -7,8 +7,8 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
 use super::{
-    account_key, normalise_account, parse_ip, AuthResult, Event, Kind, Protocol,
-    Reject, RejectReason,
+    account_key, normalise_account, parse_ip, AuthResult, Event, Kind, Protocol, Reject,
+    RejectReason,
 };
 use crate::time::{parse_rfc3339, Millis, HOUR};
 
