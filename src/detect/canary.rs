@@ -155,6 +155,21 @@ mod tests {
         assert!(names(None).contains(&super::NAME));
         assert!(names(Some(KeyedBy::Account)).contains(&super::NAME));
         assert!(!names(Some(KeyedBy::Source)).contains(&super::NAME));
+        // Asked of the registry: only the canary on is "some detector by
+        // account, none by source".
+        let only = |canary: bool| -> crate::detect::DetectorsConfig {
+            let text: String = registry()
+                .iter()
+                .map(|d| {
+                    let on = d.name == super::NAME && canary;
+                    format!("[{}]\nenabled = {on}\n", d.name)
+                })
+                .collect();
+            toml::from_str(&text).unwrap()
+        };
+        assert!(only(true).any_enabled(KeyedBy::Account));
+        assert!(!only(true).any_enabled(KeyedBy::Source));
+        assert!(!only(false).any_enabled(KeyedBy::Account));
 
         // Run: two failures of a canary account make its action.
         let engine = Engine::new(&s).unwrap();

@@ -181,6 +181,20 @@ macro_rules! registry {
         }
 
         impl DetectorsConfig {
+            /// Whether any enabled detector is keyed by `keyed_by` (asked of
+            /// the registry, without building anything).
+            pub fn any_enabled(&self, keyed_by: $crate::state::KeyedBy) -> bool {
+                let mut any = false;
+                $(
+                    $(#[$meta])*
+                    {
+                        any |= <$module::$ty as $crate::detect::Registration>::KEYED_BY == keyed_by
+                            && $crate::detect::registry::Switched::switches(&self.$module).enabled;
+                    }
+                )*
+                any
+            }
+
             /// Every detector's own checks, keys under `detectors.<name>`.
             pub fn check(&self, c: &mut $crate::section::Checks) {
                 $(

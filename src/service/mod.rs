@@ -32,7 +32,6 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 
 use crate::config::Settings;
-use crate::detect;
 use crate::engine::Engine;
 use crate::geo::GeoError;
 use crate::http::Status;
@@ -190,12 +189,8 @@ impl Service {
     pub fn start(settings: Settings, metrics: Arc<Metrics>) -> Result<Service, ServiceError> {
         let k = &settings.config.kafka;
         let topic = k.sources_topic.trim().to_string();
-        let by_source = detect::build(
-            &settings.config.detectors,
-            &settings.config.state,
-            Some(KeyedBy::Source),
-        );
-        if topic.is_empty() || by_source.is_empty() {
+        let split = settings.config.detectors.any_enabled(KeyedBy::Source);
+        if topic.is_empty() || !split {
             return Self::start_stage(
                 settings,
                 metrics,

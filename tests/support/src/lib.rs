@@ -52,6 +52,12 @@ pub struct World {
     pub geo: GeoFiles,
 }
 
+impl Default for World {
+    fn default() -> World {
+        World::new()
+    }
+}
+
 impl World {
     pub fn new() -> World {
         let dir = tempfile::tempdir().expect("tempdir");
