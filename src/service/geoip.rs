@@ -4,8 +4,8 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::Shared;
 use crate::geo::{GeoIp, GeoIpConfig};
+use crate::source::kafka::Input;
 
 /// The size and modification time of each configured GeoIP file.
 fn stamp(cfg: &GeoIpConfig) -> Vec<Option<(u64, std::time::SystemTime)>> {
@@ -22,7 +22,7 @@ fn stamp(cfg: &GeoIpConfig) -> Vec<Option<(u64, std::time::SystemTime)>> {
 
 /// Reloads the GeoIP databases when a file changes (geoipupdate replaces
 /// them in place), verified before use; until the service stops.
-pub(super) fn watch(s: &Shared) {
+pub(super) fn watch(s: &Input) {
     let cfg = &s.settings.config.geoip;
     let every = Duration::from_secs(cfg.reload_check_secs);
     let mut seen = stamp(cfg);

@@ -23,7 +23,7 @@ mod worker;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, SyncSender};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -35,11 +35,11 @@ use crate::config::Settings;
 use crate::engine::Engine;
 use crate::geo::GeoError;
 use crate::http::Status;
-use crate::kafka::{client_config, KafkaConfig, Logger, Role};
+use crate::kafka::{client_config, Logger, Role};
 use crate::metrics::Metrics;
 use crate::sink::kafka::Producer;
 use crate::source::kafka::consumer::consume;
-use crate::source::kafka::{restore, Batch, Batcher, ConsumerCtx, Part, Work};
+use crate::source::kafka::{restore, Batcher, ConsumerCtx, Input, Work};
 use crate::state::KeyedBy;
 
 /// Why the service cannot start or did not stop cleanly.
@@ -60,100 +60,28 @@ pub enum ServiceError {
     Panicked(&'static str),
 }
 
-/// The assigned partitions by topic and number.
-type Assigned = HashMap<(Arc<str>, i32), Arc<Part>>;
-
-/// What every thread of the service shares.
-pub struct Shared {
-    pub engine: Arc<Engine>,
-    pub metrics: Arc<Metrics>,
-    pub(crate) settings: Settings,
-    pub(crate) producer: Producer,
-    pub(crate) parts: Mutex<Assigned>,
-    pub(crate) workers: Vec<SyncSender<Work>>,
-    pub(crate) batcher: Mutex<Batcher>,
-    pub(crate) resume: Mutex<Vec<Arc<Part>>>,
-    pub(crate) restores: Mutex<Option<mpsc::Sender<Vec<Arc<Part>>>>>,
-    pub(crate) restoring: AtomicUsize,
-    pub(crate) shutdown: AtomicBool,
-    pub(crate) joined: AtomicBool,
-    pub(crate) generation: Duration,
-    pub(crate) log: Logger,
+/// One stage of the pipeline: its input, where it forwards logins, and the
+/// other stages it is ready with.
+pub struct Stage {
+    pub input: Arc<Input>,
     /// The account stage of a split pipeline writes every login with an
     /// address here, keyed by the address (see `kafka.sources_topic`).
-    pub(crate) forward: Option<Arc<str>>,
-    /// The stage that owns the engine gauges and event counts (the source
-    /// stage judges the same events again).
-    pub(crate) primary: bool,
+    forward: Option<Arc<str>>,
     /// Other stages of the pipeline: this one is ready when they are.
-    pub(crate) others: Vec<Arc<Shared>>,
+    others: Vec<Arc<Stage>>,
 }
 
-impl Shared {
-    pub(crate) fn send(&self, worker: usize, w: Work) {
-        // A worker only goes away at shutdown, after the consumer.
-        let _ = self.workers[worker].send(w);
-    }
-
-    /// Hands a batch to the worker that owns its partition.
-    pub(crate) fn send_batch(&self, b: Batch) {
-        self.send(b.part.worker, Work::Batch(b));
-    }
-
-    pub(crate) fn kafka(&self) -> &KafkaConfig {
-        &self.settings.config.kafka
-    }
-
-    /// A worker's lane holds the sweep watermark back while the worker
-    /// owns partitions (a quiet partition may still deliver events as old
-    /// as its lane's time); a worker without partitions does not.
-    pub(crate) fn update_lanes(&self) {
-        let mut owned = vec![0usize; self.workers.len()];
-        for p in self
-            .parts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-        {
-            owned[p.worker] += 1;
-        }
-        for (lane, n) in owned.into_iter().enumerate() {
-            if n == 0 {
-                self.engine.lane_reset(lane);
-            } else {
-                self.engine.lane_wake(lane);
-            }
-        }
-    }
-
-    pub(crate) fn part(&self, topic: &str, partition: i32) -> Option<Arc<Part>> {
-        self.parts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&(Arc::<str>::from(topic), partition))
-            .cloned()
-    }
-
-    pub(crate) fn all_parts(&self) -> Vec<Arc<Part>> {
-        self.parts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect()
-    }
-
-    pub(crate) fn ready(&self) -> bool {
-        self.joined.load(Ordering::Relaxed)
-            && self.restoring.load(Ordering::Relaxed) == 0
-            && !self.shutdown.load(Ordering::Relaxed)
-            && self.others.iter().all(|o| o.ready())
+impl Status for Stage {
+    fn ready(&self) -> bool {
+        self.input.consuming() && self.others.iter().all(|o| o.ready())
     }
 }
 
 /// A running service.
 pub struct Service {
-    shared: Arc<Shared>,
+    stage: Arc<Stage>,
+    /// The stage's input (`stage.input`), for short.
+    shared: Arc<Input>,
     consumer: Option<JoinHandle<()>>,
     workers: Vec<JoinHandle<()>>,
     restorer: Option<JoinHandle<()>>,
@@ -161,20 +89,14 @@ pub struct Service {
     sources: Option<Box<Service>>,
 }
 
-/// Where one stage of the pipeline stands.
-struct Stage {
+/// How one stage of the pipeline is to be started.
+struct Plan {
     /// Only the detectors keyed by this (a split pipeline); `None`: all.
     keyed_by: Option<KeyedBy>,
     forward: Option<Arc<str>>,
     primary: bool,
-    others: Vec<Arc<Shared>>,
+    others: Vec<Arc<Stage>>,
     sources: Option<Box<Service>>,
-}
-
-impl Status for Shared {
-    fn ready(&self) -> bool {
-        Shared::ready(self)
-    }
 }
 
 impl Service {
@@ -194,7 +116,7 @@ impl Service {
             return Self::start_stage(
                 settings,
                 metrics,
-                Stage {
+                Plan {
                     keyed_by: None,
                     forward: None,
                     primary: true,
@@ -210,7 +132,7 @@ impl Service {
         let sources = Self::start_stage(
             src,
             metrics.clone(),
-            Stage {
+            Plan {
                 keyed_by: Some(KeyedBy::Source),
                 forward: None,
                 primary: false,
@@ -221,11 +143,11 @@ impl Service {
         Self::start_stage(
             settings,
             metrics,
-            Stage {
+            Plan {
                 keyed_by: Some(KeyedBy::Account),
                 forward: Some(topic.as_str().into()),
                 primary: true,
-                others: vec![sources.shared.clone()],
+                others: vec![sources.stage.clone()],
                 sources: Some(Box::new(sources)),
             },
         )
@@ -234,10 +156,10 @@ impl Service {
     fn start_stage(
         settings: Settings,
         metrics: Arc<Metrics>,
-        stage: Stage,
+        plan: Plan,
     ) -> Result<Service, ServiceError> {
         let k = &settings.config.kafka;
-        let mut engine = Engine::for_stage(&settings, stage.keyed_by)?;
+        let mut engine = Engine::for_stage(&settings, plan.keyed_by)?;
         let n = k.workers;
         engine.set_lanes(n);
         let engine = Arc::new(engine);
@@ -255,7 +177,7 @@ impl Service {
         }
         let (restore_tx, restore_rx) = mpsc::channel();
         let generation = Duration::from_secs(k.restore_secs.max(3600));
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(Input {
             engine,
             metrics: metrics.clone(),
             producer,
@@ -269,10 +191,13 @@ impl Service {
             joined: AtomicBool::new(false),
             generation,
             log: Logger::new("consumer", Some(metrics.clone())),
-            forward: stage.forward,
-            primary: stage.primary,
-            others: stage.others,
+            primary: plan.primary,
             settings,
+        });
+        let stage = Arc::new(Stage {
+            input: shared.clone(),
+            forward: plan.forward,
+            others: plan.others,
         });
         let consumer: BaseConsumer<ConsumerCtx> = client_config(shared.kafka(), Role::Consumer)
             .create_with_context(ConsumerCtx {
@@ -298,10 +223,10 @@ impl Service {
             .into_iter()
             .enumerate()
             .map(|(i, rx)| {
-                let s = shared.clone();
+                let (s, forward) = (shared.clone(), stage.forward.clone());
                 std::thread::Builder::new()
                     .name(format!("judge-{i}"))
-                    .spawn(move || worker::run(i, rx, &s))
+                    .spawn(move || worker::run(i, rx, &s, forward))
                     .expect("spawn a worker thread")
             })
             .collect();
@@ -334,21 +259,22 @@ impl Service {
             "Service started; joining the consumer group."
         );
         Ok(Service {
+            stage,
             shared,
             consumer: Some(consumer),
             workers,
             restorer: Some(restorer),
-            sources: stage.sources,
+            sources: plan.sources,
         })
     }
 
     /// Consuming, and the state of every assigned partition restored.
     pub fn ready(&self) -> bool {
-        self.shared.ready()
+        self.stage.ready()
     }
 
     pub fn status(&self) -> Arc<dyn Status> {
-        self.shared.clone()
+        self.stage.clone()
     }
 
     pub fn engine(&self) -> &Arc<Engine> {

@@ -6,22 +6,24 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Duration;
 
-use super::Shared;
+use std::sync::Arc;
+
 use crate::action::ActionKind;
 use crate::policy::Decision;
 use crate::sink::kafka::{Origin, Record};
 use crate::source::event::{parse_event, Kind, ParseLimits, Reject};
-use crate::source::kafka::{Batch, Work};
+use crate::source::kafka::{Batch, Input, Work};
 use crate::time::now_millis;
 
 /// A worker: judges the events of its partitions.
-pub(super) fn run(lane: usize, rx: Receiver<Work>, s: &Shared) {
+pub(super) fn run(lane: usize, rx: Receiver<Work>, s: &Input, forward: Option<Arc<str>>) {
     let mut decisions = Vec::new();
     let mut local = Local {
         events: s.metrics.event_counts(),
         decision: s.metrics.decision_duration.local(),
         lag: s.metrics.event_lag.local(),
         keys: Vec::new(),
+        forward,
     };
     loop {
         match rx.recv_timeout(Duration::from_secs(1)) {
@@ -72,9 +74,12 @@ struct Local {
     decision: prometheus::local::LocalHistogram,
     lag: prometheus::local::LocalHistogram,
     keys: Vec<u64>,
+    /// Where logins are forwarded, keyed by address (the account stage of
+    /// a split pipeline).
+    forward: Option<Arc<str>>,
 }
 
-fn judge(lane: usize, b: &Batch, s: &Shared, decisions: &mut Vec<Decision>, local: &mut Local) {
+fn judge(lane: usize, b: &Batch, s: &Input, decisions: &mut Vec<Decision>, local: &mut Local) {
     let part = &b.part;
     if part.revoked.load(Ordering::Relaxed) {
         return;
@@ -90,7 +95,7 @@ fn judge(lane: usize, b: &Batch, s: &Shared, decisions: &mut Vec<Decision>, loca
 fn judge_batch(
     lane: usize,
     b: &Batch,
-    s: &Shared,
+    s: &Input,
     decisions: &mut Vec<Decision>,
     local: &mut Local,
 ) {
@@ -157,7 +162,7 @@ fn judge_batch(
                     .iter()
                     .filter(|d| matches!(d, Decision::Emit(_)))
                     .count();
-                let forward = s
+                let forward = local
                     .forward
                     .as_ref()
                     .zip(event.src_ip)

@@ -18,12 +18,11 @@ use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
 use rdkafka::TopicPartitionList;
 
-use super::{Part, Work};
+use super::{Input, Part, Work};
 use crate::kafka::commit::commit_finished;
-use crate::service::Shared;
 
 /// Commits what is done, of `parts`.
-fn commit(s: &Shared, consumer: &BaseConsumer<ConsumerCtx>, parts: &[Arc<Part>], mode: CommitMode) {
+fn commit(s: &Input, consumer: &BaseConsumer<ConsumerCtx>, parts: &[Arc<Part>], mode: CommitMode) {
     let done = parts.iter().map(|p| (&*p.topic, p.partition, &p.tracker));
     match commit_finished(consumer, done, mode) {
         Ok(false) => {}
@@ -42,7 +41,7 @@ fn commit(s: &Shared, consumer: &BaseConsumer<ConsumerCtx>, parts: &[Arc<Part>],
 }
 
 pub struct ConsumerCtx {
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) shared: Arc<Input>,
 }
 
 impl ClientContext for ConsumerCtx {
@@ -215,7 +214,7 @@ impl ConsumerCtx {
 /// Sends what is batched for `parts`, waits until their workers have
 /// judged it (and dropped the partitions' accounts) and the broker has
 /// acknowledged every record it caused. False if `deadline` came first.
-fn drain(s: &Shared, parts: &[Arc<Part>], deadline: Instant) -> bool {
+fn drain(s: &Input, parts: &[Arc<Part>], deadline: Instant) -> bool {
     s.batcher.lock().unwrap_or_else(|e| e.into_inner()).flush(
         &|b| s.send_batch(b),
         Some(&|p: &Part| parts.iter().any(|q| std::ptr::eq(&**q, p))),
@@ -239,7 +238,7 @@ fn drain(s: &Shared, parts: &[Arc<Part>], deadline: Instant) -> bool {
     wait_acked(s, parts, deadline)
 }
 
-pub(crate) fn wait_acked(s: &Shared, parts: &[Arc<Part>], deadline: Instant) -> bool {
+pub(crate) fn wait_acked(s: &Input, parts: &[Arc<Part>], deadline: Instant) -> bool {
     loop {
         if parts.iter().all(|p| p.tracker.pending() == 0) {
             return true;
@@ -262,7 +261,7 @@ pub fn describe(parts: &[Arc<Part>]) -> String {
 }
 
 /// The consumer thread.
-pub(crate) fn consume(consumer: BaseConsumer<ConsumerCtx>, s: &Arc<Shared>) {
+pub(crate) fn consume(consumer: BaseConsumer<ConsumerCtx>, s: &Arc<Input>) {
     let commit_every = Duration::from_millis(s.kafka().commit_interval_ms);
     let mut last_commit = Instant::now();
     let mut last_engine = Instant::now();
@@ -361,7 +360,7 @@ pub(crate) fn consume(consumer: BaseConsumer<ConsumerCtx>, s: &Arc<Shared>) {
     );
 }
 
-fn resume_restored(consumer: &BaseConsumer<ConsumerCtx>, s: &Shared) {
+fn resume_restored(consumer: &BaseConsumer<ConsumerCtx>, s: &Input) {
     let done: Vec<Arc<Part>> =
         std::mem::take(&mut *s.resume.lock().unwrap_or_else(|e| e.into_inner()));
     if done.is_empty() {

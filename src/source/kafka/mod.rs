@@ -9,6 +9,7 @@
 
 pub mod batch;
 pub mod consumer;
+mod input;
 mod partition;
 pub mod restore;
 
@@ -18,6 +19,7 @@ use std::time::Instant;
 
 pub use batch::{Batch, Batcher};
 pub use consumer::{describe, ConsumerCtx};
+pub use input::Input;
 pub use partition::Part;
 
 /// What the consumer thread hands a worker.

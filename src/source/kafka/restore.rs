@@ -27,9 +27,8 @@ use rdkafka::message::Message;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::{describe, Batcher, Part, Work};
+use super::{describe, Batcher, Input, Part, Work};
 use crate::kafka::{client_config, Logger, Quiet, Role};
-use crate::service::Shared;
 use crate::time::{now_millis, Millis, SECOND};
 
 /// How long the restorer waits for a message.
@@ -59,7 +58,7 @@ const RESTORE_TIMEOUT: Duration = Duration::from_secs(600);
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The restorer thread: one job per assignment.
-pub(crate) fn run(jobs: Receiver<Vec<Arc<Part>>>, s: &Arc<Shared>) {
+pub(crate) fn run(jobs: Receiver<Vec<Arc<Part>>>, s: &Arc<Input>) {
     while let Ok(parts) = jobs.recv() {
         let started = Instant::now();
         match restore(&parts, s) {
@@ -92,7 +91,7 @@ struct Range {
 
 /// Re-reads the recent past of `parts` into the engine; returns the number
 /// of messages read.
-fn restore(parts: &[Arc<Part>], s: &Arc<Shared>) -> Result<u64, RestoreError> {
+fn restore(parts: &[Arc<Part>], s: &Arc<Input>) -> Result<u64, RestoreError> {
     let k = &s.settings.config.kafka;
     if k.restore_secs == 0 {
         return Ok(0);
