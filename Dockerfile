@@ -1,6 +1,6 @@
 # credwatch container image: a release build, run from a minimal base as a
 # non-root user. Build: docker build -t registry.example.com/credwatch:0.1.0 .
-# Linted in CI with hadolint (deploy/check); see README ("Container image")
+# Linted in CI with hadolint (deploy/check); see docs/operations.md ("Container image")
 # for what was and was not built here.
 
 FROM rust:1.95-slim-bookworm AS build
@@ -14,6 +14,8 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY benches ./benches
+# The workspace's other member (the test kit): cargo reads its manifest.
+COPY tests/support ./tests/support
 RUN cargo build --release --locked --bin credwatch \
     && strip target/release/credwatch
 
