@@ -135,7 +135,13 @@ fn main() {
     let metrics = Arc::new(Metrics::new());
     let svc = Service::start(settings.clone(), metrics.clone()).expect("service");
     let hooks = rt
-        .block_on(async { Webhooks::start(&settings, metrics.clone()) })
+        .block_on(async {
+            Webhooks::start(
+                &settings.config.webhook,
+                &settings.config.kafka,
+                metrics.clone(),
+            )
+        })
         .expect("webhooks")
         .expect("url");
     let deadline = Instant::now() + Duration::from_secs(60);

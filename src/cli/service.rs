@@ -22,7 +22,13 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     tracing::info!(addr = %endpoint.addr, "Serving /metrics, /healthz and /readyz.");
     let service = Service::start(settings.clone(), metrics.clone())?;
     endpoint.set_status(service.status());
-    let hooks = rt.block_on(async { Webhooks::start(&settings, metrics.clone()) })?;
+    let hooks = rt.block_on(async {
+        Webhooks::start(
+            &settings.config.webhook,
+            &settings.config.kafka,
+            metrics.clone(),
+        )
+    })?;
     let stopped_by_itself = rt.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut tick = tokio::time::interval(Duration::from_millis(500));

@@ -91,7 +91,13 @@ fn run(
     })?;
     let service = Service::start(settings.clone(), metrics.clone())?;
     endpoint.set_status(service.status());
-    let hooks = rt.block_on(async { Webhooks::start(&settings, metrics.clone()) })?;
+    let hooks = rt.block_on(async {
+        Webhooks::start(
+            &settings.config.webhook,
+            &settings.config.kafka,
+            metrics.clone(),
+        )
+    })?;
 
     let stop = Arc::new(AtomicBool::new(false));
     {

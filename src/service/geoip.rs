@@ -23,7 +23,7 @@ fn stamp(cfg: &GeoIpConfig) -> Vec<Option<(u64, std::time::SystemTime)>> {
 /// Reloads the GeoIP databases when a file changes (geoipupdate replaces
 /// them in place), verified before use; until the service stops.
 pub(super) fn watch(s: &Input) {
-    let cfg = &s.settings.config.geoip;
+    let cfg = &s.geoip;
     let every = Duration::from_secs(cfg.reload_check_secs);
     let mut seen = stamp(cfg);
     let mut slept = Duration::ZERO;

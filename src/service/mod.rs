@@ -192,7 +192,9 @@ impl Service {
             generation,
             log: Logger::new("consumer", Some(metrics.clone())),
             primary: plan.primary,
-            settings,
+            kafka: settings.config.kafka.clone(),
+            events: settings.config.events.clone(),
+            geoip: settings.config.geoip.clone(),
         });
         let stage = Arc::new(Stage {
             input: shared.clone(),
@@ -237,7 +239,7 @@ impl Service {
                 .spawn(move || restore::run(restore_rx, &s))
                 .expect("spawn the restorer thread")
         };
-        if shared.settings.config.geoip.reload_check_secs > 0 {
+        if shared.geoip.reload_check_secs > 0 {
             let s = shared.clone();
             std::thread::Builder::new()
                 .name("geoip-watch".into())

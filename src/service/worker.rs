@@ -100,9 +100,8 @@ fn judge_batch(
     local: &mut Local,
 ) {
     let part = &b.part;
-    let config = &s.settings.config;
     let now = now_millis();
-    let limits = ParseLimits::new(config.events.max_bytes, now);
+    let limits = ParseLimits::new(s.events.max_bytes, now);
     for m in &b.msgs {
         let origin = || Origin {
             part: part.clone(),
@@ -136,7 +135,7 @@ fn judge_batch(
                 part.tracker.begin(m.offset, 1);
                 s.producer.produce(Record::dead_letter(
                     &origin(),
-                    config.kafka.dead_letter_topic.as_str().into(),
+                    s.kafka.dead_letter_topic.as_str().into(),
                     b.slice(m.key),
                     m.payload.map(|r| b.slice(r)).unwrap_or_default(),
                     reject.reason.as_str(),
@@ -195,7 +194,7 @@ fn judge_batch(
                             );
                             s.producer.produce(Record::action(
                                 &origin(),
-                                config.kafka.actions_topic.as_str().into(),
+                                s.kafka.actions_topic.as_str().into(),
                                 &a,
                             ));
                         }

@@ -34,9 +34,8 @@ use sha2::Sha256;
 pub use config::WebhookConfig;
 pub use signing::{parse_secrets, sign};
 
-use crate::config::Settings;
 use crate::kafka::commit::commit_finished;
-use crate::kafka::{client_config, Logger, Role, Tracker};
+use crate::kafka::{client_config, KafkaConfig, Logger, Role, Tracker};
 use crate::metrics::Metrics;
 use delivery::{deliver, host_of};
 
@@ -66,12 +65,12 @@ pub enum WebhookError {
     Subscribe { topic: String, source: KafkaError },
 }
 
-fn group_of(settings: &Settings, url: &str) -> String {
+fn group_of(k: &KafkaConfig, url: &str) -> String {
     use sha2::Digest;
     let h = Sha256::digest(url.as_bytes());
     format!(
         "{}.webhook.{:02x}{:02x}{:02x}{:02x}",
-        settings.config.kafka.group_id, h[0], h[1], h[2], h[3]
+        k.group_id, h[0], h[1], h[2], h[3]
     )
 }
 
@@ -140,10 +139,11 @@ impl Webhooks {
     /// Starts one delivery loop per `webhook.urls` entry on the current
     /// tokio runtime; `None` when no URL is configured.
     pub fn start(
-        settings: &Settings,
+        cfg: &WebhookConfig,
+        k: &KafkaConfig,
         metrics: Arc<Metrics>,
     ) -> Result<Option<Webhooks>, WebhookError> {
-        let cfg = settings.config.webhook.clone();
+        let cfg = cfg.clone();
         if cfg.urls.is_empty() {
             return Ok(None);
         }
@@ -166,7 +166,6 @@ impl Webhooks {
             builder = builder.add_root_certificate(cert);
         }
         let client = builder.build().map_err(WebhookError::Client)?;
-        let k = &settings.config.kafka;
         let producer: FutureProducer =
             client_config(k, Role::Producer)
                 .create()
@@ -193,7 +192,7 @@ impl Webhooks {
             };
             let trackers: Arc<Mutex<HashMap<i32, Arc<Tracker>>>> = Arc::default();
             let mut c = client_config(k, Role::Consumer);
-            c.set("group.id", group_of(settings, url));
+            c.set("group.id", group_of(k, url));
             c.set("statistics.interval.ms", "0");
             // Actions are few: a long fetch wait would be pure latency on
             // brokers that answer a fetch only when the wait is over.
@@ -214,7 +213,7 @@ impl Webhooks {
                     topic: k.actions_topic.clone(),
                     source,
                 })?;
-            tracing::info!(endpoint = index, host = %ep.host, group = %group_of(settings, url), "Webhook delivery started.");
+            tracing::info!(endpoint = index, host = %ep.host, group = %group_of(k, url), "Webhook delivery started.");
             let s = shared.clone();
             let commit_every = Duration::from_millis(k.commit_interval_ms);
             tasks.push(tokio::spawn(endpoint_loop(

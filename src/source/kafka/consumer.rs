@@ -166,7 +166,7 @@ impl ConsumerCtx {
         let s = &self.shared;
         s.metrics.rebalances.with_label_values(&["revoke"]).inc();
         let started = Instant::now();
-        let deadline = started + Duration::from_secs(s.settings.config.kafka.drain_timeout_secs);
+        let deadline = started + Duration::from_secs(s.kafka.drain_timeout_secs);
         let gone: Vec<Arc<Part>> = {
             let mut parts = s.parts.lock().unwrap_or_else(|e| e.into_inner());
             let gone = tpl
@@ -204,7 +204,7 @@ impl ConsumerCtx {
         );
         if !finished {
             tracing::warn!(
-                drain_timeout_secs = s.settings.config.kafka.drain_timeout_secs,
+                drain_timeout_secs = s.kafka.drain_timeout_secs,
                 "Revoke: not everything in flight was finished in time; the new owner judges the rest again (same action ids)."
             );
         }

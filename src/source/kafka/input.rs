@@ -9,11 +9,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::{Batch, Batcher, Part, Work};
-use crate::config::Settings;
 use crate::engine::Engine;
+use crate::geo::GeoIpConfig;
 use crate::kafka::{KafkaConfig, Logger};
 use crate::metrics::Metrics;
 use crate::sink::kafka::Producer;
+use crate::source::event::EventsConfig;
 
 /// The assigned partitions by topic and number.
 type Assigned = HashMap<(Arc<str>, i32), Arc<Part>>;
@@ -23,7 +24,10 @@ type Assigned = HashMap<(Arc<str>, i32), Arc<Part>>;
 pub struct Input {
     pub engine: Arc<Engine>,
     pub metrics: Arc<Metrics>,
-    pub(crate) settings: Settings,
+    /// The sections the stage's threads read.
+    pub(crate) kafka: KafkaConfig,
+    pub(crate) events: EventsConfig,
+    pub(crate) geoip: GeoIpConfig,
     pub(crate) producer: Producer,
     pub(crate) parts: Mutex<Assigned>,
     pub(crate) workers: Vec<SyncSender<Work>>,
@@ -52,7 +56,7 @@ impl Input {
     }
 
     pub(crate) fn kafka(&self) -> &KafkaConfig {
-        &self.settings.config.kafka
+        &self.kafka
     }
 
     /// A worker's lane holds the sweep watermark back while the worker

@@ -92,7 +92,7 @@ struct Range {
 /// Re-reads the recent past of `parts` into the engine; returns the number
 /// of messages read.
 fn restore(parts: &[Arc<Part>], s: &Arc<Input>) -> Result<u64, RestoreError> {
-    let k = &s.settings.config.kafka;
+    let k = &s.kafka;
     if k.restore_secs == 0 {
         return Ok(0);
     }
