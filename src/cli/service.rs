@@ -20,15 +20,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     let listen = settings.config.http.listen.clone();
     let endpoint = rt.block_on(Endpoint::bind(&listen, metrics.clone()))?;
     tracing::info!(addr = %endpoint.addr, "Serving /metrics, /healthz and /readyz.");
-    let service = Service::start(settings.clone(), metrics.clone())?;
-    endpoint.set_status(service.status());
-    let hooks = rt.block_on(async {
-        Webhooks::start(
-            &settings.config.webhook,
-            &settings.config.kafka,
-            metrics.clone(),
-        )
-    })?;
+    let (service, hooks) = start(&rt, &settings, &metrics, &endpoint)?;
     let stopped_by_itself = rt.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -58,4 +50,24 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         anyhow::bail!("the consumer stopped unexpectedly");
     }
     Ok(result?)
+}
+
+/// Starts the service and its webhook delivery (on `rt`), and points
+/// `/readyz` at the service: what `run` and `demo` both start.
+pub fn start(
+    rt: &tokio::runtime::Runtime,
+    settings: &Settings,
+    metrics: &Arc<Metrics>,
+    endpoint: &Endpoint,
+) -> anyhow::Result<(Service, Option<Webhooks>)> {
+    let service = Service::start(settings.clone(), metrics.clone())?;
+    endpoint.set_status(service.status());
+    let hooks = rt.block_on(async {
+        Webhooks::start(
+            &settings.config.webhook,
+            &settings.config.kafka,
+            metrics.clone(),
+        )
+    })?;
+    Ok((service, hooks))
 }

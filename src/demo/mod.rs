@@ -28,8 +28,6 @@ use serde_json::Value;
 use crate::config::{Config, Settings};
 use crate::http::Endpoint;
 use crate::metrics::Metrics;
-use crate::service::Service;
-use crate::sink::webhook::Webhooks;
 use crate::time::{format_rfc3339, Millis, HOUR};
 use broker::EmbeddedBroker;
 use sample::{DayParams, Expected, Line};
@@ -89,15 +87,7 @@ fn run(
             Err(_) => Endpoint::bind("127.0.0.1:0", metrics.clone()).await,
         }
     })?;
-    let service = Service::start(settings.clone(), metrics.clone())?;
-    endpoint.set_status(service.status());
-    let hooks = rt.block_on(async {
-        Webhooks::start(
-            &settings.config.webhook,
-            &settings.config.kafka,
-            metrics.clone(),
-        )
-    })?;
+    let (service, hooks) = crate::cli::service::start(&rt, &settings, &metrics, &endpoint)?;
 
     let stop = Arc::new(AtomicBool::new(false));
     {
