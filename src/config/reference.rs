@@ -96,12 +96,24 @@ pub fn markdown() -> Result<String, Vec<String>> {
             out.push_str(&paragraph(f.doc, false));
         }
     }
-    // Every detector section exists under [detectors], and nothing else.
-    if let Some(detectors) = defaults.get("detectors").and_then(|v| v.as_table()) {
-        for name in detectors.keys() {
-            let path = format!("detectors.{name}");
-            if !parts.iter().any(|p| p.path == path) {
-                missing.push(path);
+    // Every top-level section of the config is a part, or (`[detectors]`)
+    // a table whose every child is one: a section added to `Config` but not
+    // to `parts()` is reported, not left off the page.
+    if let Some(top) = defaults.as_table() {
+        for (name, value) in top {
+            if parts.iter().any(|p| p.path == *name) {
+                continue;
+            }
+            match value.as_table() {
+                Some(children) if !children.is_empty() => {
+                    for child in children.keys() {
+                        let path = format!("{name}.{child}");
+                        if !parts.iter().any(|p| p.path == path) {
+                            missing.push(path);
+                        }
+                    }
+                }
+                _ => missing.push(name.clone()),
             }
         }
     }

@@ -80,8 +80,6 @@ impl Status for Stage {
 /// A running service.
 pub struct Service {
     stage: Arc<Stage>,
-    /// The stage's input (`stage.input`), for short.
-    shared: Arc<Input>,
     consumer: Option<JoinHandle<()>>,
     workers: Vec<JoinHandle<()>>,
     restorer: Option<JoinHandle<()>>,
@@ -103,11 +101,11 @@ impl Service {
     /// Opens the GeoIP databases, connects to Kafka and starts consuming.
     /// Returns once the threads are running (the group join goes on).
     ///
-    /// With `kafka.sources_topic` set (and `password_spray` enabled), two
-    /// stages run: the account stage (every detector but `password_spray`)
-    /// forwards each login with an address to the sources topic, keyed by
-    /// the address; the source stage (group `<group_id>.sources`) judges
-    /// `password_spray` from that topic.
+    /// With `kafka.sources_topic` set and a detector keyed by source address
+    /// enabled, two stages run: the account stage (the detectors keyed by
+    /// account) forwards each login with an address to the sources topic,
+    /// keyed by the address; the source stage (group `<group_id>.sources`)
+    /// judges the detectors keyed by source from that topic.
     pub fn start(settings: Settings, metrics: Arc<Metrics>) -> Result<Service, ServiceError> {
         let k = &settings.config.kafka;
         let topic = k.sources_topic.trim().to_string();
@@ -262,7 +260,6 @@ impl Service {
         );
         Ok(Service {
             stage,
-            shared,
             consumer: Some(consumer),
             workers,
             restorer: Some(restorer),
@@ -280,12 +277,13 @@ impl Service {
     }
 
     pub fn engine(&self) -> &Arc<Engine> {
-        &self.shared.engine
+        &self.stage.input.engine
     }
 
     /// Input partitions assigned to this instance.
     pub fn partitions(&self) -> usize {
-        self.shared
+        self.stage
+            .input
             .parts
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -295,7 +293,8 @@ impl Service {
     /// Offsets handed over by the workers, summed over assigned partitions
     /// (+1 each: how many messages were judged, if partitions start at 0).
     pub fn processed(&self) -> i64 {
-        self.shared
+        self.stage
+            .input
             .all_parts()
             .iter()
             .map(|p| p.tracker.processed_offset() + 1)
@@ -311,12 +310,13 @@ impl Service {
     /// Stops consuming, judges what is in flight, waits for its actions to
     /// be acknowledged, commits, leaves the group and stops the threads.
     pub fn shutdown(mut self) -> Result<(), ServiceError> {
-        self.shared.shutdown.store(true, Ordering::Relaxed);
+        self.stage.input.shutdown.store(true, Ordering::Relaxed);
         let result = match self.consumer.take() {
             Some(c) => c.join().map_err(|_| ServiceError::Panicked("consumer")),
             None => Ok(()),
         };
-        self.shared
+        self.stage
+            .input
             .restores
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -324,13 +324,13 @@ impl Service {
         if let Some(r) = self.restorer.take() {
             let _ = r.join();
         }
-        for w in &self.shared.workers {
+        for w in &self.stage.input.workers {
             let _ = w.send(Work::Stop);
         }
         for w in self.workers.drain(..) {
             let _ = w.join();
         }
-        self.shared.producer.flush(Duration::from_secs(5));
+        self.stage.input.producer.flush(Duration::from_secs(5));
         // The source stage last: what the account stage forwarded is
         // acknowledged by now, and is judged after a restart at the latest.
         match self.sources.take() {

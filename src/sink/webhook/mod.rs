@@ -192,7 +192,8 @@ impl Webhooks {
             };
             let trackers: Arc<Mutex<HashMap<i32, Arc<Tracker>>>> = Arc::default();
             let mut c = client_config(k, Role::Consumer);
-            c.set("group.id", group_of(k, url));
+            let group = group_of(k, url);
+            c.set("group.id", &group);
             c.set("statistics.interval.ms", "0");
             // Actions are few: a long fetch wait would be pure latency on
             // brokers that answer a fetch only when the wait is over.
@@ -213,7 +214,7 @@ impl Webhooks {
                     topic: k.actions_topic.clone(),
                     source,
                 })?;
-            tracing::info!(endpoint = index, host = %ep.host, group = %group_of(k, url), "Webhook delivery started.");
+            tracing::info!(endpoint = index, host = %ep.host, %group, "Webhook delivery started.");
             let s = shared.clone();
             let commit_every = Duration::from_millis(k.commit_interval_ms);
             tasks.push(tokio::spawn(endpoint_loop(
