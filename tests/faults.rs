@@ -242,11 +242,13 @@ fn survive(fault: Fault) {
     );
 
     // A record that comes twice is the same action: same id, same body
-    // but for the emission time. Except password_spray's: its count of
-    // accounts the source failed on, and the moment that count reached the
-    // threshold (`source_recognised`), come from failures on every
-    // partition, which a re-run after a crash interleaves differently (the
-    // ordering limit in docs/known-limits.md), so those facts may differ.
+    // but for the emission time. Except password_spray's: what it says of
+    // the moment (the count of accounts the source failed on, when it was
+    // recognised, which event completed the finding, and the reason quoting
+    // them) comes from failures on every partition, which a re-run after a
+    // crash interleaves differently (the ordering limit in
+    // docs/known-limits.md). Its decision must still be the same: the same
+    // id, account, action, severity and incident.
     let mut bodies: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for r in &records {
         let mut v: Value = serde_json::from_str(&r.payload).expect("action JSON");
@@ -254,9 +256,16 @@ fn survive(fault: Fault) {
         // `timestamp` is when it was emitted: a second emission has its own.
         v["timestamp"] = Value::Null;
         if v["data"]["detector"] == "password_spray" {
-            v["data"]["reason"] = Value::Null;
-            v["data"]["evidence"]["accounts_failed_from_source"] = Value::Null;
-            v["data"]["evidence"]["source_recognised"] = Value::Null;
+            let d = &v["data"];
+            v = serde_json::json!({
+                "id": v["id"],
+                "type": v["type"],
+                "account": d["account"],
+                "action": d["action"],
+                "severity": d["severity"],
+                "incident": d["incident"],
+                "source_ip": d["evidence"]["source_ip"],
+            });
         }
         bodies.entry(id).or_default().insert(v.to_string());
     }
