@@ -193,8 +193,14 @@ fn survive(fault: Fault) {
         std::thread::sleep(Duration::from_secs(2));
     };
     if let Fault::ReceiverDown = fault {
-        // Down until every action has been emitted (and every delivery of
-        // those after the fault has failed at least once), then back.
+        // Down until every action has been emitted and deliveries have met
+        // the dead receiver (a slow webhook consumer may not have tried
+        // yet when the last action is on the topic), then back.
+        let tried = || {
+            svc.as_ref()
+                .is_some_and(|s| s.log().contains("Webhook request failed; retrying"))
+        };
+        wait_until(Duration::from_secs(180), tried);
         rx = Receiver::start(world.dir.path(), "rx", &[], rx.port);
     }
     let log = || {
@@ -275,7 +281,9 @@ fn survive(fault: Fault) {
 
     // Every action at the receiver, verified, and nothing else.
     let ids: BTreeSet<String> = bodies.keys().cloned().collect();
-    let arrived = wait_until(Duration::from_secs(120), || {
+    // Generous: after a broker or credwatch kill, the webhook consumer
+    // rejoins its group only once the dead member's session has timed out.
+    let arrived = wait_until(Duration::from_secs(300), || {
         delivered(&rx).keys().cloned().collect::<BTreeSet<_>>() == ids
     });
     let got: BTreeSet<String> = delivered(&rx).keys().cloned().collect();
