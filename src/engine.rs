@@ -11,6 +11,7 @@ use crate::detect::{self, Context, Finding, Registered};
 use crate::geo::{GeoError, GeoIp};
 use crate::policy::{Decision, Policy};
 use crate::source::event::{Event, Kind};
+use crate::state::profile::Profile;
 use crate::state::{KeyedBy, Swept, TableStats};
 use crate::time::{Millis, SECOND};
 
@@ -55,6 +56,8 @@ pub struct Engine {
     detectors: Vec<Registered>,
     counts: Vec<DetectorCounts>,
     policy: Policy,
+    /// The accounts' profiles (none in a stage keyed by source address).
+    profile: Option<Profile>,
     trusted: Vec<ipnet::IpNet>,
     lanes: Vec<Lane>,
     next_sweep: AtomicI64,
@@ -96,6 +99,8 @@ impl Engine {
             detectors,
             counts,
             policy: Policy::new(&c.policy, &c.state),
+            profile: (keyed_by != Some(KeyedBy::Source))
+                .then(|| Profile::new(&c.profile, &c.state)),
             trusted: settings.trusted.clone(),
             lanes: vec![Lane::new()],
             next_sweep: AtomicI64::new(Millis::MIN),
@@ -130,7 +135,7 @@ impl Engine {
         self.advance(lane, event.ts);
         self.policy.breaker.observe(event.key, event.ts);
         let geo = self.geo.load();
-        let ctx = Context::new(&geo, &self.trusted, event);
+        let ctx = Context::new(&geo, &self.trusted, event).with_profile(self.profile.as_ref());
         let mut findings: Vec<Finding> = Vec::new();
         for (i, reg) in self.detectors.iter().enumerate() {
             reg.detector.observe(event, &ctx, &mut findings);
@@ -157,6 +162,7 @@ impl Engine {
                 }
             }
         }
+        ctx.learn(event);
         self.count_geo(lane, &ctx);
     }
 
@@ -370,6 +376,7 @@ impl Engine {
         self.detectors
             .iter()
             .flat_map(|r| r.detector.state())
+            .chain(self.profile.as_ref().map(Profile::state))
             .chain(std::iter::once(self.policy.state()))
     }
 

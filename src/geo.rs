@@ -125,6 +125,29 @@ pub struct Point {
     /// MaxMind's accuracy radius in km (0 when unknown).
     pub accuracy_km: u16,
     pub anonymity: Anonymity,
+    /// ISO country code as two ASCII bytes (`[0, 0]` when unknown).
+    pub country: [u8; 2],
+    /// The autonomous system (0 when unknown or no ASN database).
+    pub asn: u32,
+}
+
+impl Point {
+    /// The country code, when known.
+    pub fn country(&self) -> Option<[u8; 2]> {
+        (self.country != [0, 0]).then_some(self.country)
+    }
+    /// The autonomous system, when known.
+    pub fn asn(&self) -> Option<u32> {
+        (self.asn != 0).then_some(self.asn)
+    }
+}
+
+/// Two ASCII letters of an ISO country code, or `[0, 0]`.
+fn country_bytes(code: Option<&str>) -> [u8; 2] {
+    match code.map(str::as_bytes) {
+        Some([a, b]) => [a.to_ascii_uppercase(), b.to_ascii_uppercase()],
+        _ => [0, 0],
+    }
 }
 
 /// What is known about where an address is, names included (for evidence).
@@ -194,9 +217,19 @@ struct CityRec<'a> {
 }
 
 #[derive(Deserialize)]
-struct LocationOnly {
+struct LocationOnly<'a> {
     #[serde(default)]
     location: Option<Location>,
+    #[serde(borrow, default)]
+    country: Option<CountryRec<'a>>,
+    #[serde(borrow, default)]
+    registered_country: Option<CountryRec<'a>>,
+}
+
+#[derive(Deserialize)]
+struct AsnOnly {
+    #[serde(default)]
+    autonomous_system_number: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -332,15 +365,29 @@ impl GeoIp {
         let mut point = Point::default();
         if let Some(r) = &self.city {
             match r.lookup(ip).and_then(|l| l.decode::<LocationOnly>()) {
-                Ok(Some(LocationOnly {
-                    location: Some(loc),
-                })) => {
-                    if let (Some(lat), Some(lon)) = (loc.latitude, loc.longitude) {
-                        point.coords = Some((lat as f32, lon as f32));
+                Ok(Some(rec)) => {
+                    if let Some(loc) = rec.location {
+                        if let (Some(lat), Some(lon)) = (loc.latitude, loc.longitude) {
+                            point.coords = Some((lat as f32, lon as f32));
+                        }
+                        point.accuracy_km = loc.accuracy_radius.unwrap_or(0);
                     }
-                    point.accuracy_km = loc.accuracy_radius.unwrap_or(0);
+                    point.country = country_bytes(
+                        rec.country
+                            .and_then(|c| c.iso_code)
+                            .or(rec.registered_country.and_then(|c| c.iso_code)),
+                    );
                 }
-                Ok(_) => {}
+                Ok(None) => {}
+                Err(_) => {
+                    self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        if let Some(r) = &self.asn {
+            match r.lookup(ip).and_then(|l| l.decode::<AsnOnly>()) {
+                Ok(Some(rec)) => point.asn = rec.autonomous_system_number.unwrap_or(0),
+                Ok(None) => {}
                 Err(_) => {
                     self.stats.errors.fetch_add(1, Ordering::Relaxed);
                 }

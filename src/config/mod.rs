@@ -22,6 +22,7 @@ use crate::policy::PolicyConfig;
 use crate::section::{Checks, Problem};
 use crate::sink::webhook::WebhookConfig;
 use crate::source::event::EventsConfig;
+use crate::state::profile::ProfileConfig;
 use crate::state::StateConfig;
 
 /// A configuration that cannot be used, with what to do about it.
@@ -65,6 +66,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub policy: PolicyConfig,
     pub state: StateConfig,
+    pub profile: ProfileConfig,
     pub events: EventsConfig,
     pub detectors: DetectorsConfig,
 }
@@ -137,6 +139,7 @@ impl Config {
         c.under("webhook", |c| self.webhook.check(c));
         c.under("policy", |c| self.policy.check(c));
         c.under("state", |c| self.state.check(c));
+        c.under("profile", |c| self.profile.check(c));
         c.under("events", |c| self.events.check(c));
         c.under("detectors", |c| self.detectors.check(c));
         if self.detectors.impossible_travel.enabled && self.geoip.city_db.is_empty() {

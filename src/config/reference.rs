@@ -36,6 +36,7 @@ fn parts() -> Vec<Part> {
         part::<crate::policy::PolicyConfig>("policy"),
         part::<crate::policy::BreakerConfig>("policy.breaker"),
         part::<crate::state::StateConfig>("state"),
+        part::<crate::state::profile::ProfileConfig>("profile"),
         part::<crate::source::event::EventsConfig>("events"),
     ];
     for d in registry() {

@@ -66,6 +66,8 @@ struct Failures {
     items: Items<Failure>,
     /// When the last burst alert was raised, so one burst alerts once.
     alerted: Millis,
+    /// When the owner's own login during a burst was last reported.
+    owner_alerted: Millis,
 }
 
 impl Entry for Failures {
@@ -156,6 +158,22 @@ impl FailedLoginBurst {
     }
 }
 
+/// How a success after a burst relates to the guessing.
+struct Tie {
+    /// From one of the failing addresses.
+    source: bool,
+    /// From the network of one of them.
+    network: bool,
+    /// From a network and country the account had used before the burst.
+    familiar: bool,
+}
+
+impl Tie {
+    fn tied(&self) -> bool {
+        self.source || self.network || !self.familiar
+    }
+}
+
 #[derive(PartialEq, Eq)]
 enum Verdict {
     Guessing,
@@ -198,6 +216,7 @@ impl Detector for FailedLoginBurst {
                     || Failures {
                         items: Items::new(),
                         alerted: Millis::MIN,
+                        owner_alerted: Millis::MIN,
                     },
                     |f| {
                         insert_sorted(&mut f.items, failure, cap, |x| x.ts);
@@ -237,20 +256,43 @@ impl Detector for FailedLoginBurst {
                 }
             }
             Some(AuthResult::Success) => {
+                // Is this success tied to the guessing? From a failing
+                // source or its network, or from somewhere the account had
+                // never used before the burst began. Otherwise it is the
+                // owner, who happened to log in while someone else guessed:
+                // an alert, and the failures stay counted for the guesser's
+                // own success.
+                let network = ctx.network(ip);
                 let found = self.table.with(event.key, |f| {
                     let b = self.tally(&f.items, event.ts)?;
                     let verdict = self.verdict(&b);
                     if verdict == Verdict::StalePassword {
                         return None;
                     }
-                    // Settled: the failures before this success are used up.
-                    f.items.retain(|x| x.ts > event.ts);
-                    Some((b, verdict))
+                    let tie = Tie {
+                        source: b.sources.contains(&ip),
+                        network: network.is_some_and(|n| {
+                            b.sources.iter().any(|s| ctx.network(*s) == Some(n))
+                        }),
+                        familiar: ctx.seen().is_some_and(|s| {
+                            s.familiar_before(b.first, ctx.point().as_ref())
+                        }),
+                    };
+                    if tie.tied() {
+                        // Settled: the failures before this success are used up.
+                        f.items.retain(|x| x.ts > event.ts);
+                    } else if f.owner_alerted >= b.first {
+                        return None; // this burst already had its owner alert
+                    } else {
+                        f.owner_alerted = event.ts;
+                    }
+                    Some((b, verdict, tie))
                 });
-                let Some(Some((b, verdict))) = found else {
+                let Some(Some((b, verdict, tie))) = found else {
                     return;
                 };
-                let lock = verdict == Verdict::Guessing || self.cfg.lock_without_pwhash;
+                let lock =
+                    tie.tied() && (verdict == Verdict::Guessing || self.cfg.lock_without_pwhash);
                 let mut evidence = self.evidence(&b);
                 let mut success = Map::new();
                 success.insert("ts".into(), ev(format_rfc3339(event.ts)));
@@ -258,12 +300,29 @@ impl Detector for FailedLoginBurst {
                 if let Some(p) = event.protocol {
                     success.insert("protocol".into(), ev(p.as_str()));
                 }
-                success.insert("from_a_failing_source".into(), ev(b.sources.contains(&ip)));
+                success.insert("from_a_failing_source".into(), ev(tie.source));
+                success.insert("from_a_failing_network".into(), ev(tie.network));
+                success.insert("familiar_network".into(), ev(tie.familiar));
+                success.insert("tied_to_the_guessing".into(), ev(tie.tied()));
                 evidence.insert("success".into(), serde_json::Value::Object(success));
                 let passwords = if verdict == Verdict::Guessing {
                     format!("{} different passwords", b.distinct)
                 } else {
                     "unknown passwords".to_string()
+                };
+                let reason = if tie.tied() {
+                    format!(
+                        "Successful login after {} failed attempts with {passwords} in {}: the password was probably guessed.",
+                        b.failures,
+                        human_duration(event.ts - b.first)
+                    )
+                } else {
+                    format!(
+                        "{} failed attempts with {passwords} in {} from {} address(es): someone is guessing this password. A successful login followed from a network and country the account uses regularly, so it was not locked.",
+                        b.failures,
+                        human_duration(b.last - b.first),
+                        b.sources.len()
+                    )
                 };
                 out.push(Finding {
                     detector: NAME,
@@ -271,11 +330,7 @@ impl Detector for FailedLoginBurst {
                     key: event.key,
                     strength: if lock { Strength::Lock } else { Strength::Alert },
                     severity: if lock { Severity::Critical } else { Severity::High },
-                    reason: format!(
-                        "Successful login after {} failed attempts with {passwords} in {}: the password was probably guessed.",
-                        b.failures,
-                        human_duration(event.ts - b.first)
-                    ),
+                    reason,
                     first_event_ts: b.first,
                     last_event_ts: event.ts,
                     anchor_ts: b.first,

@@ -38,7 +38,8 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::geo::{GeoIp, Place, Point};
-use crate::source::event::Event;
+use crate::source::event::{AuthResult, Event};
+use crate::state::profile::{Profile, Seen};
 use crate::state::Swept;
 use crate::time::Millis;
 
@@ -88,6 +89,9 @@ pub struct Context<'a> {
     geo: &'a GeoIp,
     trusted: &'a [IpNet],
     point: OnceCell<Option<(Point, bool)>>,
+    profile: Option<&'a Profile>,
+    seen: OnceCell<Option<Seen>>,
+    key: u64,
     ip: Option<IpAddr>,
     ts: Millis,
 }
@@ -98,8 +102,42 @@ impl<'a> Context<'a> {
             geo,
             trusted,
             point: OnceCell::new(),
+            profile: None,
+            seen: OnceCell::new(),
+            key: event.key,
             ip: event.src_ip,
             ts: event.ts,
+        }
+    }
+
+    /// With the accounts' profiles (the engine of a stage keyed by account).
+    pub fn with_profile(mut self, profile: Option<&'a Profile>) -> Self {
+        self.profile = profile;
+        self
+    }
+
+    /// What the event's account had used that the event's address shows
+    /// (`None`: no profiles here, or no address). Before this event: the
+    /// engine learns it after the detectors have judged it.
+    pub fn seen(&self) -> Option<Seen> {
+        *self.seen.get_or_init(|| {
+            let (profile, ip) = (self.profile?, self.ip?);
+            Some(profile.seen(self.key, ip, self.point().as_ref()))
+        })
+    }
+
+    /// The network of an address as the profiles key it (`None`: no profiles).
+    pub fn network(&self, ip: IpAddr) -> Option<u64> {
+        self.profile.map(|p| p.network(ip))
+    }
+
+    /// Learns the event (a successful login from an untrusted address)
+    /// into the account's profile.
+    pub fn learn(&self, event: &Event) {
+        if let (Some(p), Some(ip)) = (self.profile, self.ip) {
+            if event.is_auth(AuthResult::Success) && !self.source_trusted() {
+                p.learn(self.key, ip, self.point().as_ref(), event.ts);
+            }
         }
     }
 

@@ -9,6 +9,7 @@ use super::{Context, Detector, Finding, Registration};
 use crate::demo::sample::{self, ip_in, Line};
 use crate::geo::{GeoIp, GeoIpConfig};
 use crate::source::event::{parse_event, ParseLimits};
+use crate::state::profile::{Profile, ProfileConfig};
 use crate::state::StateConfig;
 use crate::time::{Millis, HOUR};
 
@@ -18,6 +19,8 @@ pub const T0: Millis = 1_793_836_800_000;
 pub struct Bench {
     _dir: tempfile::TempDir,
     geo: GeoIp,
+    /// Accounts' profiles, learned as the engine learns them.
+    profile: Profile,
 }
 
 impl Bench {
@@ -31,7 +34,11 @@ impl Bench {
             ..GeoIpConfig::default()
         })
         .expect("open the generated databases");
-        Bench { _dir: dir, geo }
+        Bench {
+            _dir: dir,
+            geo,
+            profile: Profile::new(&ProfileConfig::default(), &StateConfig::default()),
+        }
     }
 
     /// `D` built from its section's TOML (`""`: its defaults).
@@ -46,8 +53,9 @@ impl Bench {
         let mut out = Vec::new();
         for l in lines {
             let ev = parse_event(l.json.as_bytes(), &limits).expect("test events are valid");
-            let ctx = Context::new(&self.geo, &[], &ev);
+            let ctx = Context::new(&self.geo, &[], &ev).with_profile(Some(&self.profile));
             d.observe(&ev, &ctx, &mut out);
+            ctx.learn(&ev);
         }
         out
     }

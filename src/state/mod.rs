@@ -20,6 +20,7 @@
 //! so a table never stores the account name itself.
 
 mod items;
+pub mod profile;
 mod table;
 
 pub use items::{insert_sorted, prune_sorted, HourCount, Items};

@@ -20,4 +20,5 @@ mod replay_cli;
 mod send_volume;
 mod sender_mismatch;
 mod state_bounds;
+mod steering;
 mod story;

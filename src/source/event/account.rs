@@ -82,3 +82,34 @@ pub fn parse_ip(s: &str) -> Option<IpAddr> {
     };
     s.parse::<IpAddr>().ok().map(|ip| ip.to_canonical())
 }
+
+/// The key of the network `ip` belongs to: its first `v4` (IPv4) or `v6`
+/// (IPv6) bits, hashed like [`address_key`]. With 32 and 128 it is the
+/// address's own key.
+pub fn network_key(ip: IpAddr, v4: u8, v6: u8) -> u64 {
+    address_key(truncate(ip, v4, v6))
+}
+
+/// `ip` with only its first `v4` or `v6` bits kept.
+pub fn truncate(ip: IpAddr, v4: u8, v6: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(a) => {
+            let bits = u32::from(v4.min(32));
+            let mask = if bits == 0 {
+                0
+            } else {
+                u32::MAX << (32 - bits)
+            };
+            IpAddr::V4((u32::from(a) & mask).into())
+        }
+        IpAddr::V6(a) => {
+            let bits = u32::from(v6.min(128));
+            let mask = if bits == 0 {
+                0
+            } else {
+                u128::MAX << (128 - bits)
+            };
+            IpAddr::V6((u128::from(a) & mask).into())
+        }
+    }
+}

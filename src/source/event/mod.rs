@@ -11,7 +11,7 @@ mod reject;
 use std::borrow::Cow;
 use std::net::IpAddr;
 
-pub use account::{account_key, address_key, normalise_account, parse_ip};
+pub use account::{account_key, address_key, network_key, normalise_account, parse_ip, truncate};
 pub use parse::{parse_event, parse_only, ParseLimits};
 pub use reject::{Reject, RejectReason};
 
