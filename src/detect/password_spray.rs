@@ -1,25 +1,34 @@
-//! `password_spray`: one source address failing on many different accounts
-//! in a window (a few common passwords tried against many users).
+//! `password_spray`: one source failing on many different accounts in a
+//! window (a few common passwords tried against many users).
 //!
-//! Each source that has failed remembers which accounts it failed on and
-//! which accounts logged in successfully from it since. Once it has failed on
-//! `min_accounts` distinct accounts it is a spraying source, and every
-//! account that logged in successfully from it within the window (before or
-//! after it was recognised) is locked. The accounts that only saw failures
-//! kept their password: they are not locked.
+//! A source is an address, or for IPv6 its /64 (`source_prefix_v6`): one
+//! machine owns a whole /64, so fifteen addresses inside it are one sprayer.
+//! A window of `window_secs` in which the source failed on `min_accounts`
+//! distinct accounts makes it a spraying source from `max_disorder_secs`
+//! before that window's first failure until `window_secs` after its last.
+//! Every account that logged in successfully from it in that span is locked,
+//! unless the account's own profile had used the address's network before
+//! the span began (the office NAT's or the carrier's everyday users; a
+//! sprayer's address the account never used still locks it). Accounts that
+//! only saw failures kept their password: they are not locked.
 //!
-//! Limit: a success judged before the address's *first* failure is not
-//! remembered (with several threads or partitions, "before" is the order in
-//! which they were judged).
+//! **Order does not matter.** Windows count only failures inside them, on
+//! both sides, and what is remembered does not depend on the order in which
+//! events were judged (failures are kept per account and per sixteenth of
+//! the window as their earliest and latest time; successes at an address
+//! with no failures yet are kept for `max_disorder_secs` behind the slowest
+//! thread). So a parallel replay, a service whose workers lag one another,
+//! and `--threads 1` lock the same accounts; only the counts in the
+//! evidence, which describe the moment of the decision, can differ.
 
 use std::net::IpAddr;
 
 use serde_json::Map;
 
-use super::{DetectorConfig, Registration, ev, Context, Detector, Finding, Severity, Strength};
+use super::{ev, Context, Detector, DetectorConfig, Finding, Registration, Severity, Strength};
 use crate::section::Checks;
-use crate::source::event::{AuthResult, Event, Kind};
-use crate::state::{KeyedBy, StateConfig, prune_sorted, Entry, Items, Swept, Table};
+use crate::source::event::{network_key, truncate, AuthResult, Event, Kind};
+use crate::state::{Entry, Items, KeyedBy, StateConfig, Swept, Table};
 use crate::time::{format_rfc3339, human_duration, Millis, SECOND};
 
 pub const NAME: &str = "password_spray";
@@ -35,88 +44,227 @@ crate::detector_section! {
         pub min_accounts: usize = 15,
         /// Successful logins remembered per source.
         pub max_successes_per_source: usize = 64,
+        /// IPv4 addresses sharing this prefix are one source (32: each
+        /// address on its own; a CGNAT shares one address among many).
+        pub source_prefix_v4: u8 = 32,
+        /// IPv6 addresses sharing this prefix are one source: a /64 is one
+        /// subscriber's or one server's (RFC 6177).
+        pub source_prefix_v6: u8 = 64,
     }
 }
 
 impl DetectorConfig for SprayConfig {
     fn check(&self, c: &mut Checks) {
-        c.at_least("window_secs", self.window_secs, 1);
+        c.at_least("window_secs", self.window_secs, 16);
         c.at_least("min_accounts", self.min_accounts as u64, 2);
         c.at_least(
             "max_successes_per_source",
             self.max_successes_per_source as u64,
             1,
         );
+        if !(8..=32).contains(&self.source_prefix_v4) {
+            c.fail("source_prefix_v4", "must be a prefix length from 8 to 32");
+        }
+        if !(16..=128).contains(&self.source_prefix_v6) {
+            c.fail("source_prefix_v6", "must be a prefix length from 16 to 128");
+        }
     }
 }
 
+/// The failures of one account from one source within one sixteenth of the
+/// window: the earliest and the latest. Exact for counting windows (a window
+/// is wider than a slot), and the same whatever the order of arrival.
+#[derive(Debug, Clone, Copy)]
+struct Failed {
+    key: u64,
+    first: Millis,
+    last: Millis,
+}
+
+#[derive(Debug, Clone)]
 struct Success {
     ts: Millis,
     account: Box<str>,
     key: u64,
+    /// Since when the account had used this address's network (its profile).
+    familiar_since: Option<Millis>,
     reported: bool,
 }
 
-struct Source {
-    /// (last failure time, account key), one per account, sorted by time.
-    failed: Items<(Millis, u64)>,
-    successes: Items<Success>,
+/// When a source was spraying: from `max_disorder_secs` before the first
+/// failure of a window that counted `min_accounts` until `window_secs` after
+/// that window's end.
+#[derive(Debug, Clone, Copy)]
+struct Spraying {
+    from: Millis,
+    until: Millis,
     first_failure: Millis,
-    /// When this source was recognised as spraying, if it was.
-    recognised: Option<Millis>,
+    peak: usize,
+}
+
+#[derive(Default)]
+struct Source {
+    failed: Items<Failed>,
+    successes: Items<Success>,
+    spraying: Items<Spraying>,
 }
 
 impl Entry for Source {
     fn last_seen(&self) -> Millis {
-        let f = self.failed.last().map_or(Millis::MIN, |x| x.0);
-        let s = self.successes.last().map_or(Millis::MIN, |x| x.ts);
-        f.max(s)
+        let f = self.failed.iter().map(|x| x.last).max().unwrap_or(Millis::MIN);
+        let s = self.successes.iter().map(|x| x.ts).max().unwrap_or(Millis::MIN);
+        let p = self.spraying.iter().map(|x| x.until).max().unwrap_or(Millis::MIN);
+        f.max(s).max(p)
     }
     fn weight(&self) -> usize {
         self.failed.len() + self.successes.len()
     }
     fn prune(&mut self, horizon: Millis) -> bool {
-        prune_sorted(&mut self.failed, horizon, |x| x.0);
-        prune_sorted(&mut self.successes, horizon, |x| x.ts);
-        if self.recognised.is_some_and(|r| r < horizon) {
-            self.recognised = None;
-        }
-        if let Some(f) = self.failed.first() {
-            // The oldest failure still remembered (approximate: one per account).
-            self.first_failure = self.first_failure.max(horizon).min(f.0);
-        }
-        self.failed.is_empty() && self.successes.is_empty()
+        self.failed.retain(|x| x.last >= horizon);
+        self.successes.retain(|x| x.ts >= horizon);
+        self.spraying.retain(|x| x.until >= horizon);
+        self.failed.is_empty() && self.successes.is_empty() && self.spraying.is_empty()
+    }
+}
+
+/// Successes at sources with no failures yet, for `max_disorder_secs`.
+struct Recent(Items<Success>);
+
+impl Entry for Recent {
+    fn last_seen(&self) -> Millis {
+        self.0.iter().map(|x| x.ts).max().unwrap_or(Millis::MIN)
+    }
+    fn prune(&mut self, horizon: Millis) -> bool {
+        self.0.retain(|x| x.ts >= horizon);
+        self.0.is_empty()
     }
 }
 
 pub struct PasswordSpray {
     cfg: SprayConfig,
     window: Millis,
+    slot: Millis,
+    disorder: Millis,
     sources: Table<Source>,
+    recent: Table<Recent>,
     max_failed: usize,
 }
 
 impl PasswordSpray {
-    fn finding(
-        &self,
-        ip: IpAddr,
-        src: &Source,
-        s: &Success,
-        failed_accounts: usize,
-        now: Millis,
-    ) -> Finding {
+    fn source(&self, ip: IpAddr) -> (u64, IpAddr) {
+        let (v4, v6) = (self.cfg.source_prefix_v4, self.cfg.source_prefix_v6);
+        (network_key(ip, v4, v6), truncate(ip, v4, v6))
+    }
+
+    fn source_text(&self, ip: IpAddr) -> String {
+        let (_, net) = self.source(ip);
+        let len = if ip.is_ipv4() {
+            self.cfg.source_prefix_v4
+        } else {
+            self.cfg.source_prefix_v6
+        };
+        if (ip.is_ipv4() && len == 32) || (ip.is_ipv6() && len == 128) {
+            ip.to_string()
+        } else {
+            format!("{net}/{len}")
+        }
+    }
+
+    /// Records a failure; returns the spans in which the source is now seen
+    /// spraying that were not known before (new or grown).
+    fn add_failure(&self, src: &mut Source, key: u64, ts: Millis) -> Vec<Spraying> {
+        let slot = ts.div_euclid(self.slot);
+        match src
+            .failed
+            .iter_mut()
+            .find(|f| f.key == key && f.first.div_euclid(self.slot) == slot)
+        {
+            Some(f) => {
+                f.first = f.first.min(ts);
+                f.last = f.last.max(ts);
+            }
+            None => {
+                if src.failed.len() >= self.max_failed {
+                    // The oldest goes.
+                    if let Some(i) = (0..src.failed.len()).min_by_key(|&i| src.failed[i].last) {
+                        src.failed.swap_remove(i);
+                    }
+                }
+                src.failed.push(Failed {
+                    key,
+                    first: ts,
+                    last: ts,
+                });
+            }
+        }
+        // Only windows ending within [ts, ts + window] changed; each is
+        // checked at the failures that can end it.
+        let mut ends: Vec<Millis> = src
+            .failed
+            .iter()
+            .flat_map(|f| [f.first, f.last])
+            .filter(|t| *t >= ts && *t <= ts + self.window)
+            .collect();
+        ends.sort_unstable();
+        ends.dedup();
+        let mut found = Vec::new();
+        for end in ends {
+            let start = end - self.window;
+            let mut keys: Vec<u64> = Vec::new();
+            let mut first = Millis::MAX;
+            for f in src.failed.iter().filter(|f| f.first <= end && f.last >= start) {
+                keys.push(f.key);
+                first = first.min(f.first.max(start));
+            }
+            keys.sort_unstable();
+            keys.dedup();
+            if keys.len() < self.cfg.min_accounts {
+                continue;
+            }
+            let span = Spraying {
+                from: first - self.disorder,
+                until: end + self.window,
+                first_failure: first,
+                peak: keys.len(),
+            };
+            if let Some(grown) = merge(&mut src.spraying, span) {
+                found.push(grown);
+            }
+        }
+        found
+    }
+
+    /// The span that makes `s` a spray victim, if any: `s` is inside it, the
+    /// account had not used the network before it began, and the account
+    /// was not already reported for it.
+    fn judged(&self, src: &Source, s: &Success) -> Option<Spraying> {
+        src.spraying.iter().copied().find(|p| {
+            s.ts >= p.from
+                && s.ts <= p.until
+                && s.familiar_since.is_none_or(|f| f >= p.from)
+                && !src
+                    .successes
+                    .iter()
+                    .any(|o| o.key == s.key && o.reported && o.ts >= p.from && o.ts <= p.until)
+        })
+    }
+
+    fn finding(&self, ip: IpAddr, p: &Spraying, s: &Success, now: Millis) -> Finding {
+        let source = self.source_text(ip);
         let mut e = Map::new();
-        e.insert("source_ip".into(), ev(ip.to_string()));
-        e.insert("accounts_failed_from_source".into(), ev(failed_accounts));
+        e.insert("source_ip".into(), ev(source.clone()));
+        e.insert("accounts_failed_from_source".into(), ev(p.peak));
         e.insert(
             "first_failure_from_source".into(),
-            ev(format_rfc3339(src.first_failure)),
+            ev(format_rfc3339(p.first_failure)),
         );
-        e.insert(
-            "source_recognised".into(),
-            ev(src.recognised.map(format_rfc3339)),
-        );
+        e.insert("spraying_from".into(), ev(format_rfc3339(p.from)));
+        e.insert("spraying_until".into(), ev(format_rfc3339(p.until)));
         e.insert("successful_login".into(), ev(format_rfc3339(s.ts)));
+        e.insert(
+            "account_used_this_network_since".into(),
+            ev(s.familiar_since.map(format_rfc3339)),
+        );
         e.insert("window_seconds".into(), ev(self.cfg.window_secs));
         e.insert("min_accounts".into(), ev(self.cfg.min_accounts));
         Finding {
@@ -126,19 +274,62 @@ impl PasswordSpray {
             strength: Strength::Lock,
             severity: Severity::High,
             reason: format!(
-                "Successful login from {ip}, an address that failed to log in to {failed_accounts} different accounts within {} (password spraying).",
+                "Successful login from {source}, a source that failed to log in to {} different accounts within {} (password spraying), and that this account had not used before.",
+                p.peak,
                 human_duration(self.window)
             ),
-            first_event_ts: src.first_failure.min(s.ts),
+            first_event_ts: p.first_failure.min(s.ts),
             last_event_ts: now.max(s.ts),
             anchor_ts: s.ts,
             evidence: e,
         }
     }
+
+    /// Reports every remembered success that a new span makes a victim.
+    fn sweep_victims(&self, ip: IpAddr, src: &mut Source, now: Millis, out: &mut Vec<Finding>) {
+        src.successes.sort_by_key(|s| s.ts);
+        for i in 0..src.successes.len() {
+            if src.successes[i].reported {
+                continue;
+            }
+            if let Some(p) = self.judged(src, &src.successes[i]) {
+                out.push(self.finding(ip, &p, &src.successes[i], now));
+                src.successes[i].reported = true;
+            }
+        }
+    }
+
+    fn remember(&self, list: &mut Items<Success>, s: Success) {
+        if list.len() >= self.cfg.max_successes_per_source {
+            if let Some(i) = (0..list.len()).min_by_key(|&i| list[i].ts) {
+                list.swap_remove(i);
+            }
+        }
+        list.push(s);
+    }
 }
 
-fn source_key(ip: IpAddr) -> u64 {
-    crate::source::event::address_key(ip)
+/// Adds `span` to the spans (merging overlaps); returns the merged span if
+/// it covers anything that was not covered before.
+fn merge(spans: &mut Items<Spraying>, span: Spraying) -> Option<Spraying> {
+    let mut merged = span;
+    let mut covered = false;
+    spans.retain(|p| {
+        if p.from <= merged.until && merged.from <= p.until {
+            if p.from <= span.from && p.until >= span.until {
+                covered = true;
+            }
+            merged.from = merged.from.min(p.from);
+            merged.until = merged.until.max(p.until);
+            merged.first_failure = merged.first_failure.min(p.first_failure);
+            merged.peak = merged.peak.max(p.peak);
+            false
+        } else {
+            true
+        }
+    });
+    spans.push(merged);
+    (!covered).then_some(merged)
 }
 
 impl Registration for PasswordSpray {
@@ -151,9 +342,13 @@ impl Registration for PasswordSpray {
         PasswordSpray {
             cfg: cfg.clone(),
             window,
+            slot: (window / 16).max(SECOND),
+            disorder: state.max_disorder_secs as Millis * SECOND,
             sources: Table::sparse("spray_sources", KeyedBy::Source, state.max_sources, window),
+            // Kept for the allowed disorder only (the sweep's slack).
+            recent: Table::new("spray_recent_successes", KeyedBy::Source, state.max_sources, 0),
             // Enough to recognise the source; beyond that only the newest matter.
-            max_failed: state.max_entries_per_key.max(cfg.min_accounts * 2),
+            max_failed: state.max_entries_per_key.max(cfg.min_accounts * 4),
         }
     }
 }
@@ -164,92 +359,55 @@ impl Detector for PasswordSpray {
             return;
         }
         let Some(ip) = event.src_ip else { return };
+        let (key, _) = self.source(ip);
         let now = event.ts;
-        let from = now - self.window;
         match event.result {
             Some(AuthResult::Failure) => {
-                let max_failed = self.max_failed;
-                self.sources.update(
-                    source_key(ip),
-                    || Source {
-                        failed: Items::new(),
-                        successes: Items::new(),
-                        first_failure: now,
-                        recognised: None,
-                    },
-                    |src| {
-                        src.failed.retain(|(_, k)| *k != event.key);
-                        crate::state::insert_sorted(
-                            &mut src.failed,
-                            (now, event.key),
-                            max_failed,
-                            |x| x.0,
-                        );
-                        src.first_failure = src.first_failure.min(now);
-                        let failed = src.failed.iter().filter(|(t, _)| *t >= from).count();
-                        if failed < self.cfg.min_accounts {
-                            return;
-                        }
-                        if src.recognised.is_none_or(|r| r < from) {
-                            src.recognised = Some(now);
-                        }
-                        // Everyone who got in from here within the window.
-                        let mut hits = Vec::new();
-                        for (i, s) in src.successes.iter().enumerate() {
-                            if !s.reported && s.ts >= from {
-                                hits.push(i);
+                self.sources.update(key, Source::default, |src| {
+                        // Successes judged while this source had no
+                        // failures (before its first, or another thread ran
+                        // ahead): they join it now.
+                        if let Some(list) = self.recent.with(key, |r| std::mem::take(&mut r.0)) {
+                            for s in list {
+                                self.remember(&mut src.successes, s);
                             }
                         }
-                        for i in hits {
-                            out.push(self.finding(ip, src, &src.successes[i], failed, now));
-                            src.successes[i].reported = true;
+                        if !self.add_failure(src, event.key, now).is_empty() {
+                            self.sweep_victims(ip, src, now, out);
                         }
-                    },
-                );
+                });
             }
             Some(AuthResult::Success) => {
-                // Successful logins are remembered at addresses that have
-                // failed within the window (a spray is often recognised only
-                // after some of its guesses worked). Remembering every
-                // success of every address would cost about 80 bytes per
-                // account (BENCHMARKS.md) for the rare success that comes
-                // before the address's first failure.
-                let max = self.cfg.max_successes_per_source;
-                self.sources.with(source_key(ip), |src| {
-                    let failed = src.failed.iter().filter(|(t, _)| *t >= from).count();
-                    let spraying = src.recognised.is_some_and(|r| r >= from) && failed >= 1;
-                    let at = match src.successes.iter().position(|x| x.key == event.key) {
-                        // The same account again from here: one entry, newest time.
-                        Some(i) => {
-                            let mut s = src.successes.remove(i);
-                            s.ts = s.ts.max(now);
-                            s
-                        }
-                        None => Success {
-                            ts: now,
-                            account: event.account.clone(),
-                            key: event.key,
-                            reported: false,
-                        },
-                    };
-                    let mut s = at;
-                    if spraying && !s.reported {
-                        out.push(self.finding(ip, src, &s, failed.max(self.cfg.min_accounts), now));
-                        s.reported = true;
+                let s = Success {
+                    ts: now,
+                    account: event.account.clone(),
+                    key: event.key,
+                    familiar_since: ctx.seen().and_then(|seen| seen.network),
+                    reported: false,
+                };
+                let kept = self.sources.with(key, |src| {
+                    if let Some(p) = self.judged(src, &s) {
+                        out.push(self.finding(ip, &p, &s, now));
+                        let s = Success {
+                            reported: true,
+                            ..s.clone()
+                        };
+                        self.remember(&mut src.successes, s);
+                    } else {
+                        self.remember(&mut src.successes, s.clone());
                     }
-                    if src.successes.len() >= max {
-                        src.successes.remove(0);
-                    }
-                    let pos = src.successes.partition_point(|x| x.ts <= s.ts);
-                    src.successes.insert(pos, s);
                 });
+                if kept.is_none() {
+                    self.recent
+                        .update(key, || Recent(Items::new()), |r| self.remember(&mut r.0, s));
+                }
             }
             None => {}
         }
     }
 
     fn state(&self) -> Vec<&dyn Swept> {
-        vec![&self.sources]
+        vec![&self.sources, &self.recent]
     }
 }
 

@@ -66,7 +66,7 @@ pub struct Stage {
     pub input: Arc<Input>,
     /// The account stage of a split pipeline writes every login with an
     /// address here, keyed by the address (see `kafka.sources_topic`).
-    forward: Option<Arc<str>>,
+    forward: Option<Forward>,
     /// Other stages of the pipeline: this one is ready when they are.
     others: Vec<Arc<Stage>>,
 }
@@ -87,11 +87,21 @@ pub struct Service {
     sources: Option<Box<Service>>,
 }
 
+/// Where the account stage forwards logins: the topic, and the prefix that
+/// makes one source (`password_spray`'s), so that a whole IPv6 /64 lands on
+/// one partition of the source stage.
+#[derive(Clone)]
+pub(crate) struct Forward {
+    pub topic: Arc<str>,
+    pub v4: u8,
+    pub v6: u8,
+}
+
 /// How one stage of the pipeline is to be started.
 struct Plan {
     /// Only the detectors keyed by this (a split pipeline); `None`: all.
     keyed_by: Option<KeyedBy>,
-    forward: Option<Arc<str>>,
+    forward: Option<Forward>,
     primary: bool,
     others: Vec<Arc<Stage>>,
     sources: Option<Box<Service>>,
@@ -123,6 +133,12 @@ impl Service {
                 },
             );
         }
+        let spray = &settings.config.detectors.password_spray;
+        let forward = Forward {
+            topic: topic.as_str().into(),
+            v4: spray.source_prefix_v4,
+            v6: spray.source_prefix_v6,
+        };
         let mut src = settings.clone();
         src.config.kafka.group_id = format!("{}.sources", k.group_id);
         src.config.kafka.input_topics = vec![topic.clone()];
@@ -143,7 +159,7 @@ impl Service {
             metrics,
             Plan {
                 keyed_by: Some(KeyedBy::Account),
-                forward: Some(topic.as_str().into()),
+                forward: Some(forward),
                 primary: true,
                 others: vec![sources.stage.clone()],
                 sources: Some(Box::new(sources)),

@@ -6,8 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Duration;
 
-use std::sync::Arc;
-
+use super::Forward;
 use crate::action::ActionKind;
 use crate::policy::Decision;
 use crate::sink::kafka::{Origin, Record};
@@ -16,7 +15,7 @@ use crate::source::kafka::{Batch, Input, Work};
 use crate::time::now_millis;
 
 /// A worker: judges the events of its partitions.
-pub(super) fn run(lane: usize, rx: Receiver<Work>, s: &Input, forward: Option<Arc<str>>) {
+pub(super) fn run(lane: usize, rx: Receiver<Work>, s: &Input, forward: Option<Forward>) {
     let mut decisions = Vec::new();
     let mut local = Local {
         events: s.metrics.event_counts(),
@@ -74,9 +73,9 @@ struct Local {
     decision: prometheus::local::LocalHistogram,
     lag: prometheus::local::LocalHistogram,
     keys: Vec<u64>,
-    /// Where logins are forwarded, keyed by address (the account stage of
+    /// Where logins are forwarded, keyed by source (the account stage of
     /// a split pipeline).
-    forward: Option<Arc<str>>,
+    forward: Option<Forward>,
 }
 
 fn judge(lane: usize, b: &Batch, s: &Input, decisions: &mut Vec<Decision>, local: &mut Local) {
@@ -168,11 +167,12 @@ fn judge_batch(
                     .filter(|_| event.kind == Kind::Auth);
                 part.tracker
                     .begin(m.offset, emits as u32 + forward.is_some() as u32);
-                if let (Some((topic, ip)), Some(r)) = (forward, m.payload) {
+                if let (Some((f, ip)), Some(r)) = (forward, m.payload) {
+                    let source = crate::source::event::truncate(ip, f.v4, f.v6);
                     s.producer.produce(Record::forward(
                         &origin(),
-                        topic.clone(),
-                        &ip.to_string(),
+                        f.topic.clone(),
+                        &source.to_string(),
                         b.slice(r),
                     ));
                 }

@@ -37,7 +37,8 @@ fn same_accounts_same_ids_in_input_order() {
     let mut seq_out = Vec::new();
     let seq = replay(&seq_engine, Cursor::new(&data), &mut seq_out, opts()).unwrap();
 
-    for threads in [2, 3] {
+    // Repeated: which thread runs ahead differs from run to run.
+    for threads in [2, 2, 2, 2, 3, 3] {
         let mut par_engine = w.engine(&trusted);
         par_engine.set_lanes(threads);
         let mut par_out = Vec::new();
@@ -68,27 +69,15 @@ fn same_accounts_same_ids_in_input_order() {
         };
         // Actions of one account keep their order; across accounts, a
         // finding triggered by another shard's event may come out at a
-        // different place. `password_spray` looks across accounts judged by
-        // different threads: whether a success is judged before or after
-        // the spraying address's failures on other threads can lock an
-        // account more or fewer (README, "Known limits"; seen under load in
-        // a CI run). Every other detector must agree exactly.
-        let not_spray = |v: Vec<(String, String, String)>| -> Vec<(String, String)> {
-            v.into_iter()
-                .filter(|(_, _, d)| d != "password_spray")
-                .map(|(id, a, _)| (id, a))
-                .collect()
+        // different place. Every detector agrees exactly, `password_spray`
+        // (which looks across accounts judged by different threads)
+        // included: its windows count only what is inside them, whatever
+        // the order of judging.
+        let pairs = |v: Vec<(String, String, String)>| -> Vec<(String, String)> {
+            v.into_iter().map(|(id, a, _)| (id, a)).collect()
         };
-        let spray =
-            |v: &[(String, String, String)]| v.iter().filter(|x| x.2 == "password_spray").count();
         let (par_all, seq_all) = (ids(&par_out), ids(&seq_out));
-        assert!(
-            spray(&par_all).abs_diff(spray(&seq_all)) <= 2,
-            "threads = {threads}: password_spray {} vs {}",
-            spray(&par_all),
-            spray(&seq_all)
-        );
-        let (mut p, mut s) = (not_spray(par_all), not_spray(seq_all));
+        let (mut p, mut s) = (pairs(par_all), pairs(seq_all));
         let per_account = |v: &[(String, String)], a: &str| -> Vec<String> {
             v.iter()
                 .filter(|(_, acc)| acc == a)
