@@ -43,6 +43,16 @@ pub enum Downgrade {
     Breaker,
 }
 
+impl Downgrade {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Downgrade::DryRun => "dry_run",
+            Downgrade::Protected => "protected",
+            Downgrade::Breaker => "breaker",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ActionData {
     pub account: String,
@@ -114,7 +124,13 @@ pub fn build(
 ) -> Action {
     let start = incident_start.to_string();
     let incident = stable_id(&[account, &start]);
-    let id = stable_id(&[account, detector, &start, action.as_str()]);
+    // A lock that became an alert is a different action from the
+    // incident's plain alert (a receiver that dedupes on the id must not
+    // drop it), and from the lock sent later.
+    let id = match downgraded_by {
+        None => stable_id(&[account, detector, &start, action.as_str()]),
+        Some(d) => stable_id(&[account, detector, &start, action.as_str(), d.as_str()]),
+    };
     Action {
         kind: action.event_type(),
         id,

@@ -9,8 +9,8 @@ use crate::action::ActionKind;
 use crate::config::Settings;
 use crate::detect::{self, Context, Finding, Registered};
 use crate::geo::{GeoError, GeoIp};
-use crate::policy::{Decision, Policy};
-use crate::source::event::{Event, Kind};
+use crate::policy::{Decision, Judged, Policy};
+use crate::source::event::{AccountForm, AuthResult, Event, Kind};
 use crate::state::profile::Profile;
 use crate::state::{KeyedBy, Swept, TableStats};
 use crate::time::{Millis, SECOND};
@@ -58,9 +58,14 @@ pub struct Engine {
     policy: Policy,
     /// The accounts' profiles (none in a stage keyed by source address).
     profile: Option<Profile>,
+    /// How accounts are spelled (`[events]`): what the events judged here
+    /// must be parsed with.
+    form: AccountForm,
     trusted: Vec<ipnet::IpNet>,
     lanes: Vec<Lane>,
     next_sweep: AtomicI64,
+    /// Locks the breaker held back and sent later.
+    held_released: AtomicU64,
     sweep_every: Millis,
     /// How many events (over all lanes) must pass between sweeps: a sweep
     /// visits every entry, so it waits for at least an eighth of the
@@ -89,21 +94,28 @@ impl Engine {
 
     fn build(settings: &Settings, geo: Arc<GeoIp>, keyed_by: Option<KeyedBy>) -> Engine {
         let c = &settings.config;
-        let detectors = detect::build(&c.detectors, &c.state, keyed_by);
+        let detectors = detect::build(&c.detectors, &c.state, &c.events.form(), keyed_by);
         let counts = detectors
             .iter()
             .map(|_| DetectorCounts::default())
             .collect();
         Engine {
+            policy: Policy::new(
+                &c.policy,
+                &c.state,
+                &c.events.form(),
+                &detectors.iter().map(|r| r.name).collect::<Vec<_>>(),
+            ),
             geo: arc_swap::ArcSwap::new(geo),
             detectors,
             counts,
-            policy: Policy::new(&c.policy, &c.state),
+            form: c.events.form(),
             profile: (keyed_by != Some(KeyedBy::Source))
                 .then(|| Profile::new(&c.profile, &c.state)),
             trusted: settings.trusted.clone(),
             lanes: vec![Lane::new()],
             next_sweep: AtomicI64::new(Millis::MIN),
+            held_released: AtomicU64::new(0),
             sweep_every: c.state.sweep_interval_secs as Millis * SECOND,
             sweep_after_events: AtomicU64::new(MIN_EVENTS_BETWEEN_SWEEPS),
             slack: c.state.max_disorder_secs as Millis * SECOND,
@@ -133,9 +145,20 @@ impl Engine {
             l.events_by_kind[kind_idx].fetch_add(1, Ordering::Relaxed);
         }
         self.advance(lane, event.ts);
-        self.policy.breaker.observe(event.key, event.ts);
+        // The breaker's clock is the watermark (one event stamped hours
+        // ahead cannot move it), and its active accounts are accounts that
+        // logged in or sent (failures on made-up names are not accounts).
+        let now = self.low_watermark().max(Millis::MIN + 1);
+        let used = event.is_auth(AuthResult::Success) || event.kind == Kind::Submission;
+        if used {
+            self.policy.breaker.observe(event.key, now);
+        }
         let geo = self.geo.load();
         let ctx = Context::new(&geo, &self.trusted, event).with_profile(self.profile.as_ref());
+        let decided_at = decided_at.unwrap_or(event.ts);
+        if used && self.policy.has_held(event.key) {
+            self.release_held(event, now, decided_at, out);
+        }
         let mut findings: Vec<Finding> = Vec::new();
         for (i, reg) in self.detectors.iter().enumerate() {
             reg.detector.observe(event, &ctx, &mut findings);
@@ -144,9 +167,16 @@ impl Engine {
                     .findings
                     .fetch_add(findings.len() as u64, Ordering::Relaxed);
                 for f in findings.drain(..) {
-                    let d = self
-                        .policy
-                        .decide(f, reg.dry_run, decided_at.unwrap_or(event.ts));
+                    let judged = Judged {
+                        detector: i,
+                        dry_run: reg.dry_run,
+                        third_party: reg.third_party,
+                        established: self.established(&f),
+                        network: f.source.map_or(0, |ip| self.network(ip)),
+                        now,
+                        decided_at,
+                    };
+                    let d = self.policy.decide(f, judged);
                     match &d {
                         Decision::Emit(a) if a.data.action == ActionKind::Lock => {
                             self.counts[i].locks.fetch_add(1, Ordering::Relaxed);
@@ -166,6 +196,71 @@ impl Engine {
         self.count_geo(lane, &ctx);
     }
 
+    /// Sends a lock the breaker held back, if its breaker has closed and the
+    /// event comes from the network the finding came from.
+    fn release_held(
+        &self,
+        event: &Event,
+        now: Millis,
+        decided_at: Millis,
+        out: &mut Vec<Decision>,
+    ) {
+        let Some(ip) = event.src_ip else { return };
+        if let Some(d) = self.policy.release(
+            event.key,
+            &event.account,
+            self.network(ip),
+            event.ts,
+            now,
+            decided_at,
+        ) {
+            if let Decision::Emit(a) = &d {
+                if let Some(i) = self
+                    .detectors
+                    .iter()
+                    .position(|r| r.name == a.data.detector)
+                {
+                    self.counts[i].locks.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            self.held_released.fetch_add(1, Ordering::Relaxed);
+            out.push(d);
+        }
+    }
+
+    /// The network of an address, as profiles and held locks compare them.
+    fn network(&self, ip: std::net::IpAddr) -> u64 {
+        match &self.profile {
+            Some(p) => p.network(ip),
+            None => crate::source::event::address_key(ip),
+        }
+    }
+
+    /// Whether a finding's account had logged in long enough before its
+    /// evidence for its lock to count on the breaker. Without profiles (the
+    /// source stage of a split pipeline) every lock counts.
+    fn established(&self, f: &Finding) -> bool {
+        match &self.profile {
+            Some(p) => p
+                .first_seen(f.key)
+                .is_some_and(|t| t <= f.first_event_ts - self.policy.breaker.established()),
+            None => true,
+        }
+    }
+
+    /// Held locks sent since start, and locks the breaker did not count.
+    pub fn breaker_counts(&self) -> (u64, u64) {
+        (
+            self.held_released.load(Ordering::Relaxed),
+            self.policy.breaker.uncounted_total.load(Ordering::Relaxed),
+        )
+    }
+
+    /// (detector, open) of every side of the breaker.
+    pub fn breaker_sides(&self) -> Vec<(&'static str, bool)> {
+        self.policy.breaker.sides().collect()
+    }
+
     fn count_geo(&self, lane: usize, ctx: &Context<'_>) {
         if let (Some(hit), Some(l)) = (ctx.geo_lookup(), self.lanes.get(lane)) {
             l.geo_lookups.fetch_add(1, Ordering::Relaxed);
@@ -173,6 +268,11 @@ impl Engine {
                 l.geo_hits.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+
+    /// The account form the events judged here are parsed with.
+    pub fn account_form(&self) -> &AccountForm {
+        &self.form
     }
 
     /// Replaces the GeoIP databases (already opened and verified); events
@@ -377,7 +477,7 @@ impl Engine {
             .iter()
             .flat_map(|r| r.detector.state())
             .chain(self.profile.as_ref().map(Profile::state))
-            .chain(std::iter::once(self.policy.state()))
+            .chain(self.policy.state())
     }
 
     /// Every state table with its size and evictions.

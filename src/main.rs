@@ -145,7 +145,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             init_logs("warn,credwatch=info");
             let settings = Config::load(config.as_deref())?;
             let mut engine = Engine::new(&settings)?;
-            let limits = ParseLimits::new(settings.config.events.max_bytes, now_millis());
+            let limits = ParseLimits::new(settings.config.events.max_bytes, now_millis())
+                .with_form(settings.config.events.form());
             let mut reject_file = match &rejects {
                 Some(p) => Some(RejectFile(BufWriter::new(File::create(p).with_context(
                     || format!("cannot create the rejects file {}", p.display()),

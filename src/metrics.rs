@@ -23,6 +23,9 @@ pub struct Metrics {
     pub decision_duration: Histogram,
     pub accounts_tracked: IntGauge,
     pub breaker_open: IntGauge,
+    pub breaker_detector_open: IntGaugeVec,
+    pub breaker_uncounted_locks: IntCounter,
+    pub breaker_held_locks_sent: IntCounter,
     // Beyond the contract: what an operator of a Kafka consumer watches.
     pub consumer_lag: IntGaugeVec,
     pub rebalances: IntCounterVec,
@@ -216,6 +219,22 @@ impl Metrics {
                 "credwatch_breaker_open",
                 "1 while automatic locking is suspended by the breaker.",
             ),
+            breaker_detector_open: gauge_vec(
+                &r,
+                "credwatch_breaker_detector_open",
+                "1 while this detector's automatic locking is suspended by the breaker.",
+                &["detector"],
+            ),
+            breaker_uncounted_locks: single_counter(
+                &r,
+                "credwatch_breaker_uncounted_locks_total",
+                "Locks the breaker did not count: their account was not established (a throwaway account, or one too new to tell).",
+            ),
+            breaker_held_locks_sent: single_counter(
+                &r,
+                "credwatch_breaker_held_locks_sent_total",
+                "Locks the breaker held back and sent once it closed, the account still in use from where the finding came from.",
+            ),
             consumer_lag: gauge_vec(
                 &r,
                 "credwatch_consumer_lag_messages",
@@ -397,6 +416,14 @@ impl Metrics {
     pub fn observe_engine(&self, engine: &crate::engine::Engine) {
         self.accounts_tracked.set(engine.accounts_tracked() as i64);
         self.breaker_open.set(engine.breaker_open() as i64);
+        for (d, open) in engine.breaker_sides() {
+            self.breaker_detector_open
+                .with_label_values(&[d])
+                .set(open as i64);
+        }
+        let (sent, uncounted) = engine.breaker_counts();
+        catch_up(&self.breaker_held_locks_sent, sent);
+        catch_up(&self.breaker_uncounted_locks, uncounted);
         for t in engine.tables() {
             self.state_entries
                 .with_label_values(&[t.name, t.keyed_by.as_str()])

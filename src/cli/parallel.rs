@@ -111,6 +111,7 @@ pub fn replay_parallel<R: BufRead, W: Write + Send>(
         for _ in 0..parsers {
             let rx = Arc::clone(&raw_rx);
             let tx = parsed_tx.clone();
+            let limits = limits.clone();
             s.spawn(move || loop {
                 let next = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
                 let Ok(raw) = next else { break };

@@ -12,6 +12,7 @@ use serde_json::Map;
 use super::{DetectorConfig, Registration, ev, Context, Detector, Finding, Severity, Strength};
 use crate::section::Checks;
 use crate::source::event::{Event, Kind};
+use crate::source::event::AccountForm;
 use crate::state::{KeyedBy, StateConfig, Entry, HourCount, Swept, Table};
 use crate::time::{Millis, HOUR};
 
@@ -63,9 +64,10 @@ pub struct Backscatter {
 impl Registration for Backscatter {
     const NAME: &'static str = NAME;
     const KEYED_BY: KeyedBy = KeyedBy::Account;
+    const THIRD_PARTY: bool = true;
     type Config = BackscatterConfig;
 
-    fn new(cfg: &BackscatterConfig, state: &StateConfig) -> Self {
+    fn new(cfg: &BackscatterConfig, state: &StateConfig, _form: &AccountForm) -> Self {
         Backscatter {
             cfg: cfg.clone(),
             table: Table::new(NAME, KeyedBy::Account, state.max_accounts, 2 * HOUR),
@@ -126,6 +128,7 @@ impl Detector for Backscatter {
                     last_event_ts: now,
                     anchor_ts: now.div_euclid(HOUR) * HOUR,
                     evidence: e,
+                    source: None,
                 });
             }
             Kind::Auth => {}

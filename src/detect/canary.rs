@@ -10,6 +10,7 @@ use serde_json::Map;
 use super::{ev, Context, Detector, DetectorConfig, Finding, Registration, Severity, Strength};
 use crate::section::Checks;
 use crate::source::event::{AuthResult, Event};
+use crate::source::event::AccountForm;
 use crate::state::{Entry, KeyedBy, StateConfig, Swept, Table};
 use crate::time::{Millis, HOUR};
 
@@ -55,7 +56,7 @@ impl Registration for Canary {
     const KEYED_BY: KeyedBy = KeyedBy::Account;
     type Config = CanaryConfig;
 
-    fn new(cfg: &CanaryConfig, state: &StateConfig) -> Self {
+    fn new(cfg: &CanaryConfig, state: &StateConfig, _form: &AccountForm) -> Self {
         Canary {
             min_failures: cfg.min_failures,
             table: Table::new(NAME, KeyedBy::Account, state.max_accounts, HOUR),
@@ -97,6 +98,7 @@ impl Detector for Canary {
             last_event_ts: now,
             anchor_ts: now,
             evidence,
+            source: None,
         });
     }
 
@@ -147,7 +149,7 @@ mod tests {
         // Built where it belongs: by account, never in the source stage.
         let d = &s.config.detectors;
         let names = |only| -> Vec<&str> {
-            build(d, &s.config.state, only)
+            build(d, &s.config.state, &Default::default(), only)
                 .iter()
                 .map(|r| r.name)
                 .collect()

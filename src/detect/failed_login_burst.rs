@@ -14,6 +14,7 @@ use serde_json::Map;
 use super::{DetectorConfig, Registration, ev, Context, Detector, Finding, Severity, Strength};
 use crate::section::Checks;
 use crate::source::event::{AuthResult, Event, Kind};
+use crate::source::event::AccountForm;
 use crate::state::{KeyedBy, StateConfig, insert_sorted, prune_sorted, Entry, Items, Swept, Table};
 use crate::time::{format_rfc3339, human_duration, Millis, SECOND};
 
@@ -186,7 +187,7 @@ impl Registration for FailedLoginBurst {
     const KEYED_BY: KeyedBy = KeyedBy::Account;
     type Config = BurstConfig;
 
-    fn new(cfg: &BurstConfig, state: &StateConfig) -> Self {
+    fn new(cfg: &BurstConfig, state: &StateConfig, _form: &AccountForm) -> Self {
         let window = cfg.window_secs as Millis * SECOND;
         FailedLoginBurst {
             cfg: cfg.clone(),
@@ -252,6 +253,7 @@ impl Detector for FailedLoginBurst {
                         last_event_ts: b.last,
                         anchor_ts: b.first,
                         evidence: self.evidence(&b),
+                        source: None,
                     });
                 }
             }
@@ -335,6 +337,7 @@ impl Detector for FailedLoginBurst {
                     last_event_ts: event.ts,
                     anchor_ts: b.first,
                     evidence,
+                    source: Some(ip),
                 });
             }
             None => {}

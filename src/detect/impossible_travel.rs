@@ -18,6 +18,7 @@ use super::{DetectorConfig, Registration, ev, place_evidence, thousands, Context
 use crate::section::Checks;
 use crate::geo::distance_km;
 use crate::source::event::{AuthResult, Event};
+use crate::source::event::AccountForm;
 use crate::state::{KeyedBy, StateConfig, insert_sorted, prune_sorted, Entry, Items, Swept, Table};
 use crate::time::{format_rfc3339, human_duration, Millis, HOUR, SECOND};
 
@@ -196,6 +197,7 @@ impl ImpossibleTravel {
             last_event_ts: j.to.ts,
             anchor_ts: j.from.ts,
             evidence: e,
+            source: Some(j.to.ip),
         }
     }
 }
@@ -205,7 +207,7 @@ impl Registration for ImpossibleTravel {
     const KEYED_BY: KeyedBy = KeyedBy::Account;
     type Config = TravelConfig;
 
-    fn new(cfg: &TravelConfig, state: &StateConfig) -> Self {
+    fn new(cfg: &TravelConfig, state: &StateConfig, _form: &AccountForm) -> Self {
         ImpossibleTravel {
             cfg: cfg.clone(),
             logins: Table::new(

@@ -82,6 +82,11 @@ pub struct Finding {
     pub anchor_ts: Millis,
     /// The detector's own facts; documented per detector in the README.
     pub evidence: Map<String, Value>,
+    /// The address the finding came from (the attacker's login or
+    /// submission), when there is one: a lock the breaker held back is
+    /// sent once the breaker closes if the account is still used from its
+    /// network.
+    pub source: Option<IpAddr>,
 }
 
 /// What a detector may ask about the event besides the event itself.

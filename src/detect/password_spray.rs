@@ -28,6 +28,7 @@ use serde_json::Map;
 use super::{ev, Context, Detector, DetectorConfig, Finding, Registration, Severity, Strength};
 use crate::section::Checks;
 use crate::source::event::{network_key, truncate, AuthResult, Event, Kind};
+use crate::source::event::AccountForm;
 use crate::state::{Entry, Items, KeyedBy, StateConfig, Swept, Table};
 use crate::time::{format_rfc3339, human_duration, Millis, SECOND};
 
@@ -282,6 +283,7 @@ impl PasswordSpray {
             last_event_ts: now.max(s.ts),
             anchor_ts: s.ts,
             evidence: e,
+            source: Some(ip),
         }
     }
 
@@ -337,7 +339,7 @@ impl Registration for PasswordSpray {
     const KEYED_BY: KeyedBy = KeyedBy::Source;
     type Config = SprayConfig;
 
-    fn new(cfg: &SprayConfig, state: &StateConfig) -> Self {
+    fn new(cfg: &SprayConfig, state: &StateConfig, _form: &AccountForm) -> Self {
         let window = cfg.window_secs as Millis * SECOND;
         PasswordSpray {
             cfg: cfg.clone(),

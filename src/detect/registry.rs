@@ -9,6 +9,7 @@
 
 use super::Detector;
 use crate::section::{Checks, FieldDoc, Section};
+use crate::source::event::AccountForm;
 use crate::state::{KeyedBy, StateConfig};
 
 /// The two switches every `[detectors.<name>]` table has.
@@ -81,7 +82,13 @@ pub trait Registration: Detector + Sized + 'static {
     /// What its state, and the stage that judges it, is keyed by.
     const KEYED_BY: KeyedBy;
     type Config: DetectorConfig;
-    fn new(cfg: &Self::Config, state: &StateConfig) -> Self;
+    /// True when its findings are about mail that third parties send to
+    /// the account (bounces): anyone can forge those, so they never keep
+    /// an incident open.
+    const THIRD_PARTY: bool = false;
+    /// `form`: how accounts are spelled (`[events]`), for a detector that
+    /// compares addresses with accounts.
+    fn new(cfg: &Self::Config, state: &StateConfig, form: &AccountForm) -> Self;
 }
 
 /// A built detector with its switches.
@@ -90,6 +97,8 @@ pub struct Registered {
     pub keyed_by: KeyedBy,
     pub detector: Box<dyn Detector>,
     pub dry_run: bool,
+    /// See [`Registration::THIRD_PARTY`].
+    pub third_party: bool,
 }
 
 impl Registered {
@@ -100,6 +109,7 @@ impl Registered {
         all: &mut Vec<Registered>,
         cfg: &D::Config,
         state: &StateConfig,
+        form: &AccountForm,
         only: Option<KeyedBy>,
     ) {
         let switches = cfg.switches();
@@ -109,8 +119,9 @@ impl Registered {
         all.push(Registered {
             name: D::NAME,
             keyed_by: D::KEYED_BY,
-            detector: Box::new(D::new(cfg, state)),
+            detector: Box::new(D::new(cfg, state, form)),
             dry_run: switches.dry_run,
+            third_party: D::THIRD_PARTY,
         });
     }
 }
@@ -222,12 +233,13 @@ macro_rules! registry {
         pub fn build(
             cfg: &DetectorsConfig,
             state: &$crate::state::StateConfig,
+            form: &$crate::source::event::AccountForm,
             only: Option<$crate::state::KeyedBy>,
         ) -> Vec<$crate::detect::Registered> {
             let mut all = Vec::new();
             $(
                 $(#[$meta])*
-                $crate::detect::Registered::push::<$module::$ty>(&mut all, &cfg.$module, state, only);
+                $crate::detect::Registered::push::<$module::$ty>(&mut all, &cfg.$module, state, form, only);
             )*
             all
         }

@@ -12,15 +12,18 @@
 //! sending one 30-person invitation is fine; the hourly and daily `ceiling`s
 //! fire whatever the history.
 //!
-//! The same entry counts the bounces delivered to the account: a send surge
-//! with bounces coming back (the recipients' servers refusing the spam) is
-//! raised to a lock.
+//! The same entry counts the bounces delivered to the account. Bounces are
+//! sent by third parties (anyone can forge one), so they never decide a
+//! lock: they raise the severity of what the account's own sending already
+//! shows. A surge against the account's own habits is an alert, a `high`
+//! one with bounces coming back; a ceiling locks, `critical` with bounces.
 
 use serde_json::Map;
 
 use super::{DetectorConfig, Registration, ev, message_evidence, thousands, Context, Detector, Finding, Severity, Strength};
 use crate::section::Checks;
 use crate::source::event::{Event, Kind};
+use crate::source::event::AccountForm;
 use crate::state::{KeyedBy, StateConfig, Entry, HourCount, Swept, Table};
 use crate::time::{format_rfc3339, Millis, HOUR};
 
@@ -49,8 +52,8 @@ crate::detector_section! {
         /// How long an account's sending is remembered after its last
         /// message, in hours (two weeks).
         pub history_hours: u64 = 336,
-        /// Bounces to the account in the last hour that make a send surge a
-        /// lock.
+        /// Bounces to the account in the last hour that raise a send
+        /// surge's severity (never its action: bounces can be forged).
         pub bounces_for_lock: u32 = 20,
     }
 }
@@ -159,9 +162,10 @@ enum Trigger {
 }
 
 impl SendVolume {
-    /// A ceiling locks; the baseline rule locks only with bounces coming back.
-    fn locks(&self, trigger: &Trigger, bounces: u32) -> bool {
-        !matches!(trigger, Trigger::Baseline) || bounces >= self.cfg.bounces_for_lock
+    /// A ceiling locks; the baseline rule alerts, bounces or not (they only
+    /// raise its severity).
+    fn locks(&self, trigger: &Trigger) -> bool {
+        !matches!(trigger, Trigger::Baseline)
     }
 
     fn trigger(&self, s: &Sending, last_hour: u32) -> Option<Trigger> {
@@ -182,7 +186,7 @@ impl Registration for SendVolume {
     const KEYED_BY: KeyedBy = KeyedBy::Account;
     type Config = SendVolumeConfig;
 
-    fn new(cfg: &SendVolumeConfig, state: &StateConfig) -> Self {
+    fn new(cfg: &SendVolumeConfig, state: &StateConfig, _form: &AccountForm) -> Self {
         SendVolume {
             cfg: cfg.clone(),
             decay: 0.5f64.powf(1.0 / cfg.baseline_half_life_hours) as f32,
@@ -221,7 +225,7 @@ impl Detector for SendVolume {
                         let trigger = self.trigger(s, last_hour)?;
                         let hour = event.ts.div_euclid(HOUR);
                         let bounces = s.bounces.last_hour(event.ts);
-                        let lock = self.locks(&trigger, bounces);
+                        let lock = self.locks(&trigger);
                         if s.reported_hour >= hour && (s.reported_lock || !lock) {
                             return None;
                         }
@@ -234,8 +238,9 @@ impl Detector for SendVolume {
                     return;
                 };
                 let bounced = bounces >= self.cfg.bounces_for_lock;
-                let (strength, severity) = match (self.locks(&trigger, bounces), bounced) {
-                    (false, _) => (Strength::Alert, Severity::Medium),
+                let (strength, severity) = match (self.locks(&trigger), bounced) {
+                    (false, false) => (Strength::Alert, Severity::Medium),
+                    (false, true) => (Strength::Alert, Severity::High),
                     (true, false) => (Strength::Lock, Severity::High),
                     (true, true) => (Strength::Lock, Severity::Critical),
                 };
@@ -292,6 +297,7 @@ impl Detector for SendVolume {
                     last_event_ts: event.ts,
                     anchor_ts: event.ts.div_euclid(HOUR) * HOUR,
                     evidence: e,
+                    source: event.src_ip,
                 });
             }
             Kind::Auth => {}

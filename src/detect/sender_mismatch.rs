@@ -26,7 +26,7 @@ use serde_json::Map;
 
 use super::{DetectorConfig, Registration, ev, message_evidence, Context, Detector, Finding, Severity, Strength};
 use crate::section::Checks;
-use crate::source::event::{account_key, Event, Kind};
+use crate::source::event::{account_key, canonical_account, mailboxes, AccountForm, Event, Kind};
 use crate::state::{KeyedBy, StateConfig, insert_sorted, prune_sorted, Entry, Items, Swept, Table};
 use crate::time::{human_duration, Millis, SECOND};
 
@@ -58,32 +58,22 @@ impl DetectorConfig for SenderMismatchConfig {
         c.at_least("window_secs", self.window_secs, 1);
         c.at_least("min_foreign_senders", self.min_foreign_senders as u64, 2);
         if !self.alias_map.is_empty() {
-            if let Err(e) = read_alias_map(&PathBuf::from(&self.alias_map)) {
+            if let Err(e) = read_alias_map(&PathBuf::from(&self.alias_map), &AccountForm::default()) {
                 c.fail("alias_map", e);
             }
         }
     }
 }
 
-/// `Alice+news@Example.COM` → `alice@example.com`; `<>` and empty → `None`.
-pub fn normalise_address(raw: &str) -> Option<String> {
-    let t = raw.trim();
-    let t = t
-        .strip_prefix('<')
-        .and_then(|x| x.strip_suffix('>'))
-        .unwrap_or(t)
-        .trim();
-    if t.is_empty() {
-        return None;
-    }
-    let lower = t.to_lowercase();
-    Some(match lower.rsplit_once('@') {
-        Some((local, domain)) => {
-            let local = local.split_once('+').map_or(local, |(l, _)| l);
-            format!("{local}@{domain}")
-        }
-        None => lower,
-    })
+/// The addresses of a sender field (an envelope `MAIL FROM` or a `From:`
+/// header), each in the canonical account form: `"Alice" <Alice+news@Example.COM>`
+/// is `alice@example.com`; `<>`, a display name alone and empty are none.
+pub fn sender_addresses(raw: &str, form: &AccountForm) -> Vec<String> {
+    mailboxes(raw)
+        .iter()
+        .filter_map(|spec| canonical_account(spec, form).ok())
+        .map(String::from)
+        .collect()
 }
 
 fn domain_of(addr: &str) -> Option<&str> {
@@ -92,8 +82,9 @@ fn domain_of(addr: &str) -> Option<&str> {
 
 type Aliases = HashMap<String, Vec<String>>;
 
-/// Parses the alias map: `login  allowed, allowed @domain` per line, `#` comments.
-fn read_alias_map(path: &PathBuf) -> Result<Aliases, String> {
+/// Parses the alias map: `login  allowed, allowed @domain` per line, `#`
+/// comments; logins and addresses in the canonical account form.
+fn read_alias_map(path: &PathBuf, form: &AccountForm) -> Result<Aliases, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let mut map = Aliases::new();
@@ -105,16 +96,17 @@ fn read_alias_map(path: &PathBuf) -> Result<Aliases, String> {
         let mut parts = line.splitn(2, char::is_whitespace);
         let login = parts.next().unwrap_or("");
         let rest = parts.next().unwrap_or("").trim();
-        let login = crate::source::event::normalise_account(login)
+        let login = canonical_account(login, form)
             .map_err(|_| format!("{}:{}: not a login", path.display(), n + 1))?;
         let allowed: Vec<String> = rest
             .split(|c: char| c == ',' || c.is_whitespace())
             .filter(|s| !s.is_empty())
             .filter_map(|s| {
                 if let Some(d) = s.strip_prefix('@') {
-                    Some(format!("@{}", d.to_lowercase()))
+                    let c = canonical_account(&format!("x@{d}"), form).ok()?;
+                    domain_of(&c).map(|d| format!("@{d}"))
                 } else {
-                    normalise_address(s)
+                    sender_addresses(s, form).into_iter().next()
                 }
             })
             .collect();
@@ -135,6 +127,7 @@ fn read_alias_map(path: &PathBuf) -> Result<Aliases, String> {
 /// keeps the previous map in force and is logged.
 struct AliasMap {
     path: Option<PathBuf>,
+    form: AccountForm,
     every: Duration,
     map: RwLock<Arc<Aliases>>,
     checked: Mutex<(Instant, Option<(SystemTime, u64)>)>,
@@ -146,10 +139,10 @@ fn stamp(path: &PathBuf) -> Option<(SystemTime, u64)> {
 }
 
 impl AliasMap {
-    fn new(cfg: &SenderMismatchConfig) -> AliasMap {
+    fn new(cfg: &SenderMismatchConfig, form: &AccountForm) -> AliasMap {
         let path = (!cfg.alias_map.is_empty()).then(|| PathBuf::from(&cfg.alias_map));
         let (map, st) = match &path {
-            Some(p) => match read_alias_map(p) {
+            Some(p) => match read_alias_map(p, form) {
                 Ok(m) => (m, stamp(p)),
                 Err(e) => {
                     tracing::error!(error = %e, "The alias map cannot be read; no aliases are in force.");
@@ -160,6 +153,7 @@ impl AliasMap {
         };
         AliasMap {
             path,
+            form: form.clone(),
             every: Duration::from_secs(cfg.alias_map_reload_secs),
             map: RwLock::new(Arc::new(map)),
             checked: Mutex::new((Instant::now(), st)),
@@ -174,7 +168,7 @@ impl AliasMap {
                     let st = stamp(path);
                     if st != c.1 {
                         c.1 = st;
-                        match read_alias_map(path) {
+                        match read_alias_map(path, &self.form) {
                             Ok(m) => {
                                 tracing::info!(entries = m.len(), "Alias map reloaded.");
                                 *self.map.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(m);
@@ -217,6 +211,7 @@ pub struct SenderMismatch {
     cfg: SenderMismatchConfig,
     window: Millis,
     aliases: AliasMap,
+    form: AccountForm,
     admins: Vec<Box<str>>,
     table: Table<Foreign>,
     cap: usize,
@@ -246,16 +241,17 @@ impl Registration for SenderMismatch {
     const KEYED_BY: KeyedBy = KeyedBy::Account;
     type Config = SenderMismatchConfig;
 
-    fn new(cfg: &SenderMismatchConfig, state: &StateConfig) -> Self {
+    fn new(cfg: &SenderMismatchConfig, state: &StateConfig, form: &AccountForm) -> Self {
         let window = cfg.window_secs as Millis * SECOND;
         SenderMismatch {
             cfg: cfg.clone(),
             window,
-            aliases: AliasMap::new(cfg),
+            aliases: AliasMap::new(cfg, form),
+            form: form.clone(),
             admins: cfg
                 .domain_admins
                 .iter()
-                .filter_map(|a| crate::source::event::normalise_account(a).ok())
+                .filter_map(|a| canonical_account(a, form).ok())
                 .collect(),
             table: Table::sparse(NAME, KeyedBy::Account, state.max_accounts, window),
             cap: state.max_entries_per_key.max(cfg.min_foreign_senders),
@@ -270,22 +266,25 @@ impl Detector for SenderMismatch {
         }
         // Almost every message is sent as the account's own address: that
         // is settled without the alias map.
-        let own = normalise_address(&event.account);
+        let own = &*event.account;
         let mut aliases = None;
         let mut foreign: Vec<String> = Vec::new();
         for raw in [event.mail_from.as_deref(), event.header_from.as_deref()]
             .into_iter()
             .flatten()
         {
-            let Some(sender) = normalise_address(raw) else {
-                continue;
-            };
-            if own.as_deref() == Some(sender.as_str()) || foreign.contains(&sender) {
+            // The common case, the login's own address, costs no parse.
+            if raw == own {
                 continue;
             }
+            for sender in sender_addresses(raw, &self.form) {
+                if sender == own || foreign.contains(&sender) {
+                    continue;
+                }
             let aliases = aliases.get_or_insert_with(|| self.aliases.current());
-            if !self.allowed(&event.account, &sender, aliases) {
-                foreign.push(sender);
+                if !self.allowed(&event.account, &sender, aliases) {
+                    foreign.push(sender);
+                }
             }
         }
         if foreign.is_empty() {
@@ -385,6 +384,7 @@ impl Detector for SenderMismatch {
             last_event_ts: now,
             anchor_ts: first,
             evidence: e,
+            source: event.src_ip,
         });
     }
 
@@ -399,13 +399,18 @@ mod tests {
 
     #[test]
     fn addresses_normalise() {
+        let f = AccountForm::default();
         assert_eq!(
-            normalise_address(" <Alice+News@Example.COM> ").as_deref(),
-            Some("alice@example.com")
+            sender_addresses(" <Alice+News@Example.COM> ", &f),
+            ["alice@example.com"]
         );
-        assert_eq!(normalise_address("<>"), None);
-        assert_eq!(normalise_address(""), None);
-        assert_eq!(normalise_address("bob").as_deref(), Some("bob"));
+        assert_eq!(
+            sender_addresses("\"Alice\" <ａｌｉｃｅ@example.com.>", &f),
+            ["alice@example.com"]
+        );
+        assert!(sender_addresses("<>", &f).is_empty());
+        assert!(sender_addresses("", &f).is_empty());
+        assert!(sender_addresses("Yamada Taro", &f).is_empty());
     }
 
     #[test]
@@ -413,13 +418,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("aliases");
         std::fs::write(&p, "# login  senders\nAlice@example.com  sales@example.com, @example.org\n\nbob@x.net bob@y.net\n").unwrap();
-        let m = read_alias_map(&p).unwrap();
+        let m = read_alias_map(&p, &AccountForm::default()).unwrap();
         assert_eq!(
             m["alice@example.com"],
             vec!["sales@example.com", "@example.org"]
         );
         std::fs::write(&p, "alice@example.com\n").unwrap();
-        let e = read_alias_map(&p).unwrap_err();
+        let e = read_alias_map(&p, &AccountForm::default()).unwrap_err();
         assert!(e.contains(":1:"), "{e}");
     }
 }

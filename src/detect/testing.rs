@@ -44,7 +44,7 @@ impl Bench {
     /// `D` built from its section's TOML (`""`: its defaults).
     pub fn detector<D: Registration>(section: &str) -> D {
         let cfg: D::Config = toml::from_str(section).expect("valid section");
-        D::new(&cfg, &StateConfig::default())
+        D::new(&cfg, &StateConfig::default(), &Default::default())
     }
 
     /// Every finding of `d` on `lines`, in order.

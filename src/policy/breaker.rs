@@ -1,6 +1,26 @@
-//! The lock-storm breaker: when automatic locks exceed a share of the
-//! active accounts within a window, locking stops (alerts go on); it
-//! closes by itself when the share falls back.
+//! The lock-storm breaker: when one detector's automatic locks of
+//! established accounts exceed a share of the active accounts within a
+//! window, that detector's locking stops (its alerts go on, and the other
+//! detectors keep locking); it closes by itself when the share falls back.
+//!
+//! It is built to count what a bad GeoIP update or a broken detector would
+//! cause, and to be hard to trip on purpose:
+//!
+//! * **per detector**: a storm of one detector (every login "travels" after
+//!   a bad GeoIP update) suspends that detector only, so tripping
+//!   `password_spray` does not silence `impossible_travel`;
+//! * **established accounts only**: a lock counts when the account had
+//!   logged in successfully at least `established_secs` before the evidence
+//!   began (its profile). Throwaway accounts that an attacker signs up and
+//!   locks on purpose are not counted;
+//! * **active accounts** are accounts with a successful login or a
+//!   submission in the window. Failures on made-up names do not inflate it;
+//! * **its clock is the engine's watermark**, which one event stamped hours
+//!   ahead cannot move by more than a sweep interval.
+//!
+//! When it opens, the log line says which detector, how many locks, and from
+//! how many distinct networks they came: a storm comes from everywhere, a
+//! deliberate trip from a few places (see the runbook).
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::Mutex;
@@ -9,20 +29,27 @@ use crate::section::Checks;
 use crate::time::{Millis, SECOND};
 
 crate::section! {
-    /// `[policy.breaker]`: when automatic locks exceed a share of the
-    /// active accounts within a window, stop locking (alerts go on).
+    /// `[policy.breaker]`: when one detector's automatic locks exceed a
+    /// share of the active accounts within a window, stop its locking
+    /// (alerts go on).
     pub struct BreakerConfig {
         /// Runs the breaker.
         pub enabled: bool = true,
         /// The window, in seconds of event time.
         pub window_secs: u64 = 3600,
-        /// Share of the accounts active in the window that may be locked
-        /// before the breaker opens: real campaigns compromise a few
+        /// Share of the accounts active in the window that one detector may
+        /// lock before its breaker opens: real campaigns compromise a few
         /// accounts per thousand; a bad GeoIP update moves everyone at once.
         pub max_lock_ratio: f64 = 0.01,
         /// The breaker never opens below this many locks in the window, so a
         /// small platform can still lock a handful.
         pub min_locks: u64 = 20,
+        /// A lock counts only when its account had logged in successfully
+        /// at least this many seconds before the evidence began
+        /// (`[profile]`). A bad GeoIP update locks the platform's
+        /// established customers; an attacker tripping the breaker on
+        /// purpose would need accounts that old.
+        pub established_secs: u64 = 86_400,
     }
 }
 
@@ -40,11 +67,22 @@ impl BreakerConfig {
 const HLL_BITS: u32 = 10;
 const HLL_REGISTERS: usize = 1 << HLL_BITS;
 const BUCKETS: usize = 12;
+/// Networks of counted locks remembered per detector, for the log line.
+const SOURCES_SHOWN: usize = 256;
 
 struct Bucket {
     epoch: AtomicI64,
-    locks: AtomicU64,
+    /// Counted locks, per detector.
+    locks: Vec<AtomicU64>,
     registers: Vec<AtomicU8>,
+}
+
+/// One detector's side of the breaker.
+struct Side {
+    name: &'static str,
+    open: AtomicBool,
+    /// (time, network) of its counted locks, newest last.
+    sources: Mutex<Vec<(Millis, u64)>>,
 }
 
 /// The lock-storm breaker. Active accounts are counted with a HyperLogLog
@@ -54,33 +92,53 @@ pub struct Breaker {
     cfg: BreakerConfig,
     bucket_ms: Millis,
     buckets: Vec<Bucket>,
+    sides: Vec<Side>,
     rotate: Mutex<()>,
-    open: AtomicBool,
     pub opened_total: AtomicU64,
+    /// Locks not counted because their account was not established.
+    pub uncounted_total: AtomicU64,
     newest_epoch: AtomicI64,
 }
 
 impl Breaker {
-    pub fn new(cfg: &BreakerConfig) -> Self {
+    /// A breaker with one side per detector, in registration order.
+    pub fn new(cfg: &BreakerConfig, detectors: &[&'static str]) -> Self {
         let window = cfg.window_secs as Millis * SECOND;
+        let n = detectors.len().max(1);
         Breaker {
             cfg: cfg.clone(),
             bucket_ms: (window / BUCKETS as Millis).max(1),
             buckets: (0..BUCKETS)
                 .map(|_| Bucket {
                     epoch: AtomicI64::new(Millis::MIN),
-                    locks: AtomicU64::new(0),
+                    locks: (0..n).map(|_| AtomicU64::new(0)).collect(),
                     registers: (0..HLL_REGISTERS).map(|_| AtomicU8::new(0)).collect(),
                 })
                 .collect(),
+            sides: (0..n)
+                .map(|i| Side {
+                    name: detectors.get(i).copied().unwrap_or("detector"),
+                    open: AtomicBool::new(false),
+                    sources: Mutex::new(Vec::new()),
+                })
+                .collect(),
             rotate: Mutex::new(()),
-            open: AtomicBool::new(false),
             opened_total: AtomicU64::new(0),
+            uncounted_total: AtomicU64::new(0),
             newest_epoch: AtomicI64::new(Millis::MIN),
         }
     }
 
+    /// How long before a lock's evidence its account must have been seen
+    /// for the lock to count.
+    pub fn established(&self) -> Millis {
+        self.cfg.established_secs as Millis * SECOND
+    }
+
     fn bucket(&self, ts: Millis) -> Option<&Bucket> {
+        if ts == Millis::MIN {
+            return None;
+        }
         let epoch = ts.div_euclid(self.bucket_ms);
         let newest = self
             .newest_epoch
@@ -100,14 +158,17 @@ impl Breaker {
                 for r in &b.registers {
                     r.store(0, Ordering::Relaxed);
                 }
-                b.locks.store(0, Ordering::Relaxed);
+                for l in &b.locks {
+                    l.store(0, Ordering::Relaxed);
+                }
                 b.epoch.store(epoch, Ordering::Release);
             }
         }
         Some(b)
     }
 
-    /// Counts an account as active at `ts` (every event calls this).
+    /// Counts an account as active at `ts` (the engine's watermark): every
+    /// successful login and every submission calls this.
     pub fn observe(&self, key: u64, ts: Millis) {
         if let Some(b) = self.bucket(ts) {
             let idx = (key >> (64 - HLL_BITS)) as usize;
@@ -148,52 +209,103 @@ impl Breaker {
         }
     }
 
-    /// Automatic locks counted in the window.
-    pub fn locks_in_window(&self) -> u64 {
-        self.live().map(|b| b.locks.load(Ordering::Relaxed)).sum()
+    /// Counted locks of detector `d` in the window.
+    pub fn locks_in_window(&self, d: usize) -> u64 {
+        self.live()
+            .map(|b| b.locks.get(d).map_or(0, |l| l.load(Ordering::Relaxed)))
+            .sum()
     }
 
-    /// Counts a lock about to be sent; returns true when the breaker is
-    /// open and the lock must become an alert.
-    pub fn record_lock(&self, ts: Millis) -> bool {
+    /// Counts a lock of detector `d` about to be sent at `ts` (the
+    /// watermark), from `network`; `counted` is false for an account that
+    /// is not established. Returns true when `d`'s breaker is open and the
+    /// lock must become an alert.
+    pub fn record_lock(&self, d: usize, ts: Millis, network: u64, counted: bool) -> bool {
         if !self.cfg.enabled {
             return false;
         }
-        if let Some(b) = self.bucket(ts) {
-            b.locks.fetch_add(1, Ordering::Relaxed);
+        if counted {
+            if let Some(l) = self.bucket(ts).and_then(|b| b.locks.get(d)) {
+                l.fetch_add(1, Ordering::Relaxed);
+            }
+            if let Some(side) = self.sides.get(d) {
+                let mut s = side.sources.lock().unwrap_or_else(|p| p.into_inner());
+                if s.len() >= SOURCES_SHOWN {
+                    s.remove(0);
+                }
+                s.push((ts, network));
+            }
+        } else {
+            self.uncounted_total.fetch_add(1, Ordering::Relaxed);
         }
-        self.refresh(ts)
+        self.refresh(ts);
+        self.is_open_for(d)
     }
 
-    /// Re-evaluates the breaker; returns whether it is open.
+    /// Re-evaluates every detector's side at `ts`; returns whether any is open.
     pub fn refresh(&self, ts: Millis) -> bool {
         if !self.cfg.enabled {
             return false;
         }
         let _ = self.bucket(ts);
-        let locks = self.locks_in_window();
         let active = self.active_accounts().max(1.0);
-        let open = locks >= self.cfg.min_locks && locks as f64 > self.cfg.max_lock_ratio * active;
-        let was = self.open.swap(open, Ordering::Relaxed);
-        if open && !was {
-            self.opened_total.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(
-                locks,
-                active_accounts = active.round() as u64,
-                max_lock_ratio = self.cfg.max_lock_ratio,
-                "Lock-storm breaker opened: automatic locking is suspended, alerts go on."
-            );
-        } else if was && !open {
-            tracing::warn!(
-                locks,
-                "Lock-storm breaker closed: automatic locking resumes."
-            );
+        let window = self.cfg.window_secs as Millis * SECOND;
+        let mut any = false;
+        for (d, side) in self.sides.iter().enumerate() {
+            let locks = self.locks_in_window(d);
+            let open =
+                locks >= self.cfg.min_locks && locks as f64 > self.cfg.max_lock_ratio * active;
+            any |= open;
+            let was = side.open.swap(open, Ordering::Relaxed);
+            if open && !was {
+                self.opened_total.fetch_add(1, Ordering::Relaxed);
+                let networks = {
+                    let s = side.sources.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut n: Vec<u64> = s
+                        .iter()
+                        .filter(|x| x.0 >= ts - window)
+                        .map(|x| x.1)
+                        .collect();
+                    n.sort_unstable();
+                    n.dedup();
+                    n.len()
+                };
+                tracing::warn!(
+                    detector = side.name,
+                    locks,
+                    distinct_networks = networks,
+                    active_accounts = active.round() as u64,
+                    max_lock_ratio = self.cfg.max_lock_ratio,
+                    "Lock-storm breaker opened: this detector's automatic locks are suspended, its alerts go on. Locks from many networks: a storm (a bad GeoIP update, a broken detector); from a few: someone tripping it on purpose (docs/runbooks.md#credwatchbreakeropen)."
+                );
+            } else if was && !open {
+                tracing::warn!(
+                    detector = side.name,
+                    locks,
+                    "Lock-storm breaker closed: automatic locking resumes; held locks are sent if their accounts are still used from where the finding came from."
+                );
+            }
         }
-        open
+        any
     }
 
+    /// True when any detector's side is open.
     pub fn is_open(&self) -> bool {
-        self.open.load(Ordering::Relaxed)
+        self.sides.iter().any(|s| s.open.load(Ordering::Relaxed))
+    }
+
+    /// True when detector `d`'s side is open.
+    pub fn is_open_for(&self, d: usize) -> bool {
+        self.sides
+            .get(d)
+            .is_some_and(|s| s.open.load(Ordering::Relaxed))
+    }
+
+    /// (detector, open) for every side.
+    pub fn sides(&self) -> impl Iterator<Item = (&'static str, bool)> + '_ {
+        self.sides
+            .iter()
+            .map(|s| (s.name, s.open.load(Ordering::Relaxed)))
     }
 }
 
@@ -204,7 +316,7 @@ mod tests {
 
     #[test]
     fn hyperloglog_counts_distinct_accounts() {
-        let b = Breaker::new(&BreakerConfig::default());
+        let b = Breaker::new(&BreakerConfig::default(), &["d"]);
         for i in 0..20_000 {
             let k = account_key(&format!("user{i}"));
             b.observe(k, 1_000_000);
@@ -221,18 +333,19 @@ mod tests {
             max_lock_ratio: 0.01,
             ..BreakerConfig::default()
         };
-        let b = Breaker::new(&cfg);
+        let b = Breaker::new(&cfg, &["travel", "spray"]);
         let t0 = 1_800_000_000_000;
         for i in 0..1000 {
             b.observe(account_key(&format!("u{i}")), t0);
         }
-        let opened: Vec<bool> = (0..20).map(|_| b.record_lock(t0)).collect();
+        let opened: Vec<bool> = (0..20).map(|i| b.record_lock(0, t0, i, true)).collect();
         assert!(!opened[0] && !opened[4], "a few locks are fine");
         assert!(
             opened[19],
             "twenty locks among a thousand accounts is a storm"
         );
-        assert!(b.is_open());
+        assert!(b.is_open_for(0));
+        assert!(!b.is_open_for(1), "the other detector still locks");
         // Two windows later, with traffic but no locks, it closes.
         let later = t0 + 2 * 3600 * 1000;
         for i in 0..1000 {

@@ -19,7 +19,7 @@ use std::collections::HashSet;
 use crate::action::{self, Action, ActionKind, Downgrade};
 use crate::detect::{Finding, Strength};
 use crate::section::Checks;
-use crate::source::event::normalise_account;
+use crate::source::event::{canonical_account, AccountForm};
 use crate::state::StateConfig;
 use crate::state::{Entry, KeyedBy, Swept, Table};
 use crate::time::{Millis, SECOND};
@@ -110,13 +110,21 @@ impl Decision {
 
 struct Incident {
     start: Millis,
-    /// Earliest and latest event time of all its findings.
+    /// Earliest and latest event time of all its findings (the latest of
+    /// the account's own findings only: see [`Judged::third_party`]).
     first: Millis,
     last: Millis,
-    emitted: ActionKind,
+    /// The strongest action it emitted: [`ALERT`], [`HELD`] or [`LOCK`].
+    level: u8,
     /// Its findings in event-time order (at most `STORY_MAX`).
     story: Vec<Chapter>,
 }
+
+/// What an incident has emitted: an alert; a lock that became an alert
+/// (dry run, protected, breaker); a lock.
+const ALERT: u8 = 0;
+const HELD: u8 = 1;
+const LOCK: u8 = 2;
 
 /// One finding of an incident, as the story in an action's evidence tells it.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -142,37 +150,95 @@ impl Entry for Incident {
     }
 }
 
+/// A lock the breaker turned into an alert, waiting for the breaker to
+/// close: it is sent then if the account is still used from the network
+/// the finding came from.
+struct Held {
+    detector: &'static str,
+    index: usize,
+    network: u64,
+    start: Millis,
+    first: Millis,
+    last: Millis,
+    severity: crate::detect::Severity,
+    reason: String,
+    dry_run: bool,
+    evidence: serde_json::Map<String, serde_json::Value>,
+    released: bool,
+}
+
+impl Entry for Held {
+    fn last_seen(&self) -> Millis {
+        if self.released {
+            Millis::MIN
+        } else {
+            self.last
+        }
+    }
+    fn prune(&mut self, horizon: Millis) -> bool {
+        self.released || self.last < horizon
+    }
+}
+
+/// What the policy needs to know about a finding besides the finding.
+#[derive(Debug, Clone, Copy)]
+pub struct Judged {
+    /// The detector's place in the registry (its breaker side).
+    pub detector: usize,
+    pub dry_run: bool,
+    /// Its findings are about third parties' mail (bounces): they join an
+    /// open incident but never keep it open.
+    pub third_party: bool,
+    /// The account had logged in long enough before the evidence for its
+    /// lock to count on the breaker.
+    pub established: bool,
+    /// The network the finding came from (its source), as the profile keys it.
+    pub network: u64,
+    /// The engine's watermark: the breaker's clock.
+    pub now: Millis,
+    /// The action's `timestamp` (event time in `replay`, the wall clock in `run`).
+    pub decided_at: Millis,
+}
+
 pub struct Policy {
     incidents: Table<Incident>,
+    held: Table<Held>,
     protected: HashSet<Box<str>>,
     cooldown: Millis,
     pub breaker: Breaker,
 }
 
 impl Policy {
-    pub fn new(cfg: &PolicyConfig, state: &StateConfig) -> Self {
+    /// `detectors`: the names of the detectors in registry order (one
+    /// breaker side each).
+    pub fn new(
+        cfg: &PolicyConfig,
+        state: &StateConfig,
+        form: &AccountForm,
+        detectors: &[&'static str],
+    ) -> Self {
         let cooldown = cfg.cooldown_secs as Millis * SECOND;
         Policy {
             incidents: Table::new("incidents", KeyedBy::Account, state.max_accounts, cooldown),
+            held: Table::sparse("held_locks", KeyedBy::Account, state.max_accounts, cooldown),
             protected: cfg
                 .protected_accounts
                 .iter()
-                .filter_map(|a| normalise_account(a).ok())
+                .filter_map(|a| canonical_account(a, form).ok())
                 .collect(),
             cooldown,
-            breaker: Breaker::new(&cfg.breaker),
+            breaker: Breaker::new(&cfg.breaker, detectors),
         }
     }
 
-    /// Decides what a finding becomes. `decided_at` is the action's
-    /// `timestamp` (the event time in `replay`, the wall clock in `run`).
-    pub fn decide(&self, f: Finding, dry_run: bool, decided_at: Millis) -> Decision {
+    /// Decides what a finding becomes.
+    pub fn decide(&self, f: Finding, j: Judged) -> Decision {
         let mut kind = match f.strength {
             Strength::Lock => ActionKind::Lock,
             Strength::Alert => ActionKind::Alert,
         };
         let mut downgraded_by = None;
-        if kind == ActionKind::Lock && dry_run {
+        if kind == ActionKind::Lock && j.dry_run {
             kind = ActionKind::Alert;
             downgraded_by = Some(Downgrade::DryRun);
         }
@@ -180,6 +246,11 @@ impl Policy {
             kind = ActionKind::Alert;
             downgraded_by = Some(Downgrade::Protected);
         }
+        let level = match (kind, f.strength) {
+            (ActionKind::Lock, _) => LOCK,
+            (_, Strength::Lock) => HELD,
+            _ => ALERT,
+        };
         let cooldown = self.cooldown;
         // Decide under the incident's lock, so two findings on one account
         // racing in from two threads cannot both emit.
@@ -189,7 +260,7 @@ impl Policy {
                 start: f.anchor_ts,
                 first: f.first_event_ts,
                 last: Millis::MIN,
-                emitted: ActionKind::Alert,
+                level: ALERT,
                 story: Vec::new(),
             },
             |inc| {
@@ -199,17 +270,20 @@ impl Policy {
                     inc.start = f.anchor_ts;
                     inc.first = f.first_event_ts;
                     inc.last = f.last_event_ts;
-                    inc.emitted = kind;
+                    inc.level = level;
                     inc.story.clear();
                     true
-                } else if inc.emitted == ActionKind::Alert && kind == ActionKind::Lock {
-                    inc.emitted = ActionKind::Lock;
+                } else if level > inc.level {
+                    inc.level = level;
                     true
                 } else {
                     false
                 };
                 inc.first = inc.first.min(f.first_event_ts);
-                inc.last = inc.last.max(f.last_event_ts);
+                if !j.third_party {
+                    // Forged bounces must not hold an incident open.
+                    inc.last = inc.last.max(f.last_event_ts);
+                }
                 let chapter = Chapter {
                     ts: f.last_event_ts,
                     detector: f.detector,
@@ -224,16 +298,14 @@ impl Policy {
                 let story = (emit && inc.story.len() > 1).then(|| inc.story.clone());
                 (
                     emit,
-                    kind,
-                    downgraded_by,
                     inc.start,
                     inc.first,
-                    inc.last,
+                    inc.last.max(f.last_event_ts),
                     story,
                 )
             },
         );
-        let (emit, mut kind, mut downgraded_by, start, first, last, story) = outcome;
+        let (emit, start, first, last, story) = outcome;
         if !emit {
             return Decision::Enrich {
                 incident: action::stable_id(&[&f.account, &start.to_string()]),
@@ -242,15 +314,33 @@ impl Policy {
                 reason: f.reason,
             };
         }
-        if kind == ActionKind::Lock && self.breaker.record_lock(f.last_event_ts) {
-            kind = ActionKind::Alert;
-            downgraded_by = Some(Downgrade::Breaker);
-            // The incident stays open to a real lock once the breaker closes.
-            self.incidents
-                .with(f.key, |inc| inc.emitted = ActionKind::Alert);
-        }
         let mut reason = f.reason;
         let mut evidence = f.evidence;
+        if kind == ActionKind::Lock
+            && self
+                .breaker
+                .record_lock(j.detector, j.now, j.network, j.established)
+        {
+            kind = ActionKind::Alert;
+            downgraded_by = Some(Downgrade::Breaker);
+            // The incident stays open to a real lock once the breaker
+            // closes, and the lock is held for that moment.
+            self.incidents.with(f.key, |inc| inc.level = HELD);
+            let held = Held {
+                detector: f.detector,
+                index: j.detector,
+                network: j.network,
+                start,
+                first,
+                last,
+                severity: f.severity,
+                reason: reason.clone(),
+                dry_run: j.dry_run,
+                evidence: evidence.clone(),
+                released: false,
+            };
+            self.held.update(f.key, || held, |_| {});
+        }
         if let Some(story) = story {
             // What happened before, in order: the login from where, what was
             // sent as whom, how many bounces came back.
@@ -261,7 +351,7 @@ impl Policy {
         }
         if downgraded_by == Some(Downgrade::Breaker) {
             reason.push_str(
-                " (Not locked: automatic locking is suspended by the lock-storm breaker.)",
+                " (Not locked yet: this detector's automatic locking is suspended by the lock-storm breaker; it locks when the breaker closes if the account is still used from this network.)",
             );
         }
         Decision::Emit(Box::new(action::build(
@@ -270,18 +360,82 @@ impl Policy {
             kind,
             f.severity,
             reason,
-            dry_run,
+            j.dry_run,
             downgraded_by,
             start,
             first,
             last,
-            decided_at,
+            j.decided_at,
             evidence,
         )))
     }
 
-    /// The incident table (swept by the engine with the detectors' tables).
-    pub fn state(&self) -> &dyn Swept {
-        &self.incidents
+    /// A lock the breaker held back, sent now: its breaker side has closed
+    /// and `key` (`account`) is being used again at `ts` from `network`,
+    /// where the finding came from.
+    pub fn release(
+        &self,
+        key: u64,
+        account: &str,
+        network: u64,
+        ts: Millis,
+        now: Millis,
+        decided_at: Millis,
+    ) -> Option<Decision> {
+        // The breaker's flags are refreshed by sweeps and locks; a held
+        // lock asks for the current answer.
+        self.breaker.refresh(now);
+        let h = self.held.with(key, |h| {
+            if h.released || h.network != network || self.breaker.is_open_for(h.index) {
+                return None;
+            }
+            h.released = true;
+            Some((
+                h.detector,
+                h.index,
+                h.start,
+                h.first,
+                h.severity,
+                std::mem::take(&mut h.reason),
+                h.dry_run,
+                std::mem::take(&mut h.evidence),
+            ))
+        })??;
+        let (detector, index, start, first, severity, reason, dry_run, mut evidence) = h;
+        self.incidents.with(key, |inc| {
+            inc.level = LOCK;
+            inc.last = inc.last.max(ts);
+        });
+        self.breaker.record_lock(index, now, network, true);
+        evidence.insert(
+            "held_by_breaker_until".into(),
+            serde_json::Value::String(crate::time::format_rfc3339(ts)),
+        );
+        Some(Decision::Emit(Box::new(action::build(
+            account,
+            detector,
+            ActionKind::Lock,
+            severity,
+            format!("{reason} Locked now: the lock-storm breaker has closed and the account is still being used from the same network."),
+            dry_run,
+            None,
+            start,
+            first,
+            ts,
+            decided_at,
+            evidence,
+        ))))
+    }
+
+    /// True when a lock of `key` is held by the breaker (cheap: a bitmap
+    /// answers for almost every account).
+    pub fn has_held(&self, key: u64) -> bool {
+        self.held.with(key, |h| !h.released).unwrap_or(false)
+    }
+
+    /// The incident and held-lock tables (swept by the engine with the
+    /// detectors' tables).
+    pub fn state(&self) -> [&dyn Swept; 2] {
+        [&self.incidents, &self.held]
     }
 }

@@ -100,7 +100,7 @@ fn judge_batch(
 ) {
     let part = &b.part;
     let now = now_millis();
-    let limits = ParseLimits::new(s.events.max_bytes, now);
+    let limits = ParseLimits::new(s.events.max_bytes, now).with_form(s.events.form());
     for m in &b.msgs {
         let origin = || Origin {
             part: part.clone(),

@@ -156,6 +156,13 @@ impl Profile {
             .unwrap_or_default()
     }
 
+    /// When `account` first logged in successfully (among what is remembered).
+    pub fn first_seen(&self, account: u64) -> Option<Millis> {
+        self.table
+            .with(account, |n| n.0.iter().map(|x| x.first).min())
+            .flatten()
+    }
+
     /// Learns a successful login of `account` from `ip` at `ts`.
     pub fn learn(&self, account: u64, ip: IpAddr, point: Option<&Point>, ts: Millis) {
         let prefix = self.network(ip);

@@ -4,6 +4,7 @@
 use credwatch_testkit::*;
 
 use credwatch::policy::Decision;
+use credwatch::time::HOUR;
 
 fn trip(a: &str, t: credwatch::time::Millis) -> Vec<credwatch::demo::sample::Line> {
     vec![
@@ -63,21 +64,24 @@ fn ids_are_the_same_in_a_rerun() {
 #[test]
 fn a_lock_storm_opens_the_breaker_and_locks_become_alerts() {
     let w = World::new();
-    // A GeoIP update that moves everyone: 100 active accounts, 30 of them
-    // suddenly "travel". 1 % of 100 is one lock, so min_locks = 5 is what
-    // binds: the 5th lock in the window opens the breaker and is not sent.
+    // A GeoIP update that moves everyone: 100 established accounts (they
+    // logged in yesterday too), 30 of them suddenly "travel". 1 % of 100 is
+    // one lock, so min_locks = 5 is what binds: the 5th lock in the window
+    // opens the breaker and is not sent.
     let e = w.engine("[policy.breaker]\nmin_locks = 5\nmax_lock_ratio = 0.01\n");
     let mut lines = Vec::new();
-    for u in 0..100 {
-        lines.push(ok(
-            T0 + u * SECOND,
-            &format!("u{u}@example.net"),
-            ip("London", u as u16),
-        ));
+    for day in 0..2 {
+        for u in 0..100 {
+            lines.push(ok(
+                T0 + day * 24 * HOUR + u * SECOND,
+                &format!("u{u}@example.net"),
+                ip("London", u as u16),
+            ));
+        }
     }
     for u in 0..30 {
         lines.push(ok(
-            T0 + 10 * MINUTE + u * SECOND,
+            T0 + 24 * HOUR + 10 * MINUTE + u * SECOND,
             &format!("u{u}@example.net"),
             ip("Sydney", u as u16),
         ));

@@ -95,7 +95,7 @@ fn run_in_lanes(
 ) -> Vec<credwatch::action::Action> {
     use credwatch::policy::Decision;
     use credwatch::source::event::{parse_event, ParseLimits};
-    let limits = ParseLimits::new(65_536, T0 + 1000 * HOUR);
+    let limits = ParseLimits::new(65_536, T0 + 1000 * HOUR).with_form(e.account_form().clone());
     let mut out = Vec::new();
     for (lane, l) in lines {
         let ev = parse_event(l.json.as_bytes(), &limits).unwrap();
@@ -318,4 +318,321 @@ fn an_office_nat_with_ordinary_typos_locks_nobody_in_any_parallel_run() {
         replay_parallel(&e, Cursor::new(&data), &mut par, opts(), 2).unwrap();
         assert!(locks(&par).is_empty(), "run {run}: {:?}", locks(&par));
     }
+}
+
+#[test]
+fn a_display_name_is_not_a_foreign_sender() {
+    let w = World::new();
+    let e = w.engine("");
+    let me = "yamada@example.jp";
+    let from = ip("Tokyo", 8);
+    let mut lines = vec![ok(T0, me, from)];
+    for (i, header) in [
+        "\"Yamada Taro\" <yamada@example.jp>",
+        "Yamada <yamada@example.jp>",
+        "=?UTF-8?B?5bGx55Sw?= <Yamada@Example.JP>",
+        "yamada@example.jp (Yamada Taro)",
+        "\"Yamada, Taro\" <yamada+list@example.jp>",
+    ]
+    .iter()
+    .enumerate()
+    {
+        lines.push(submission(
+            T0 + (i as i64 + 1) * MINUTE,
+            me,
+            from,
+            me,
+            Some(header),
+            3,
+        ));
+    }
+    let actions = run(&e, &lines);
+    assert!(actions.is_empty(), "{actions:#?}");
+
+    // Addresses of other customers behind display names are still foreign.
+    let mut lines = vec![ok(T0, me, from)];
+    for (i, header) in [
+        "\"yamada@example.jp\" <ceo@bank.example>",
+        "Yamada <sales@shop.example>",
+        "a@example.jp, Support <help@isp.example>",
+    ]
+    .iter()
+    .enumerate()
+    {
+        lines.push(submission(
+            T0 + (i as i64 + 1) * MINUTE,
+            me,
+            from,
+            me,
+            Some(header),
+            3,
+        ));
+    }
+    let e = w.engine("");
+    let actions = run(&e, &lines);
+    assert_eq!(locks(&actions, me).len(), 1, "{actions:#?}");
+}
+
+#[test]
+fn an_attack_split_across_spellings_of_one_account_is_one_attack() {
+    let w = World::new();
+    let e = w.engine("[events]\ndefault_domain = \"example.jp\"\n");
+    let spellings = [
+        "Frank@Example.JP",
+        "frank@example.jp.",
+        "ｆｒａｎｋ＠ｅｘａｍｐｌｅ．ｊｐ",
+        "fr\u{200b}ank@example.jp",
+        "frank+x@example.jp",
+        "frank",
+        "FRANK",
+        "\u{feff}frank@EXAMPLE.jp",
+        "frank@example.jp",
+        "Frank+y@example.jp.",
+    ];
+    let from = ip("Lagos", 30);
+    let mut lines: Vec<Line> = spellings
+        .iter()
+        .enumerate()
+        .map(|(i, who)| {
+            fail(
+                T0 + i as i64 * 20 * SECOND,
+                who,
+                from,
+                Some(&format!("{:x}", 0xf00 + i)),
+            )
+        })
+        .collect();
+    lines.push(ok(T0 + 5 * MINUTE, "FRANK@example.jp", from));
+    let actions = run(&e, &lines);
+    let l = locks(&actions, "frank@example.jp");
+    assert_eq!(l.len(), 1, "{actions:#?}");
+    assert_eq!(l[0].data.detector, "failed_login_burst");
+    assert!(
+        actions.iter().all(|a| a.data.account == "frank@example.jp"),
+        "{actions:#?}"
+    );
+}
+
+#[test]
+fn a_protected_account_is_protected_whatever_its_spelling() {
+    let w = World::new();
+    let e = w.engine(
+        "[events]\ndefault_domain = \"example.net\"\n[policy]\nprotected_accounts = [\"Postmaster@Example.NET\"]\n",
+    );
+    let from = ip("Lagos", 31);
+    let mut lines = guesses(T0, "POSTMASTER", from);
+    lines.push(ok(T0 + 5 * MINUTE, "postmaster", from));
+    let actions = run(&e, &lines);
+    assert!(!actions.is_empty());
+    assert!(
+        locks(&actions, "postmaster@example.net").is_empty(),
+        "{actions:#?}"
+    );
+    assert!(
+        actions
+            .iter()
+            .any(|a| a.data.downgraded_by == Some(credwatch::action::Downgrade::Protected)),
+        "{actions:#?}"
+    );
+}
+
+/// `n` established accounts (a login yesterday and today from home).
+fn established(n: usize, home: &str, day: i64) -> Vec<Line> {
+    let mut lines = Vec::new();
+    for d in [day - 1, day] {
+        for u in 0..n {
+            lines.push(ok(
+                T0 + d * DAY + u as i64 * SECOND,
+                &format!("u{u}@example.net"),
+                ip(home, u as u16),
+            ));
+        }
+    }
+    lines
+}
+
+#[test]
+fn throwaway_accounts_cannot_trip_the_breaker_to_silence_a_real_lock() {
+    let w = World::new();
+    let e = w.engine("");
+    let mut lines = established(200, "London", 1);
+    let victim = "u7@example.net";
+    let at = T0 + DAY + HOUR;
+    let attacker = ip("Lagos", 66);
+    // 15 failures on made-up names, then 30 throwaway accounts log in
+    // successfully from the same address: 30 password_spray locks.
+    for i in 0..15 {
+        lines.push(fail(
+            at + i * SECOND,
+            &format!("nobody{i}@example.net"),
+            attacker,
+            Some("1"),
+        ));
+    }
+    for i in 0..30 {
+        lines.push(ok(
+            at + MINUTE + i * SECOND,
+            &format!("throwaway{i}@example.net"),
+            attacker,
+        ));
+    }
+    // The real victim's mailbox is used from far away.
+    lines.push(ok(at + 10 * MINUTE, victim, ip("Sydney", 5)));
+    let actions = run(&e, &sorted(lines));
+    let l = locks(&actions, victim);
+    assert_eq!(l.len(), 1, "{:#?}", for_account(&actions, victim));
+    assert_eq!(l[0].data.detector, "impossible_travel");
+    assert!(!e.breaker_open(), "throwaway accounts are not counted");
+    assert_eq!(
+        e.breaker_counts().1,
+        30,
+        "the 30 throwaway locks went uncounted"
+    );
+}
+
+#[test]
+fn a_lock_held_by_the_breaker_is_sent_when_it_closes_with_its_own_id() {
+    let w = World::new();
+    let e = w.engine("[policy.breaker]\nmin_locks = 5\nmax_lock_ratio = 0.01\n");
+    let mut lines = established(100, "London", 1);
+    let storm = T0 + DAY + 10 * MINUTE;
+    // A bad GeoIP update: 30 established accounts "travel" at once. The
+    // victim u29's first, an ordinary alert of the same incident first.
+    for u in 0..30 {
+        lines.push(ok(
+            storm + u * SECOND,
+            &format!("u{u}@example.net"),
+            ip("Sydney", u as u16),
+        ));
+    }
+    // Three hours later the storm is over (ordinary logins at home), and
+    // u29 is still being used from the network the finding came from.
+    for u in 30..100 {
+        lines.push(ok(
+            storm + 3 * HOUR + u * SECOND,
+            &format!("u{u}@example.net"),
+            ip("London", u as u16),
+        ));
+    }
+    lines.push(ok(
+        storm + 3 * HOUR + 5 * MINUTE,
+        "u29@example.net",
+        ip("Sydney", 200),
+    ));
+    let actions = run(&e, &sorted(lines));
+    let mine = for_account(&actions, "u29@example.net");
+    assert_eq!(mine.len(), 2, "{mine:#?}");
+    assert_eq!(mine[0].kind, "account.alert");
+    assert_eq!(
+        mine[0].data.downgraded_by,
+        Some(credwatch::action::Downgrade::Breaker)
+    );
+    assert_eq!(mine[1].kind, "account.lock", "{mine:#?}");
+    assert_ne!(mine[0].id, mine[1].id);
+    assert_eq!(mine[0].data.incident, mine[1].data.incident);
+    // Those no longer used from there stay alerts.
+    assert!(locks(&actions, "u28@example.net").is_empty());
+}
+
+#[test]
+fn a_downgraded_lock_has_its_own_id_not_the_earlier_alerts() {
+    // An alert of an incident, then a lock of the same detector and
+    // incident that dry run turns into an alert: two ids.
+    let w = World::new();
+    let e = w.engine("[detectors.failed_login_burst]\ndry_run = true\n");
+    let who = "kenji@example.jp";
+    let mut lines = guesses(T0, who, ip("Lagos", 9));
+    lines.push(ok(T0 + 5 * MINUTE, who, ip("Lagos", 9)));
+    let actions = run(&e, &lines);
+    let mine = for_account(&actions, who);
+    assert_eq!(mine.len(), 2, "{mine:#?}");
+    assert_ne!(mine[0].id, mine[1].id);
+}
+
+#[test]
+fn one_event_from_the_future_does_not_blind_the_breaker() {
+    let w = World::new();
+    let e = w.engine("[policy.breaker]\nmin_locks = 5\nmax_lock_ratio = 0.01\n");
+    let mut lines = established(100, "London", 1);
+    let storm = T0 + DAY + 10 * MINUTE;
+    // Accepted: up to 24 h ahead.
+    lines.push(ok(
+        storm + 20 * HOUR,
+        "clock@example.net",
+        ip("London", 999),
+    ));
+    let mut tail = Vec::new();
+    for u in 0..30 {
+        tail.push(ok(
+            storm + MINUTE + u * SECOND,
+            &format!("u{u}@example.net"),
+            ip("Sydney", u as u16),
+        ));
+    }
+    let mut all = sorted(lines);
+    // The future event arrives first, then the storm.
+    let future = all.iter().position(|l| l.json.contains("clock@")).unwrap();
+    let f = all.remove(future);
+    all.push(f);
+    all.extend(tail);
+    let actions = run(&e, &all);
+    let n = actions.iter().filter(|a| a.kind == "account.lock").count();
+    assert!(n <= 5, "{n} locks went out with the breaker blinded");
+    assert!(e.breaker_open());
+}
+
+#[test]
+fn junk_usernames_do_not_dilute_the_breaker() {
+    let w = World::new();
+    let e = w.engine("[policy.breaker]\nmin_locks = 5\nmax_lock_ratio = 0.01\n");
+    let mut lines = established(100, "London", 1);
+    let storm = T0 + DAY + 30 * MINUTE;
+    for i in 0..6000 {
+        let from = ip("Moscow", (i % 4000) as u16);
+        lines.push(fail(
+            storm - 20 * MINUTE + i * 100,
+            &format!("junk{i}@example.net"),
+            from,
+            None,
+        ));
+    }
+    for u in 0..30 {
+        lines.push(ok(
+            storm + u * SECOND,
+            &format!("u{u}@example.net"),
+            ip("Sydney", u as u16),
+        ));
+    }
+    let actions = run(&e, &sorted(lines));
+    let n = actions.iter().filter(|a| a.kind == "account.lock").count();
+    assert!(n <= 5, "{n} locks went out with the breaker diluted");
+}
+
+#[test]
+fn forged_bounces_do_not_hold_an_incident_open_against_a_new_compromise() {
+    let w = World::new();
+    let e = w.engine("");
+    let who = "sachiko@example.jp";
+    let mut lines = Vec::new();
+    for d in 0..3 {
+        lines.push(ok(T0 + d * DAY, who, ip("Tokyo", 3)));
+    }
+    // First compromise: locked.
+    let first = T0 + 2 * DAY + HOUR;
+    lines.push(ok(first, who, ip("Tokyo", 3)));
+    lines.push(ok(first + 10 * MINUTE, who, ip("Lagos", 4)));
+    // 50 forged bounces every 5 hours.
+    for k in 0..5 {
+        for b in 0..50 {
+            lines.push(bounce(first + HOUR + k * 5 * HOUR + b * SECOND, who));
+        }
+    }
+    // 22 hours later, a new compromise.
+    let second = first + 22 * HOUR;
+    lines.push(ok(second, who, ip("Tokyo", 3)));
+    lines.push(ok(second + 10 * MINUTE, who, ip("Sydney", 4)));
+    let actions = run(&e, &sorted(lines));
+    let l = locks(&actions, who);
+    assert_eq!(l.len(), 2, "{:#?}", for_account(&actions, who));
+    assert_ne!(l[0].data.incident, l[1].data.incident);
 }

@@ -41,34 +41,101 @@ pub fn address_key(ip: IpAddr) -> u64 {
     account_hasher().hash_one(b)
 }
 
-/// Trims and lower-cases an account as the contract says accounts compare.
-pub fn normalise_account(raw: &str) -> Result<Box<str>, Reject> {
-    let t = raw.trim();
-    if t.is_empty() {
-        return Err(Reject::new(RejectReason::BadAccount, "`account` is empty"));
+/// How logins are spelled on this platform: what [`canonical_account`]
+/// folds together (`[events]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountForm {
+    /// Characters that begin a sub-address in the local part: with `+`,
+    /// `frank+x@example.jp` is `frank@example.jp`. Empty: none.
+    pub subaddress: Box<str>,
+    /// The domain of a bare login (`frank`) where logins are addresses.
+    pub default_domain: Option<Box<str>>,
+}
+
+impl Default for AccountForm {
+    fn default() -> Self {
+        AccountForm {
+            subaddress: "+".into(),
+            default_domain: None,
+        }
     }
-    if t.len() > MAX_ACCOUNT_BYTES {
-        return Err(Reject::new(
-            RejectReason::BadAccount,
-            format!(
-                "`account` is {} bytes, at most {MAX_ACCOUNT_BYTES} allowed",
-                t.len()
-            ),
-        ));
-    }
-    if t.chars().any(char::is_control) {
+}
+
+/// Unicode format characters (general category Cf): invisible, and
+/// removed, so that `fr\u{200b}ank` is `frank`.
+fn is_format(c: char) -> bool {
+    matches!(c as u32,
+        0x00AD | 0x0600..=0x0605 | 0x061C | 0x06DD | 0x070F | 0x0890..=0x0891
+        | 0x08E2 | 0x180E | 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x2064
+        | 0x2066..=0x206F | 0xFEFF | 0xFFF9..=0xFFFB | 0x110BD | 0x110CD
+        | 0x13430..=0x1343F | 0x1BCA0..=0x1BCA3 | 0x1D173..=0x1D17A | 0xE0001
+        | 0xE0020..=0xE007F)
+}
+
+/// The one form an account has, whatever its spelling: Unicode NFKC
+/// (fullwidth `ｆｒａｎｋ＠ｅｘａｍｐｌｅ．ｊｐ` is `frank@example.jp`), no
+/// format characters (zero-width spaces, direction marks), trimmed, lower
+/// case, no trailing dot on the domain, no sub-address (per
+/// [`AccountForm::subaddress`]), and the default domain on a bare login
+/// (per [`AccountForm::default_domain`]). Every key, `protected_accounts`,
+/// the alias map and the actions use it.
+pub fn canonical_account(raw: &str, form: &AccountForm) -> Result<Box<str>, Reject> {
+    if raw.chars().any(char::is_control) {
         return Err(Reject::new(
             RejectReason::BadAccount,
             "`account` contains control characters",
         ));
     }
-    Ok(
-        if t.bytes().any(|b| b.is_ascii_uppercase()) || !t.is_ascii() {
-            t.to_lowercase().into_boxed_str()
-        } else {
-            t.into()
-        },
-    )
+    let t = raw.trim();
+    let plain = t.bytes().all(|b| {
+        b.is_ascii_graphic() && !b.is_ascii_uppercase() && !form.subaddress.as_bytes().contains(&b)
+    }) && !t.ends_with('.')
+        && (form.default_domain.is_none() || t.contains('@'));
+    let folded: Box<str> = if plain {
+        t.into()
+    } else {
+        fold(t, form).into_boxed_str()
+    };
+    if folded.is_empty() {
+        return Err(Reject::new(RejectReason::BadAccount, "`account` is empty"));
+    }
+    if folded.len() > MAX_ACCOUNT_BYTES {
+        return Err(Reject::new(
+            RejectReason::BadAccount,
+            format!(
+                "`account` is {} bytes, at most {MAX_ACCOUNT_BYTES} allowed",
+                folded.len()
+            ),
+        ));
+    }
+    Ok(folded)
+}
+
+fn fold(t: &str, form: &AccountForm) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    // Bound the work on hostile input: the contract's accounts are short.
+    let t: String = t.chars().take(4 * MAX_ACCOUNT_BYTES).collect();
+    let n: String = t.nfkc().filter(|c| !is_format(*c)).collect();
+    let lower = n.trim().to_lowercase();
+    let (local, domain) = match lower.rsplit_once('@') {
+        Some((l, d)) => (l, Some(d.trim_end_matches('.'))),
+        None => (lower.as_str(), None),
+    };
+    let local = match local.find(|c: char| form.subaddress.contains(c)) {
+        Some(i) if i > 0 => &local[..i],
+        _ => local,
+    };
+    match (domain, &form.default_domain) {
+        (Some(d), _) => format!("{local}@{d}"),
+        (None, Some(d)) if !local.is_empty() => format!("{local}@{d}"),
+        (None, _) => local.to_string(),
+    }
+}
+
+/// [`canonical_account`] with the standard form (`+` sub-addresses, no
+/// default domain).
+pub fn normalise_account(raw: &str) -> Result<Box<str>, Reject> {
+    canonical_account(raw, &AccountForm::default())
 }
 
 /// Parses an address: IPv4, IPv6, an IPv6 zone id (`fe80::1%eth0`, the zone

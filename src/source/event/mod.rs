@@ -5,13 +5,18 @@
 //! payload, only where and what was wrong, so it is safe to log.
 
 mod account;
+mod mailbox;
 mod parse;
 mod reject;
 
 use std::borrow::Cow;
 use std::net::IpAddr;
 
-pub use account::{account_key, address_key, network_key, normalise_account, parse_ip, truncate};
+pub use account::{
+    account_key, address_key, canonical_account, network_key, normalise_account, parse_ip,
+    truncate, AccountForm,
+};
+pub use mailbox::{mailboxes, MAX_MAILBOXES};
 pub use parse::{parse_event, parse_only, ParseLimits};
 pub use reject::{Reject, RejectReason};
 
@@ -22,6 +27,15 @@ crate::section! {
     pub struct EventsConfig {
         /// Longest accepted event in bytes (at least 256).
         pub max_bytes: usize = 65_536,
+        /// Characters that begin a sub-address in a login's local part
+        /// (`frank+x@example.jp` is `frank@example.jp`); empty: logins have
+        /// no sub-addresses. Set it as the mail server's
+        /// `recipient_delimiter`: an attacker must not become a new account
+        /// by adding `+x`.
+        pub subaddress_separators: String = "+".into(),
+        /// Where logins are addresses, the domain of a bare login (`frank`
+        /// is `frank@<default_domain>`); empty: bare logins stay as they are.
+        pub default_domain: String = String::new(),
     }
 }
 
@@ -29,6 +43,37 @@ impl EventsConfig {
     pub fn check(&self, c: &mut crate::section::Checks) {
         if self.max_bytes < 256 {
             c.fail("max_bytes", "must be at least 256");
+        }
+        if self
+            .subaddress_separators
+            .chars()
+            .any(|ch| ch == '@' || ch.is_alphanumeric() || ch.is_whitespace())
+        {
+            c.fail(
+                "subaddress_separators",
+                "must be punctuation such as \"+\" or \"+-\" (not letters, digits, spaces or @)",
+            );
+        }
+        let d = self.default_domain.trim();
+        if !d.is_empty() && (d.contains('@') || d.contains(char::is_whitespace) || !d.contains('.'))
+        {
+            c.fail(
+                "default_domain",
+                "must be a domain such as example.net, or empty",
+            );
+        }
+    }
+
+    /// How logins are spelled ([`canonical_account`]).
+    pub fn form(&self) -> AccountForm {
+        let d = self
+            .default_domain
+            .trim()
+            .trim_end_matches('.')
+            .to_lowercase();
+        AccountForm {
+            subaddress: self.subaddress_separators.as_str().into(),
+            default_domain: (!d.is_empty()).then(|| d.into_boxed_str()),
         }
     }
 }

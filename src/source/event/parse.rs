@@ -7,13 +7,13 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
 use super::{
-    account_key, normalise_account, parse_ip, AuthResult, Event, Kind, Protocol, Reject,
-    RejectReason,
+    account_key, canonical_account, parse_ip, AccountForm, AuthResult, Event, Kind, Protocol,
+    Reject, RejectReason,
 };
 use crate::time::{parse_rfc3339, Millis, HOUR};
 
-/// Limits applied while parsing.
-#[derive(Debug, Clone, Copy)]
+/// Limits applied while parsing, and how accounts are spelled.
+#[derive(Debug, Clone)]
 pub struct ParseLimits {
     /// Longest accepted line in bytes.
     pub max_bytes: usize,
@@ -21,6 +21,8 @@ pub struct ParseLimits {
     pub max_future: Millis,
     /// The wall clock's "now" for the future check.
     pub now: Millis,
+    /// The canonical form of accounts.
+    pub form: AccountForm,
 }
 
 impl ParseLimits {
@@ -29,7 +31,14 @@ impl ParseLimits {
             max_bytes,
             max_future: 24 * HOUR,
             now,
+            form: AccountForm::default(),
         }
+    }
+
+    /// With the platform's account form (`[events]`).
+    pub fn with_form(mut self, form: AccountForm) -> Self {
+        self.form = form;
+        self
     }
 }
 
@@ -254,7 +263,10 @@ fn validate(raw: RawEvent<'_>, limits: &ParseLimits) -> Result<Event, Reject> {
         _ => None,
     })?
     .unwrap_or(Kind::Auth);
-    let account = normalise_account(&raw.account.ok_or_else(|| Reject::missing("account"))?.0)?;
+    let account = canonical_account(
+        &raw.account.ok_or_else(|| Reject::missing("account"))?.0,
+        &limits.form,
+    )?;
     let protocol = enum_field(raw.protocol, "protocol", |s| match s {
         "smtp" => Some(Protocol::Smtp),
         "imap" => Some(Protocol::Imap),

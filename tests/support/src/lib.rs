@@ -95,7 +95,8 @@ pub fn run(engine: &Engine, lines: &[Line]) -> Vec<Action> {
 }
 
 pub fn run_decisions(engine: &Engine, lines: &[Line]) -> Vec<Decision> {
-    let limits = ParseLimits::new(65_536, T0 + 1000 * HOUR);
+    let limits =
+        ParseLimits::new(65_536, T0 + 1000 * HOUR).with_form(engine.account_form().clone());
     let mut out = Vec::new();
     for l in lines {
         let ev = parse_event(l.json.as_bytes(), &limits).expect("test events are valid");
