@@ -120,8 +120,9 @@ pub fn build(
     first: Millis,
     last: Millis,
     decided_at: Millis,
-    evidence: Map<String, Value>,
+    mut evidence: Map<String, Value>,
 ) -> Action {
+    bound_evidence(&mut evidence);
     let start = incident_start.to_string();
     let incident = stable_id(&[account, &start]);
     // A lock that became an alert is a different action from the
@@ -151,9 +152,84 @@ pub fn build(
     }
 }
 
+/// The most an action's evidence may take, serialised: far under Kafka's
+/// default message size (1 MB), so that no event, however hostile, makes
+/// an action the broker refuses (it would be retried forever and hold its
+/// partition's offset back).
+pub const MAX_EVIDENCE_BYTES: usize = 32 * 1024;
+
+/// Shrinks evidence over [`MAX_EVIDENCE_BYTES`]: first the incident story
+/// goes, then long strings are cut to 256 bytes and long lists to 10 items,
+/// and if that is not enough only the scalar facts stay. Whatever was cut,
+/// `evidence_truncated: true` says so.
+fn bound_evidence(evidence: &mut Map<String, Value>) {
+    let size = |e: &Map<String, Value>| serde_json::to_vec(e).map_or(usize::MAX, |v| v.len());
+    if size(evidence) <= MAX_EVIDENCE_BYTES {
+        return;
+    }
+    evidence.remove("incident_story");
+    fn shrink(v: &mut Value) {
+        match v {
+            Value::String(s) if s.len() > 256 => {
+                let cut = crate::source::event::clip(s, 256).to_string();
+                *s = cut + "…";
+            }
+            Value::Array(a) => {
+                a.truncate(10);
+                a.iter_mut().for_each(shrink);
+            }
+            Value::Object(o) => o.values_mut().for_each(shrink),
+            _ => {}
+        }
+    }
+    if size(evidence) > MAX_EVIDENCE_BYTES {
+        evidence.values_mut().for_each(shrink);
+    }
+    if size(evidence) > MAX_EVIDENCE_BYTES {
+        evidence.retain(|_, v| !(v.is_array() || v.is_object()));
+        evidence.values_mut().for_each(shrink);
+    }
+    evidence.insert("evidence_truncated".into(), Value::Bool(true));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn evidence_is_bounded_whatever_it_holds() {
+        let mut e = Map::new();
+        let big = "x".repeat(100_000);
+        e.insert("message".into(), serde_json::json!({ "header_from": big }));
+        e.insert(
+            "senders".into(),
+            Value::Array(vec![Value::String(big.clone()); 100]),
+        );
+        e.insert("incident_story".into(), Value::String(big));
+        e.insert("failures".into(), Value::from(12));
+        let a = build(
+            "a@example.net",
+            "sender_mismatch",
+            ActionKind::Lock,
+            Severity::Critical,
+            "why".into(),
+            false,
+            None,
+            0,
+            0,
+            0,
+            0,
+            e,
+        );
+        let json = a.to_json();
+        assert!(
+            json.len() < MAX_EVIDENCE_BYTES + 2048,
+            "{} bytes",
+            json.len()
+        );
+        assert_eq!(a.data.evidence["evidence_truncated"], true);
+        assert_eq!(a.data.evidence["failures"], 12);
+    }
 
     #[test]
     fn ids_are_stable_and_distinct() {

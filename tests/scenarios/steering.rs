@@ -636,3 +636,35 @@ fn forged_bounces_do_not_hold_an_incident_open_against_a_new_compromise() {
     assert_eq!(l.len(), 2, "{:#?}", for_account(&actions, who));
     assert_ne!(l[0].data.incident, l[1].data.incident);
 }
+
+#[test]
+fn sixty_kilobyte_senders_make_a_small_action_and_hide_nothing() {
+    let w = World::new();
+    let e = w.engine("");
+    let me = "victim@example.jp";
+    let from = ip("Lagos", 40);
+    let mut lines = vec![ok(T0, me, from)];
+    for i in 0..19 {
+        // A display name of 60 KB, then a foreign address at the end.
+        let header = format!("\"{}\" <boss{i}@bank{i}.example>", "A".repeat(60_000));
+        lines.push(submission(
+            T0 + (i + 1) * MINUTE,
+            me,
+            from,
+            me,
+            Some(&header),
+            5,
+        ));
+    }
+    let actions = run(&e, &lines);
+    let l = locks(&actions, me);
+    assert_eq!(
+        l.len(),
+        1,
+        "the foreign addresses behind the long names count"
+    );
+    for a in &actions {
+        let n = a.to_json().len();
+        assert!(n < 64 * 1024, "an action of {n} bytes");
+    }
+}

@@ -202,8 +202,50 @@ fn mechanism(m: Cow<'_, str>) -> Cow<'static, str> {
     }
 }
 
-fn opt_box(s: Option<Str<'_>>) -> Option<Box<str>> {
-    s.map(|Str(c)| c.into_owned().into_boxed_str())
+/// The longest text kept of a field that goes into state or evidence: a
+/// hostile event must not make a megabyte action or hold a megabyte per
+/// account. `client`, `queue_id` and the SASL mechanism are cut to this (at
+/// a character boundary).
+pub const MAX_FIELD_BYTES: usize = 256;
+/// The longest sender field kept as it is (`mail_from`, `header_from`;
+/// RFC 5322 allows 998 bytes a line). A longer one is replaced by its
+/// addresses (at most [`MAX_MAILBOXES`]), so no address hides behind a long
+/// display name and the evidence stays small.
+pub const MAX_SENDER_BYTES: usize = 1024;
+
+/// `s` cut to at most `max` bytes at a character boundary.
+pub fn clip(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+fn bounded(s: Option<Str<'_>>, max: usize) -> Option<Box<str>> {
+    s.map(|Str(c)| clip(&c, max).into())
+}
+
+fn sender(s: Option<Str<'_>>) -> Option<Box<str>> {
+    s.map(|Str(c)| {
+        if c.len() <= MAX_SENDER_BYTES {
+            c.into_owned().into_boxed_str()
+        } else {
+            let list = super::mailboxes(&c)
+                .into_iter()
+                .map(|a| clip(&a, super::account::MAX_ACCOUNT_BYTES).to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
+            if list.is_empty() {
+                "(a sender field with no address)".into()
+            } else {
+                list.into_boxed_str()
+            }
+        }
+    })
 }
 
 /// Parses one line (without its newline) into an event.
@@ -344,12 +386,17 @@ fn validate(raw: RawEvent<'_>, limits: &ParseLimits) -> Result<Event, Reject> {
         src_ip,
         result,
         pwhash,
-        mechanism: raw.mechanism.map(|Str(m)| mechanism(m)),
-        client: opt_box(raw.client),
-        mail_from: opt_box(raw.mail_from),
-        header_from: opt_box(raw.header_from),
+        mechanism: raw.mechanism.map(|Str(m)| match mechanism(m) {
+            Cow::Owned(s) if s.len() > MAX_FIELD_BYTES => {
+                Cow::Owned(clip(&s, MAX_FIELD_BYTES).to_string())
+            }
+            m => m,
+        }),
+        client: bounded(raw.client, MAX_FIELD_BYTES),
+        mail_from: sender(raw.mail_from),
+        header_from: sender(raw.header_from),
         rcpt_count,
-        queue_id: opt_box(raw.queue_id),
+        queue_id: bounded(raw.queue_id, MAX_FIELD_BYTES),
     })
 }
 
