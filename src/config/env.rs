@@ -72,6 +72,13 @@ pub(super) fn apply_env(
             continue;
         }
         let Some((_, path)) = keys.iter().find(|(name, _)| name == var) else {
+            if is_service_link(var) {
+                // Kubernetes injects these for a Service named
+                // `credwatch` (or `credwatch-*`) into every pod of the
+                // namespace: they are not settings.
+                tracing::debug!(%var, "Ignoring a Kubernetes service-link variable.");
+                continue;
+            }
             return Err(ConfigError::Env {
                 var: var.clone(),
                 message: "names no setting (expected CREDWATCH_<SECTION>_<KEY>, e.g. CREDWATCH_KAFKA_BROKERS)".into(),
@@ -99,6 +106,32 @@ pub(super) fn apply_env(
         table.insert(path[path.len() - 1].clone(), value);
     }
     Ok(())
+}
+
+/// A variable Kubernetes injects for a Service (`enableServiceLinks`):
+/// `<NAME>_SERVICE_HOST`, `<NAME>_SERVICE_PORT[_<PORT NAME>]`,
+/// `<NAME>_PORT` and `<NAME>_PORT_<n>_<TCP|UDP|SCTP>[_PROTO|_PORT|_ADDR]`,
+/// where `<NAME>` is the Service's name upper-cased with `-` as `_`.
+pub(super) fn is_service_link(var: &str) -> bool {
+    let Some(rest) = var.strip_prefix("CREDWATCH") else {
+        return false;
+    };
+    let parts: Vec<&str> = rest.split('_').collect();
+    // `rest` starts with `_` (or is empty): parts[0] is "".
+    (1..parts.len()).any(|i| {
+        let tail = &parts[i..];
+        match tail {
+            ["SERVICE", "HOST"] => true,
+            ["SERVICE", "PORT", ..] => true,
+            ["PORT"] => true,
+            ["PORT", n, proto, more @ ..] => {
+                n.parse::<u16>().is_ok()
+                    && matches!(*proto, "TCP" | "UDP" | "SCTP")
+                    && matches!(more, [] | ["PROTO"] | ["PORT"] | ["ADDR"])
+            }
+            _ => false,
+        }
+    })
 }
 
 fn env_value(default: &toml::Value, raw: &str) -> Option<toml::Value> {
@@ -129,4 +162,35 @@ fn env_value(default: &toml::Value, raw: &str) -> Option<toml::Value> {
         }
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_service_link;
+
+    #[test]
+    fn kubernetes_service_links_are_recognised_and_settings_are_not() {
+        for v in [
+            "CREDWATCH_SERVICE_HOST",
+            "CREDWATCH_SERVICE_PORT",
+            "CREDWATCH_SERVICE_PORT_HTTP",
+            "CREDWATCH_PORT",
+            "CREDWATCH_PORT_9898_TCP",
+            "CREDWATCH_PORT_9898_TCP_PROTO",
+            "CREDWATCH_PORT_9898_TCP_PORT",
+            "CREDWATCH_PORT_9898_TCP_ADDR",
+            "CREDWATCH_METRICS_SERVICE_HOST",
+            "CREDWATCH_KAFKA_PORT_9092_TCP_ADDR",
+        ] {
+            assert!(is_service_link(v), "{v}");
+        }
+        for v in [
+            "CREDWATCH_KAFKA_BROKERS",
+            "CREDWATCH_HTTP_LISTEN",
+            "CREDWATCH_PORT_ABC_TCP",
+            "CREDWATCH_KAFKA_BROKRES",
+        ] {
+            assert!(!is_service_link(v), "{v}");
+        }
+    }
 }

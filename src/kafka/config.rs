@@ -60,5 +60,45 @@ impl KafkaConfig {
         c.not_blank("actions_topic", &self.actions_topic);
         c.not_blank("dead_letter_topic", &self.dead_letter_topic);
         c.not_blank("group_id", &self.group_id);
+        for key in self.properties.keys() {
+            if let Some(why) = reserved(key) {
+                c.fail(&format!("properties.{key}"), why);
+            }
+        }
     }
+}
+
+/// librdkafka properties that credwatch sets itself because its promises
+/// rest on them (every event judged, every action delivered, at least
+/// once): a `[kafka.properties]` entry may not change them. Returns why.
+pub fn reserved(key: &str) -> Option<&'static str> {
+    Some(match key.trim().to_ascii_lowercase().as_str() {
+        "enable.auto.commit" | "auto.commit.enable" => {
+            "cannot be set: credwatch commits an offset only after the event's actions are on the broker (at least once); auto-commit would skip events after a crash. Remove it"
+        }
+        "enable.auto.offset.store" => {
+            "cannot be set: credwatch stores offsets itself once an event is fully handled (at least once). Remove it"
+        }
+        "isolation.level" => {
+            "cannot be set: credwatch reads committed records only, as its own producer writes them. Remove it"
+        }
+        "acks" | "request.required.acks" => {
+            "cannot be set: actions are written with acks=all so that a lock is never lost with a broker. Remove it"
+        }
+        "enable.idempotence" => {
+            "cannot be set: the producer is idempotent so that retries neither duplicate nor reorder actions. Remove it"
+        }
+        "message.timeout.ms" | "delivery.timeout.ms" => {
+            "cannot be set: an action is retried until the broker takes it (0 = no timeout); a timeout would drop locks. Remove it"
+        }
+        "enable.partition.eof" => {
+            "cannot be set: the state restore relies on it. Remove it"
+        }
+        "group.id" => "cannot be set here: use kafka.group_id",
+        "bootstrap.servers" | "metadata.broker.list" => "cannot be set here: use kafka.brokers",
+        "auto.offset.reset" => {
+            "cannot be set: a new consumer group starts at the earliest offset so that no event is skipped. Remove it"
+        }
+        _ => return None,
+    })
 }

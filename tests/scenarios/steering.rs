@@ -668,3 +668,72 @@ fn sixty_kilobyte_senders_make_a_small_action_and_hide_nothing() {
         assert!(n < 64 * 1024, "an action of {n} bytes");
     }
 }
+
+#[test]
+fn kubernetes_service_link_variables_are_not_settings() {
+    // Exactly what the kubelet injects into every pod of the namespace for
+    // the shipped Service (deploy/base/service.yaml): `credwatch`, port
+    // `http-metrics` 9898/TCP.
+    let svc = std::fs::read_to_string(repo_root().join("deploy/base/service.yaml")).unwrap();
+    assert!(
+        svc.contains("name: credwatch")
+            && svc.contains("port: 9898")
+            && svc.contains("name: http-metrics")
+    );
+    let ip = "10.96.12.34";
+    let env: Vec<(String, String)> = [
+        ("CREDWATCH_SERVICE_HOST", ip),
+        ("CREDWATCH_SERVICE_PORT", "9898"),
+        ("CREDWATCH_SERVICE_PORT_HTTP_METRICS", "9898"),
+        ("CREDWATCH_PORT", "tcp://10.96.12.34:9898"),
+        ("CREDWATCH_PORT_9898_TCP", "tcp://10.96.12.34:9898"),
+        ("CREDWATCH_PORT_9898_TCP_PROTO", "tcp"),
+        ("CREDWATCH_PORT_9898_TCP_PORT", "9898"),
+        ("CREDWATCH_PORT_9898_TCP_ADDR", ip),
+        ("CREDWATCH_KAFKA_BROKERS", "kafka:9092"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let s = credwatch::config::Config::from_toml_with_env("", "credwatch.toml", &env)
+        .expect("service links are not settings");
+    assert_eq!(
+        s.config.kafka.brokers, "kafka:9092",
+        "real settings still apply"
+    );
+    // A typo is still refused.
+    let typo = vec![("CREDWATCH_KAFKA_BROKRES".to_string(), "x".to_string())];
+    assert!(credwatch::config::Config::from_toml_with_env("", "c.toml", &typo).is_err());
+    // And the Deployment does not ask for them.
+    let dep = std::fs::read_to_string(repo_root().join("deploy/base/deployment.yaml")).unwrap();
+    assert!(dep.contains("enableServiceLinks: false"));
+}
+
+#[test]
+fn kafka_properties_that_break_at_least_once_are_refused_by_name() {
+    for key in [
+        "enable.auto.commit",
+        "enable.auto.offset.store",
+        "isolation.level",
+        "acks",
+        "request.required.acks",
+        "enable.idempotence",
+        "message.timeout.ms",
+    ] {
+        let toml = format!("[kafka.properties]\n\"{key}\" = \"x\"\n");
+        let e = credwatch::config::Config::from_toml_with_env(&toml, "c.toml", &[])
+            .expect_err(key)
+            .to_string();
+        assert!(e.contains(&format!("kafka.properties.{key}")), "{e}");
+        assert!(e.contains("Remove it"), "{e}");
+    }
+    // Through the environment too.
+    let env = vec![(
+        "CREDWATCH_KAFKA_PROPERTIES_ENABLE_AUTO_COMMIT".to_string(),
+        "true".to_string(),
+    )];
+    assert!(credwatch::config::Config::from_toml_with_env("", "c.toml", &env).is_err());
+    // TLS and SASL settings still pass.
+    let ok = "[kafka.properties]\n\"security.protocol\" = \"SASL_SSL\"\n\"sasl.mechanism\" = \"SCRAM-SHA-512\"\n";
+    assert!(credwatch::config::Config::from_toml_with_env(ok, "c.toml", &[]).is_ok());
+}
