@@ -113,19 +113,19 @@ impl Config {
     ) -> Result<Settings, ConfigError> {
         let mut tree: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: name.to_string(),
-            message: e.to_string(),
+            message: safe_message(&e, text),
         })?;
         // Validate the file on its own first, so an unknown key is reported
         // against the file, not against a merged tree.
         Config::deserialize(toml::Value::Table(tree.clone())).map_err(|e| ConfigError::Parse {
             path: name.to_string(),
-            message: e.to_string(),
+            message: safe_message(&e, text),
         })?;
         env::apply_env(&mut tree, env)?;
         let config =
             Config::deserialize(toml::Value::Table(tree)).map_err(|e| ConfigError::Parse {
                 path: format!("{name} with CREDWATCH_* environment"),
-                message: e.to_string(),
+                message: safe_message(&e, ""),
             })?;
         config.check()
     }
@@ -162,16 +162,131 @@ impl Config {
     pub fn to_redacted_toml(&self) -> String {
         let mut c = self.clone();
         if !c.webhook.secret.is_empty() {
-            c.webhook.secret = "<redacted>".into();
+            c.webhook.secret = REDACTED.into();
+        }
+        for u in c.webhook.urls.iter_mut() {
+            *u = redact_url(u);
         }
         for (k, v) in c.kafka.properties.iter_mut() {
-            let k = k.to_ascii_lowercase();
-            if k.contains("password") || k.contains("secret") || k.contains("key") {
-                *v = "<redacted>".into();
+            if is_secret_property(k) {
+                *v = REDACTED.into();
             }
         }
-        toml::to_string(&c).unwrap_or_else(|e| format!("# cannot print config: {e}\n"))
+        toml::to_string(&c).unwrap_or_else(|_| "# cannot print config\n".into())
     }
+}
+
+const REDACTED: &str = "<redacted>";
+
+/// A librdkafka property that holds a credential (`sasl.password`,
+/// `ssl.key.password`, `sasl.oauthbearer.config`, `sasl.oauthbearer.client.secret`, ...).
+pub fn is_secret_property(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    [
+        "password",
+        "secret",
+        "key",
+        "token",
+        "oauthbearer.config",
+        "jaas",
+        "credential",
+    ]
+    .iter()
+    .any(|s| k.contains(s))
+}
+
+/// A URL with its credentials taken out: `user:password@` and the value of
+/// every query parameter (`?token=...`) become `<redacted>`.
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((s, r)) => (format!("{s}://"), r),
+        None => (String::new(), url),
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let authority = match authority.rsplit_once('@') {
+        Some((_, host)) => format!("{REDACTED}@{host}"),
+        None => authority.to_string(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let (query, fragment) = match query.split_once('#') {
+                Some((q, f)) => (q, Some(f)),
+                None => (query, None),
+            };
+            let q: Vec<String> = query
+                .split('&')
+                .map(|p| match p.split_once('=') {
+                    Some((k, _)) => format!("{k}={REDACTED}"),
+                    None => p.to_string(),
+                })
+                .collect();
+            let mut t = format!("{path}?{}", q.join("&"));
+            if let Some(f) = fragment {
+                t.push('#');
+                t.push_str(f);
+            }
+            t
+        }
+        None => tail.to_string(),
+    };
+    format!("{scheme}{authority}{tail}")
+}
+
+/// A TOML error without the text of the config: where (line and column)
+/// and what, never the line itself or the value found (either may hold a
+/// secret).
+fn safe_message(e: &toml::de::Error, text: &str) -> String {
+    let mut what = redact_values(e.message()).replace('\n', "; ");
+    // Where a value was wrong (`in `kafka.properties.sasl.password``): a
+    // key path, never a value.
+    if let Some(key) = e.to_string().lines().find(|l| l.starts_with("in `")) {
+        what.push(' ');
+        what.push_str(key);
+    }
+    match e.span() {
+        Some(span) if !text.is_empty() => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: {what} (the line is not shown: it may hold a secret)")
+        }
+        _ => what,
+    }
+}
+
+/// serde's "invalid type: integer `12345`, expected a string": the value
+/// found goes, what was expected and where stay.
+fn redact_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(i) = rest.find("invalid ") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i..];
+        // `invalid type: integer `v``, `invalid value: string "v"`.
+        let Some(colon) = after.find(':') else {
+            out.push_str(after);
+            rest = "";
+            break;
+        };
+        let (head, tail) = after.split_at(colon + 1);
+        out.push_str(head);
+        let literal = tail.find(['`', '"']).filter(|&q| !tail[..q].contains(','));
+        match literal {
+            Some(q) => {
+                let quote = tail.as_bytes()[q] as char;
+                out.push_str(&tail[..q]);
+                let close = tail[q + 1..]
+                    .find(quote)
+                    .map_or(tail.len(), |c| q + 1 + c + 1);
+                out.push_str("(value not shown)");
+                rest = &tail[close.min(tail.len())..];
+            }
+            None => rest = tail,
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]

@@ -263,3 +263,24 @@ impl ClientContext for Quiet {
 }
 
 impl rdkafka::consumer::ConsumerContext for Quiet {}
+
+/// A client-creation error with any credential taken out: librdkafka's
+/// configuration errors carry the property's value (`sasl.password`,
+/// `sasl.oauthbearer.config`), and they end up in logs and on standard
+/// error.
+pub fn redact_error(e: rdkafka::error::KafkaError) -> rdkafka::error::KafkaError {
+    use rdkafka::error::KafkaError;
+    match e {
+        KafkaError::ClientConfig(code, desc, key, value)
+            if crate::config::is_secret_property(&key) =>
+        {
+            let desc = if value.is_empty() {
+                desc
+            } else {
+                desc.replace(&value, "<redacted>")
+            };
+            KafkaError::ClientConfig(code, desc, key, "<redacted>".into())
+        }
+        e => e,
+    }
+}

@@ -219,9 +219,9 @@ impl Service {
             .create_with_context(ConsumerCtx {
                 shared: shared.clone(),
             })
-            .map_err(|source| ServiceError::Consumer {
+            .map_err(|e| ServiceError::Consumer {
                 brokers: shared.kafka().brokers.clone(),
-                source,
+                source: crate::kafka::redact_error(e),
             })?;
         let topics: Vec<&str> = shared
             .kafka()

@@ -242,11 +242,13 @@ pub struct Producer {
 impl Producer {
     pub fn new(k: &KafkaConfig, metrics: Arc<Metrics>) -> Result<Producer, KafkaError> {
         let retries: Arc<Retries> = Arc::default();
-        let producer = client_config(k, Role::Producer).create_with_context(ProduceCtx {
-            logger: Logger::new("producer", Some(metrics.clone())),
-            metrics,
-            retries: retries.clone(),
-        })?;
+        let producer = client_config(k, Role::Producer)
+            .create_with_context(ProduceCtx {
+                logger: Logger::new("producer", Some(metrics.clone())),
+                metrics,
+                retries: retries.clone(),
+            })
+            .map_err(crate::kafka::redact_error)?;
         Ok(Producer { producer, retries })
     }
 

@@ -737,3 +737,92 @@ fn kafka_properties_that_break_at_least_once_are_refused_by_name() {
     let ok = "[kafka.properties]\n\"security.protocol\" = \"SASL_SSL\"\n\"sasl.mechanism\" = \"SCRAM-SHA-512\"\n";
     assert!(credwatch::config::Config::from_toml_with_env(ok, "c.toml", &[]).is_ok());
 }
+
+/// Runs `credwatch` with `args` and `env`; returns stdout and stderr.
+fn credwatch(args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = std::process::Command::new(credwatch_exe())
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run credwatch");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn no_secret_appears_in_any_output() {
+    let w = World::new();
+    let dir = w.dir.path();
+    // Canaries in every place a secret lives.
+    let secret = "whsec_Q0FOQVJZc2VjcmV0MTIzNDU2Nzg=";
+    let canaries = [
+        "Q0FOQVJZ",
+        "CANARYpw",
+        "CANARYtok",
+        "CANARYoauth",
+        "CANARYsasl",
+        "31415926",
+    ];
+    let good = w.toml(&format!(
+        "[webhook]\nsecret = \"{secret}\"\nurls = [\"https://hook:CANARYpw@127.0.0.1:9/x?token=CANARYtok\"]\n\
+         [kafka]\nbrokers = \"127.0.0.1:9\"\n\
+         [kafka.properties]\n\"sasl.oauthbearer.config\" = \"clientSecret=CANARYoauth\"\n\"sasl.password\" = \"CANARYsasl\"\n"
+    ));
+    let write = |name: &str, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    };
+    let good_path = write("good.toml", &good);
+    let mut outputs = vec![credwatch(&["check-config", &good_path], &[])];
+    // A syntax error on the line with the secret.
+    let broken = good
+        .replace("[\"https://hook", "[\"https://hook")
+        .replacen("\"]\n", "\"\n", 1);
+    outputs.push(credwatch(
+        &["check-config", &write("broken.toml", &broken)],
+        &[],
+    ));
+    // A numeric password (a type error that would echo the value).
+    let numeric = w.toml("[kafka.properties]\n\"sasl.password\" = 31415926\n");
+    outputs.push(credwatch(
+        &["check-config", &write("numeric.toml", &numeric)],
+        &[],
+    ));
+    // A secret given through the environment, with a wrong type elsewhere.
+    outputs.push(credwatch(
+        &["check-config", &good_path],
+        &[
+            ("CREDWATCH_KAFKA_PROPERTIES_SASL_PASSWORD", "CANARYsasl"),
+            ("CREDWATCH_WEBHOOK_TIMEOUT_SECS", "CANARYpw"),
+        ],
+    ));
+    // The service, briefly, against a broker that is not there.
+    let mut child = std::process::Command::new(credwatch_exe())
+        .args(["run", "--config", &good_path])
+        .env("CREDWATCH_HTTP_LISTEN", "127.0.0.1:0")
+        .env("RUST_LOG", "debug")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    outputs.push(format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    ));
+    assert!(outputs[0].contains("<redacted>"), "{}", outputs[0]);
+    assert!(outputs[1].contains("line"), "{}", outputs[1]);
+    assert!(outputs[2].contains("sasl.password"), "{}", outputs[2]);
+    for (i, o) in outputs.iter().enumerate() {
+        for c in canaries {
+            assert!(!o.contains(c), "output {i} shows the canary {c}:\n{o}");
+        }
+    }
+}

@@ -169,9 +169,9 @@ impl Webhooks {
         let producer: FutureProducer =
             client_config(k, Role::Producer)
                 .create()
-                .map_err(|source| WebhookError::Kafka {
+                .map_err(|e| WebhookError::Kafka {
                     what: "dead-letter producer",
-                    source,
+                    source: crate::kafka::redact_error(e),
                 })?;
         let shared = Arc::new(Shared {
             cfg: cfg.clone(),
@@ -204,9 +204,9 @@ impl Webhooks {
                     trackers: trackers.clone(),
                     topic: k.actions_topic.clone(),
                 })
-                .map_err(|source| WebhookError::Kafka {
+                .map_err(|e| WebhookError::Kafka {
                     what: "consumer",
-                    source,
+                    source: crate::kafka::redact_error(e),
                 })?;
             consumer
                 .subscribe(&[k.actions_topic.as_str()])

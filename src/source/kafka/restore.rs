@@ -99,7 +99,7 @@ fn restore(parts: &[Arc<Part>], s: &Arc<Input>) -> Result<u64, RestoreError> {
     let t0 = Instant::now();
     let consumer: BaseConsumer<Quiet> = client_config(k, Role::Restorer)
         .create_with_context(Quiet(Logger::new("restorer", None)))
-        .map_err(RestoreError::Client)?;
+        .map_err(|e| RestoreError::Client(crate::kafka::redact_error(e)))?;
     let mut tpl = TopicPartitionList::new();
     for p in parts {
         tpl.add_partition(&p.topic, p.partition);
