@@ -494,3 +494,72 @@ fn https_with_a_configured_ca() {
         .iter()
         .all(|q| q["verified"] == serde_json::json!([true, true])));
 }
+
+#[test]
+fn an_action_older_than_the_retry_horizon_is_dead_lettered_not_skipped() {
+    // The endpoint's reader was behind by more than the retry horizon (a
+    // receiver down for days, a new endpoint added to an old topic): the
+    // action is not tried, but it is counted, logged and dead-lettered,
+    // never silently skipped.
+    let b = Tansu::start();
+    let world = World::new();
+    create_topics(&b, 2);
+    let old: Vec<String> = (0..3)
+        .map(|i| {
+            format!(
+                r#"{{"type":"account.lock","id":"cw_old{i:013}","timestamp":"2026-11-05T00:00:00.000Z","data":{{"account":"a{i}@example.net"}}}}"#
+            )
+        })
+        .collect();
+    let payloads: Vec<&[u8]> = old.iter().map(|s| s.as_bytes()).collect();
+    produce_raw(&b.brokers(), ACTIONS, &payloads);
+    std::thread::sleep(Duration::from_secs(3));
+    let rx = Receiver::start(world.dir.path(), "rx", &[], 0);
+    let settings = hooks_to(&world, &b, &[url(rx.port)], "retry_horizon_secs = 1\n");
+    init_logs();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let metrics = Arc::new(Metrics::new());
+    let hooks = rt
+        .block_on(async {
+            Webhooks::start(
+                &settings.config.webhook,
+                &settings.config.kafka,
+                metrics.clone(),
+            )
+        })
+        .expect("webhooks")
+        .expect("a URL is configured");
+    let failed = || {
+        metrics
+            .webhook_deliveries
+            .with_label_values(&["failed"])
+            .get()
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), || failed() >= 3),
+        "failed {}",
+        failed()
+    );
+    rt.block_on(hooks.shutdown());
+    assert!(rx.requests().is_empty(), "too old to try");
+    let dead = read(
+        &b.brokers(),
+        DLQ,
+        3,
+        Duration::from_secs(20),
+        Duration::from_millis(500),
+    );
+    let expired = dead
+        .iter()
+        .filter(|r| {
+            r.headers.iter().any(|(k, v)| {
+                k == credwatch::sink::kafka::DETAIL_HEADER && v.contains("retry_horizon_secs")
+            })
+        })
+        .count();
+    assert_eq!(expired, 3, "{dead:?}");
+}

@@ -132,7 +132,14 @@ pub(super) async fn deliver(
 
 /// A delivery that failed for good: logged, counted, copied to the
 /// dead-letter topic with why.
-async fn give_up(s: &Shared, ep: &Endpoint, id: &str, key: &[u8], body: &[u8], why: &str) {
+pub(super) async fn give_up(
+    s: &Shared,
+    ep: &Endpoint,
+    id: &str,
+    key: &[u8],
+    body: &[u8],
+    why: &str,
+) {
     s.metrics
         .webhook_deliveries
         .with_label_values(&["failed"])

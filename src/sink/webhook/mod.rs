@@ -37,7 +37,7 @@ pub use signing::{parse_secrets, sign};
 use crate::kafka::commit::commit_finished;
 use crate::kafka::{client_config, KafkaConfig, Logger, Role, Tracker};
 use crate::metrics::Metrics;
-use delivery::{deliver, host_of};
+use delivery::{deliver, give_up, host_of};
 
 /// Webhook delivery cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -297,8 +297,8 @@ async fn endpoint_loop(
         let id = serde_json::from_slice::<serde_json::Value>(&body)
             .ok()
             .and_then(|v| v["id"].as_str().map(str::to_string));
-        let Some(id) = id.filter(|_| !too_old) else {
-            if !too_old && s.log.allow("webhook-not-action").is_some() {
+        let Some(id) = id else {
+            if s.log.allow("webhook-not-action").is_some() {
                 tracing::warn!(
                     endpoint = ep.index,
                     partition,
@@ -314,7 +314,23 @@ async fn endpoint_loop(
         pending.fetch_add(1, Ordering::Relaxed);
         let (s2, ep2, sem2, pending2) = (s.clone(), ep.clone(), sem.clone(), pending.clone());
         inflight.spawn(async move {
-            let done = deliver(&s2, &ep2, &sem2, &id, &key, &body).await;
+            let done = if too_old {
+                // The endpoint read it too late to try (it was behind by
+                // more than the retry horizon): not lost, but given up at
+                // once, counted, logged and dead-lettered like any other.
+                give_up(
+                    &s2,
+                    &ep2,
+                    &id,
+                    &key,
+                    &body,
+                    "older than webhook.retry_horizon_secs when the endpoint first read it",
+                )
+                .await;
+                true
+            } else {
+                deliver(&s2, &ep2, &sem2, &id, &key, &body).await
+            };
             if done {
                 tracker.acked(offset);
             }
