@@ -2,16 +2,19 @@
 //! format), `/healthz` (the process is alive), `/readyz` (consuming, every
 //! assigned partition's state restored).
 
+use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use crate::metrics::Metrics;
@@ -21,7 +24,73 @@ crate::section! {
     pub struct HttpConfig {
         /// Where `/metrics`, `/healthz` and `/readyz` are served.
         pub listen: String = "0.0.0.0:9898".into(),
+        /// A client must send a request's headers within this many seconds
+        /// (also between requests on a kept-alive connection), or it is
+        /// disconnected: a slow client cannot hold a connection.
+        pub header_timeout_secs: u64 = 10,
+        /// The longest a connection may stay open, in seconds (Prometheus
+        /// reconnects for its next scrape).
+        pub connection_timeout_secs: u64 = 120,
+        /// Connections served at once; more are closed at once, so the
+        /// process never runs out of file descriptors.
+        pub max_connections: usize = 256,
+        /// Connections served at once from one client address, so that one
+        /// client cannot take them all and the kubelet's probes still get
+        /// through.
+        pub max_connections_per_address: usize = 8,
     }
+}
+
+impl HttpConfig {
+    pub fn check(&self, c: &mut crate::section::Checks) {
+        c.positive("header_timeout_secs", self.header_timeout_secs);
+        c.positive("connection_timeout_secs", self.connection_timeout_secs);
+        c.positive("max_connections", self.max_connections as u64);
+        c.positive(
+            "max_connections_per_address",
+            self.max_connections_per_address as u64,
+        );
+    }
+}
+
+/// Connections open now, in all and per client address.
+#[derive(Default)]
+struct Open {
+    total: usize,
+    per_address: HashMap<IpAddr, usize>,
+}
+
+/// A served connection's place in [`Open`], given back when it closes.
+struct Slot {
+    open: Arc<Mutex<Open>>,
+    ip: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut o = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        o.total -= 1;
+        if let Some(n) = o.per_address.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                o.per_address.remove(&self.ip);
+            }
+        }
+    }
+}
+
+fn take_slot(open: &Arc<Mutex<Open>>, ip: IpAddr, cfg: &HttpConfig) -> Option<Slot> {
+    let mut o = open.lock().unwrap_or_else(|e| e.into_inner());
+    let mine = o.per_address.get(&ip).copied().unwrap_or(0);
+    if o.total >= cfg.max_connections || mine >= cfg.max_connections_per_address {
+        return None;
+    }
+    o.total += 1;
+    *o.per_address.entry(ip).or_default() += 1;
+    Some(Slot {
+        open: open.clone(),
+        ip,
+    })
 }
 
 /// The endpoint cannot be served.
@@ -56,38 +125,61 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// Binds `listen` (an error names the address) and serves on the
-    /// current tokio runtime.
-    pub async fn bind(listen: &str, metrics: Arc<Metrics>) -> Result<Endpoint, HttpError> {
+    /// Binds `cfg.listen` (an error names the address) and serves on the
+    /// current tokio runtime, within `cfg`'s timeouts and connection caps.
+    pub async fn bind(cfg: &HttpConfig, metrics: Arc<Metrics>) -> Result<Endpoint, HttpError> {
+        let listen = cfg.listen.as_str();
         let bind_error = |source| HttpError::Bind {
             listen: listen.to_string(),
             source,
         };
         let listener = TcpListener::bind(listen).await.map_err(bind_error)?;
+        let cfg = cfg.clone();
+        let open: Arc<Mutex<Open>> = Arc::default();
+        let refused = Arc::new(AtomicU64::new(0));
         let addr = listener.local_addr().map_err(bind_error)?;
         let status: Arc<std::sync::RwLock<Arc<dyn Status>>> =
             Arc::new(std::sync::RwLock::new(Arc::new(NotYet)));
         let st = status.clone();
         tokio::spawn(async move {
             loop {
-                let (stream, _) = match listener.accept().await {
+                let (stream, peer) = match listener.accept().await {
                     Ok(s) => s,
                     Err(e) => {
+                        // Out of file descriptors, most likely: wait a
+                        // little instead of spinning.
                         tracing::warn!(error = %e, "HTTP accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
                     }
                 };
+                let Some(slot) = take_slot(&open, peer.ip().to_canonical(), &cfg) else {
+                    // Over a cap: closed at once (counted, logged at most
+                    // every 30 s).
+                    let n = refused.fetch_add(1, Ordering::Relaxed) + 1;
+                    if n == 1 || n.is_multiple_of(1000) {
+                        tracing::warn!(refused = n, max_connections = cfg.max_connections, max_connections_per_address = cfg.max_connections_per_address, "HTTP connection refused: over the connection cap (http.max_connections, http.max_connections_per_address).");
+                    }
+                    drop(stream);
+                    continue;
+                };
                 let metrics = metrics.clone();
                 let st = st.clone();
+                let (header, life) = (
+                    Duration::from_secs(cfg.header_timeout_secs),
+                    Duration::from_secs(cfg.connection_timeout_secs),
+                );
                 tokio::spawn(async move {
+                    let _slot = slot;
                     let svc = service_fn(move |req| {
                         let status = st.read().unwrap_or_else(|e| e.into_inner()).clone();
                         handle(req, metrics.clone(), status)
                     });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    let conn = http1::Builder::new()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(header)
+                        .serve_connection(TokioIo::new(stream), svc);
+                    let _ = tokio::time::timeout(life, conn).await;
                 });
             }
         });

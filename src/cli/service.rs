@@ -17,8 +17,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let metrics = Arc::new(Metrics::new());
-    let listen = settings.config.http.listen.clone();
-    let endpoint = rt.block_on(Endpoint::bind(&listen, metrics.clone()))?;
+    let endpoint = rt.block_on(Endpoint::bind(&settings.config.http, metrics.clone()))?;
     tracing::info!(addr = %endpoint.addr, "Serving /metrics, /healthz and /readyz.");
     let (service, hooks) = start(&rt, &settings, &metrics, &endpoint)?;
     let stopped_by_itself = rt.block_on(async {

@@ -137,6 +137,7 @@ impl Config {
         c.under("kafka", |c| self.kafka.check(c));
         c.under("geoip", |c| self.geoip.check(c));
         c.under("webhook", |c| self.webhook.check(c));
+        c.under("http", |c| self.http.check(c));
         c.under("policy", |c| self.policy.check(c));
         c.under("state", |c| self.state.check(c));
         c.under("profile", |c| self.profile.check(c));

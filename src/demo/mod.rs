@@ -81,10 +81,14 @@ fn run(
     let hook_port = rt.block_on(receiver(hooks_seen.clone()))?;
     let settings = demo_settings(geo, &broker.bootstrap_servers(), hook_port)?;
     let endpoint = rt.block_on(async {
-        match Endpoint::bind(&o.listen, metrics.clone()).await {
+        let at = |listen: &str| crate::http::HttpConfig {
+            listen: listen.to_string(),
+            ..Default::default()
+        };
+        match Endpoint::bind(&at(&o.listen), metrics.clone()).await {
             Ok(e) => Ok(e),
             // The default port is taken: any free port will do for a demo.
-            Err(_) => Endpoint::bind("127.0.0.1:0", metrics.clone()).await,
+            Err(_) => Endpoint::bind(&at("127.0.0.1:0"), metrics.clone()).await,
         }
     })?;
     let (service, hooks) = crate::cli::service::start(&rt, &settings, &metrics, &endpoint)?;

@@ -824,3 +824,70 @@ fn no_secret_appears_in_any_output() {
         }
     }
 }
+
+#[test]
+fn slow_clients_cannot_take_the_http_endpoint() {
+    use credwatch::http::{Endpoint, HttpConfig};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let cfg = HttpConfig {
+            listen: "127.0.0.1:0".into(),
+            header_timeout_secs: 1,
+            ..HttpConfig::default()
+        };
+        let metrics = std::sync::Arc::new(credwatch::metrics::Metrics::new());
+        let ep = Endpoint::bind(&cfg, metrics).await.unwrap();
+        let port = ep.addr.port();
+        // Hundreds of half-sent requests from one address (another
+        // loopback address than the probe's).
+        let mut slow = Vec::new();
+        for _ in 0..300 {
+            let s = tokio::net::TcpSocket::new_v4().unwrap();
+            s.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+            if let Ok(mut c) = s
+                .connect(format!("127.0.0.1:{port}").parse().unwrap())
+                .await
+            {
+                let _ = c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await;
+                slow.push(c);
+            }
+        }
+        // The probe still gets its answer, at once.
+        let probe = async {
+            let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap();
+            c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            let mut buf = Vec::new();
+            c.read_to_end(&mut buf).await.unwrap();
+            String::from_utf8_lossy(&buf).to_string()
+        };
+        let answer = tokio::time::timeout(std::time::Duration::from_secs(5), probe)
+            .await
+            .expect("/healthz answered while slow clients wait");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        // And every slow connection is closed by the server: those over the
+        // cap at once, the others after the header timeout.
+        let closed = async {
+            let mut n = 0;
+            for mut c in slow {
+                let mut b = [0u8; 256];
+                match c.read(&mut b).await {
+                    Ok(_) | Err(_) => n += 1,
+                }
+            }
+            n
+        };
+        let n = tokio::time::timeout(std::time::Duration::from_secs(10), closed)
+            .await
+            .expect("the server closes slow connections");
+        assert_eq!(n, 300);
+    });
+}
