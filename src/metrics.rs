@@ -23,6 +23,8 @@ pub struct Metrics {
     pub decision_duration: Histogram,
     pub accounts_tracked: IntGauge,
     pub breaker_open: IntGauge,
+    pub partition_accounts_tracked: IntGauge,
+    pub partition_accounts_untracked: IntCounter,
     pub breaker_detector_open: IntGaugeVec,
     pub breaker_uncounted_locks: IntCounter,
     pub breaker_held_locks_sent: IntCounter,
@@ -218,6 +220,16 @@ impl Metrics {
                 &r,
                 "credwatch_breaker_open",
                 "1 while automatic locking is suspended by the breaker.",
+            ),
+            partition_accounts_tracked: gauge(
+                &r,
+                "credwatch_partition_accounts_tracked",
+                "Account keys the assigned partitions remember, to drop their state when a partition moves away (at most state.max_accounts).",
+            ),
+            partition_accounts_untracked: single_counter(
+                &r,
+                "credwatch_partition_accounts_untracked_total",
+                "Accounts a partition could not remember because state.max_accounts keys were already held.",
             ),
             breaker_detector_open: gauge_vec(
                 &r,

@@ -105,3 +105,92 @@ fn a_username_flood_stays_within_its_memory_and_real_attacks_are_caught() {
         r.peak_kb
     );
 }
+
+/// Resident memory of a process, in KiB.
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_username_flood_through_run_stays_within_its_caps() {
+    use credwatch_testkit::kafka::*;
+    use credwatch_testkit::{fail, http_get, ip, metric, T0};
+    use std::time::Duration;
+
+    // The same flood through the service: the partitions' account lists
+    // (kept to drop a moved partition's state) are bounded like the tables.
+    let b = Tansu::start();
+    let world = World::new();
+    create_topics(&b, 2);
+    let cap = 10_000;
+    let cap_text = cap.to_string();
+    let run = Binary::start(
+        &world,
+        &b.brokers(),
+        "flood-run",
+        &[
+            ("CREDWATCH_STATE_MAX_ACCOUNTS", cap_text.as_str()),
+            ("CREDWATCH_STATE_MAX_SOURCES", "5000"),
+        ],
+    );
+    let addr = run.http_addr();
+    let metrics = || http_get(&addr, "/metrics").1;
+    let batch = |from: usize, n: usize| -> Vec<_> {
+        (from..from + n)
+            .map(|i| {
+                fail(
+                    T0 + i as i64,
+                    &format!("u{i:08x}@example.net"),
+                    ip("Moscow", (i % 60_000) as u16),
+                    None,
+                )
+            })
+            .collect()
+    };
+    let judged = |n: usize| {
+        wait_until(Duration::from_secs(300), || {
+            metric(
+                &metrics(),
+                "credwatch_events_total{kind=\"auth\",protocol=\"imap\",result=\"failure\"}",
+            ) >= n as f64
+        })
+    };
+    let mut rss = Vec::new();
+    let per = 40_000;
+    for round in 0..4 {
+        produce(&b.brokers(), INPUT, &batch(round * per, per));
+        assert!(
+            judged((round + 1) * per),
+            "round {round} not judged:\n{}",
+            metrics()
+        );
+        rss.push(rss_kb(run.pid()));
+    }
+    let text = metrics();
+    let tracked = metric(&text, "credwatch_partition_accounts_tracked");
+    assert!(tracked <= cap as f64, "{tracked} keys tracked, cap {cap}");
+    assert!(
+        metric(&text, "credwatch_partition_accounts_untracked_total") > 0.0,
+        "the flood reached the cap"
+    );
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("credwatch_state_entries{"))
+    {
+        let v: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(v <= cap as f64, "a table over its cap: {line}");
+    }
+    // Memory levels off once the caps are full: the last two rounds add
+    // little next to the first.
+    eprintln!("flood through run: RSS per round {rss:?} KiB");
+    let growth = rss[3] as f64 - rss[1] as f64;
+    assert!(
+        growth < 0.25 * rss[1] as f64,
+        "resident memory still growing after the caps filled: {rss:?} KiB"
+    );
+}

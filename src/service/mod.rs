@@ -204,6 +204,7 @@ impl Service {
             shutdown: AtomicBool::new(false),
             joined: AtomicBool::new(false),
             generation,
+            keys: crate::source::kafka::KeyBudget::new(settings.config.state.max_accounts),
             log: Logger::new("consumer", Some(metrics.clone())),
             primary: plan.primary,
             kafka: settings.config.kafka.clone(),

@@ -31,8 +31,7 @@ pub(super) fn run(lane: usize, rx: Receiver<Work>, s: &Input, forward: Option<Fo
                 let mut keys: HashSet<u64> = HashSet::new();
                 for p in &parts {
                     p.revoked.store(true, Ordering::Relaxed);
-                    let a = p.accounts.lock().unwrap_or_else(|e| e.into_inner());
-                    keys.extend(a.current.iter().chain(a.previous.iter()));
+                    keys.extend(p.take_accounts(&s.keys));
                 }
                 let removed = s.engine.forget_accounts(&|k| keys.contains(&k));
                 tracing::debug!(
@@ -84,7 +83,24 @@ fn judge(lane: usize, b: &Batch, s: &Input, decisions: &mut Vec<Decision>, local
         return;
     }
     judge_batch(lane, b, s, decisions, local);
-    part.seen_all(&local.keys, s.generation);
+    let refused = part.seen_all(&local.keys, s.generation, &s.keys);
+    if refused > 0 {
+        s.metrics
+            .partition_accounts_untracked
+            .inc_by(refused as u64);
+        if s.log.allow("partition-keys-full").is_some() {
+            tracing::warn!(
+                refused,
+                cap = s.keys.held(),
+                "The partitions' account lists are full (state.max_accounts): accounts beyond it are not dropped when their partition moves away, and leave the tables by their time and size bounds (logged at most every 30 s)."
+            );
+        }
+    }
+    if s.primary {
+        s.metrics
+            .partition_accounts_tracked
+            .set(s.keys.held() as i64);
+    }
     local.keys.clear();
     local.events.flush(&s.metrics);
     local.decision.flush();

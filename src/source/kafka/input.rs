@@ -8,6 +8,7 @@ use std::sync::mpsc::{self, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::partition::KeyBudget;
 use super::{Batch, Batcher, Part, Work};
 use crate::engine::Engine;
 use crate::geo::GeoIpConfig;
@@ -38,6 +39,8 @@ pub struct Input {
     pub(crate) shutdown: AtomicBool,
     pub(crate) joined: AtomicBool,
     pub(crate) generation: Duration,
+    /// What the partitions may remember of their accounts, in all.
+    pub(crate) keys: KeyBudget,
     pub(crate) log: Logger,
     /// The stage that owns the engine gauges and event counts (the source
     /// stage judges the same events again).

@@ -20,6 +20,7 @@ use std::time::Instant;
 pub use batch::{Batch, Batcher};
 pub use consumer::{describe, ConsumerCtx};
 pub use input::Input;
+pub(crate) use partition::KeyBudget;
 pub use partition::Part;
 
 /// What the consumer thread hands a worker.

@@ -18,8 +18,50 @@ pub struct Part {
     pub(crate) restoring: AtomicBool,
     /// The accounts seen on this partition, so that their state can be
     /// dropped when the partition moves away. Two generations, each as
-    /// long as the restore window: older accounts have expired anyway.
+    /// long as the restore window, and within the stage's key budget
+    /// ([`KeyBudget`]): an account not remembered here is not dropped on a
+    /// revoke, and leaves the tables by their own time and size bounds.
     pub(crate) accounts: Mutex<Accounts>,
+}
+
+/// How many account keys a stage's partitions may remember in all
+/// (`state.max_accounts`, like each table): a flood of one-off usernames
+/// through `run` cannot grow them without bound.
+pub(crate) struct KeyBudget {
+    held: std::sync::atomic::AtomicUsize,
+    cap: usize,
+}
+
+impl KeyBudget {
+    pub(crate) fn new(cap: usize) -> KeyBudget {
+        KeyBudget {
+            held: Default::default(),
+            cap,
+        }
+    }
+
+    fn take(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        self.held
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |h| {
+                (h < self.cap).then_some(h + 1)
+            })
+            .is_ok()
+    }
+
+    fn give_back(&self, n: usize) {
+        use std::sync::atomic::Ordering;
+        let _ = self
+            .held
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |h| {
+                Some(h.saturating_sub(n))
+            });
+    }
+
+    /// Keys remembered now.
+    pub(crate) fn held(&self) -> usize {
+        self.held.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 pub(crate) struct Accounts {
@@ -50,16 +92,41 @@ impl Part {
         }
     }
 
-    pub(crate) fn seen_all(&self, keys: &[u64], generation: Duration) {
+    /// Remembers the accounts of a batch; returns how many could not be
+    /// remembered because the budget is spent.
+    pub(crate) fn seen_all(&self, keys: &[u64], generation: Duration, budget: &KeyBudget) -> usize {
         if keys.is_empty() {
-            return;
+            return 0;
         }
         let mut a = self.accounts.lock().unwrap_or_else(|e| e.into_inner());
         if a.since.elapsed() > generation {
+            let old = std::mem::take(&mut a.previous);
+            budget.give_back(old.len());
             a.previous = std::mem::take(&mut a.current);
             a.since = Instant::now();
         }
-        a.current.extend(keys.iter().copied());
+        let mut refused = 0;
+        for k in keys {
+            if a.current.contains(k) {
+                continue;
+            }
+            if !budget.take() {
+                refused += 1;
+                continue;
+            }
+            a.current.insert(*k);
+        }
+        refused
+    }
+
+    /// Every account remembered, emptied (the partition moved away).
+    pub(crate) fn take_accounts(&self, budget: &KeyBudget) -> HashSet<u64> {
+        let mut a = self.accounts.lock().unwrap_or_else(|e| e.into_inner());
+        let mut all = std::mem::take(&mut a.current);
+        let previous = std::mem::take(&mut a.previous);
+        budget.give_back(all.len() + previous.len());
+        all.extend(previous);
+        all
     }
 
     pub(crate) fn label(&self) -> [String; 2] {

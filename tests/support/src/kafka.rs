@@ -619,6 +619,11 @@ impl Binary {
         assert!(ok, "kill {sig}");
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.lock().expect("child").id()
+    }
+
     pub fn exited(&self) -> Option<std::process::ExitStatus> {
         self.child.lock().expect("child").try_wait().expect("wait")
     }
