@@ -5,10 +5,11 @@
 
 FROM rust:1.95-slim-bookworm AS build
 # librdkafka (bundled by rdkafka) builds with make, a C/C++ compiler,
-# pkg-config and zlib's headers.
+# pkg-config, zlib's headers, and OpenSSL's for TLS to Kafka (the `tls`
+# feature: a SASL password must not travel in clear text).
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends make gcc g++ pkg-config zlib1g-dev \
+    && apt-get install -y --no-install-recommends make gcc g++ pkg-config zlib1g-dev libssl-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
@@ -16,10 +17,10 @@ COPY src ./src
 COPY benches ./benches
 # The workspace's other member (the test kit): cargo reads its manifest.
 COPY tests/support ./tests/support
-RUN cargo build --release --locked --bin credwatch \
+RUN cargo build --release --locked --features tls --bin credwatch \
     && strip target/release/credwatch
 
-# glibc, libgcc and CA certificates, no shell, uid 65532.
+# glibc, libgcc, OpenSSL (libssl3) and CA certificates, no shell, uid 65532.
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /src/target/release/credwatch /usr/local/bin/credwatch
 USER 65532:65532

@@ -69,3 +69,12 @@ fn the_config_seed_with_a_secret_is_accepted_and_redacted() {
     let printed = settings.config.to_redacted_toml();
     assert!(!printed.contains(&secret) && printed.contains("<redacted>"));
 }
+
+#[test]
+fn account_seeds_and_regressions_keep_the_parsers_promises() {
+    let n = run_all("account", parser_contract::check_account);
+    assert!(
+        n >= 8,
+        "the account seeds are in fuzz/seeds/account ({n} found)"
+    );
+}

@@ -98,6 +98,50 @@ fn corpus() -> Vec<Case> {
         with("account", json!("jürgen.öztürk@exämple.de")),
         None,
     );
+    // Spellings of one account (the canonical form folds them).
+    for (name, v) in [
+        ("fullwidth account", "ｆｒａｎｋ＠ｅｘａｍｐｌｅ．ｊｐ"),
+        ("zero-width space in account", "fr\u{200b}ank@example.jp"),
+        (
+            "right-to-left override in account",
+            "\u{202e}knarf@example.jp",
+        ),
+        ("trailing dot on the domain", "frank@example.jp."),
+        ("sub-address", "frank+x@example.jp"),
+    ] {
+        add(name, with("account", json!(v)), None);
+    }
+    add(
+        "account of format characters only",
+        with("account", json!("\u{200b}\u{feff}")),
+        Some("bad_account"),
+    );
+    // From: headers built to break the address parser or the evidence.
+    for (name, v) in [
+        (
+            "a 60 KB display name",
+            format!("\"{}\" <boss@bank.example>", "A".repeat(60_000)),
+        ),
+        (
+            "10,000 nested comments",
+            format!("{}own@example.jp", "(".repeat(10_000)),
+        ),
+        ("an unclosed quote", "\"own@example.jp".to_string()),
+        (
+            "a thousand addresses",
+            (0..1000)
+                .map(|i| format!("u{i}@example.jp"))
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+    ] {
+        let mut v2 = submission(None);
+        let mut ev: Value = serde_json::from_slice(&v2).unwrap();
+        ev["rcpt_count"] = json!(1);
+        ev["header_from"] = json!(v);
+        v2 = ev.to_string().into_bytes();
+        add(&format!("header_from with {name}"), v2, None);
+    }
     add(
         "unicode line separator in account",
         with("account", json!("a\u{2028}b@example.net")),

@@ -4,7 +4,56 @@
 //! crashed on. Each check panics with what was broken.
 
 use credwatch::config::Config;
-use credwatch::source::event::{parse_event, ParseLimits, RejectReason};
+use credwatch::source::event::{
+    canonical_account, mailboxes, parse_event, AccountForm, ParseLimits, RejectReason,
+    MAX_FIELD_BYTES, MAX_MAILBOXES, MAX_SENDER_BYTES,
+};
+
+/// The most a sender field may hold once parsed: as it came when short,
+/// else its addresses.
+const SENDER_MAX: usize = if MAX_SENDER_BYTES > MAX_MAILBOXES * 322 {
+    MAX_SENDER_BYTES
+} else {
+    MAX_MAILBOXES * 322
+};
+
+/// The canonical account form and the From: address parser never panic on
+/// any text; the canonical form is idempotent and holds no format or
+/// control characters; the parser gives at most `MAX_MAILBOXES` addresses,
+/// each with an `@`.
+pub fn check_account(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let form = AccountForm {
+        subaddress: "+-".into(),
+        default_domain: Some("example.net".into()),
+    };
+    for f in [AccountForm::default(), form] {
+        if let Ok(c) = canonical_account(text, &f) {
+            assert!(
+                !c.is_empty() && c.len() <= 320,
+                "canonical of {} bytes",
+                c.len()
+            );
+            assert!(!c.chars().any(char::is_control), "a control character kept");
+            assert!(
+                !c.chars().any(|ch| matches!(ch, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2064}' | '\u{feff}')),
+                "a format character kept: {c:?}"
+            );
+            assert_eq!(
+                canonical_account(&c, &f).as_deref(),
+                Ok(&*c),
+                "not idempotent: {text:?} -> {c:?}"
+            );
+        }
+    }
+    let found = mailboxes(text);
+    assert!(found.len() <= MAX_MAILBOXES, "{} addresses", found.len());
+    for a in &found {
+        assert!(a.contains('@'), "an address without @: {a:?}");
+    }
+}
 
 /// 2026-11-28T00:00:00Z: a fixed "now", so a crash reproduces.
 pub const NOW: i64 = 1_795_737_600_000;
@@ -28,6 +77,21 @@ pub fn check_event(data: &[u8]) {
                 "accepted control characters in an account"
             );
             assert_eq!(account, account.trim(), "the account is not trimmed");
+            assert_eq!(
+                canonical_account(account, &AccountForm::default()).as_deref(),
+                Ok(account),
+                "the account is not in its canonical form"
+            );
+            for (name, v, max) in [
+                ("client", &ev.client, MAX_FIELD_BYTES),
+                ("queue_id", &ev.queue_id, MAX_FIELD_BYTES),
+                ("mail_from", &ev.mail_from, SENDER_MAX),
+                ("header_from", &ev.header_from, SENDER_MAX),
+            ] {
+                if let Some(v) = v {
+                    assert!(v.len() <= max, "{name} of {} bytes kept", v.len());
+                }
+            }
             assert!(ev.ts >= 946_684_800_000, "accepted a time before 2000");
             assert!(
                 ev.ts <= NOW + limits.max_future,
