@@ -10,7 +10,7 @@ use crate::config::Settings;
 use crate::detect::{self, Context, Finding, Registered};
 use crate::geo::{GeoError, GeoIp};
 use crate::policy::{Decision, Judged, Policy};
-use crate::source::event::{AccountForm, AuthResult, Event, Kind};
+use crate::source::event::{AccountForm, AuthResult, Event, Kind, ProfileHint};
 use crate::state::profile::Profile;
 use crate::state::{KeyedBy, Swept, TableStats};
 use crate::time::{Millis, SECOND};
@@ -244,7 +244,10 @@ impl Engine {
             Some(p) => p
                 .first_seen(f.key)
                 .is_some_and(|t| t <= f.first_event_ts - self.policy.breaker.established()),
-            None => true,
+            // The source stage: the account stage's hint, when it came.
+            None => f
+                .account_since
+                .is_none_or(|t| t <= f.first_event_ts - self.policy.breaker.established()),
         }
     }
 
@@ -268,6 +271,16 @@ impl Engine {
                 l.geo_hits.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+
+    /// What this engine's profiles know of an event's account, for the
+    /// source stage of a split pipeline (`None`: no profiles here).
+    pub fn hint(&self, event: &Event) -> Option<ProfileHint> {
+        let (p, ip) = (self.profile.as_ref()?, event.src_ip?);
+        Some(ProfileHint {
+            network_since: p.seen(event.key, ip, None).network,
+            account_since: p.first_seen(event.key),
+        })
     }
 
     /// The account form the events judged here are parsed with.

@@ -168,6 +168,71 @@ fn tansu_two_instances_with_a_source_stage_give_replays_actions() {
     assert_same_as_replay(&action_set(&got), &want);
 }
 
+/// The source stage spares an office address's everyday users from a
+/// spray through it: the account stage forwards, with each login, since
+/// when the account has used that network (a header the source stage
+/// trusts on the sources topic only). The sprayer's victim, new to the
+/// address, is locked.
+#[test]
+fn tansu_a_source_stage_spares_an_addresss_everyday_users() {
+    let b = Tansu::start();
+    let world = World::new();
+    create_topics(&b, PARTITIONS);
+    let office = ip("Berlin", 40);
+    const DAY: i64 = 24 * 60 * MINUTE;
+    let mut lines = Vec::new();
+    for d in 0..3 {
+        for i in 0..20 {
+            lines.push(ok(
+                T0 + d * DAY + i * 1000,
+                &format!("staff{i}@example.de"),
+                office,
+            ));
+        }
+    }
+    let day4 = T0 + 3 * DAY;
+    for i in 0..15 {
+        lines.push(credwatch_testkit::fail(
+            day4 + i * 2 * MINUTE,
+            &format!("guess{i}@example.de"),
+            office,
+            Some("5eed"),
+        ));
+    }
+    for i in 0..20 {
+        lines.push(ok(
+            day4 + 40 * MINUTE + i * 1000,
+            &format!("staff{i}@example.de"),
+            office,
+        ));
+    }
+    lines.push(ok(day4 + 45 * MINUTE, "victim@example.de", office));
+    let extra = format!("sources_topic = {SOURCES:?}");
+    let (one, two) = start_pair(&world, &b, "regulars", &extra);
+    produce(&b.brokers(), INPUT, &lines);
+    let logins = forwarded(&lines);
+    assert!(
+        wait_until(Duration::from_secs(90), || processed(&[&one, &two])
+            >= lines.len() as i64
+            && one.sources_processed() + two.sources_processed() >= logins),
+        "judged {} of {} events",
+        processed(&[&one, &two]),
+        lines.len(),
+    );
+    let mut locked: Vec<String> = Vec::new();
+    wait_until(Duration::from_secs(20), || {
+        locked = action_set(&read_actions(&b.brokers()))
+            .into_iter()
+            .filter(|a| a.3 == "lock")
+            .map(|a| a.1)
+            .collect();
+        !locked.is_empty()
+    });
+    one.shutdown().expect("shutdown");
+    two.shutdown().expect("shutdown");
+    assert_eq!(locked, ["victim@example.de"]);
+}
+
 /// An incident that spans a restart: the London login is judged by the
 /// first instance, the Changchun login 31 minutes later by the second.
 /// Only a restored window connects them. The lock of an attack judged

@@ -129,6 +129,7 @@ impl Detector for Backscatter {
                     anchor_ts: now.div_euclid(HOUR) * HOUR,
                     evidence: e,
                     source: None,
+                    account_since: None,
                 });
             }
             Kind::Auth => {}

@@ -99,6 +99,7 @@ impl Detector for Canary {
             anchor_ts: now,
             evidence,
             source: None,
+            account_since: None,
         });
     }
 

@@ -254,6 +254,7 @@ impl Detector for FailedLoginBurst {
                         anchor_ts: b.first,
                         evidence: self.evidence(&b),
                         source: None,
+                        account_since: None,
                     });
                 }
             }
@@ -338,6 +339,7 @@ impl Detector for FailedLoginBurst {
                     anchor_ts: b.first,
                     evidence,
                     source: Some(ip),
+                    account_since: None,
                 });
             }
             None => {}

@@ -198,6 +198,7 @@ impl ImpossibleTravel {
             anchor_ts: j.from.ts,
             evidence: e,
             source: Some(j.to.ip),
+            account_since: None,
         }
     }
 }

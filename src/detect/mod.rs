@@ -87,6 +87,10 @@ pub struct Finding {
     /// sent once the breaker closes if the account is still used from its
     /// network.
     pub source: Option<IpAddr>,
+    /// When the account was first seen, where the finding knows better than
+    /// the engine's profiles (the source stage of a split pipeline, from
+    /// the account stage's hint); the breaker counts established accounts.
+    pub account_since: Option<Millis>,
 }
 
 /// What a detector may ask about the event besides the event itself.

@@ -89,6 +89,8 @@ struct Success {
     key: u64,
     /// Since when the account had used this address's network (its profile).
     familiar_since: Option<Millis>,
+    /// Since when the account is known (the split pipeline's hint).
+    account_since: Option<Millis>,
     reported: bool,
 }
 
@@ -284,6 +286,7 @@ impl PasswordSpray {
             anchor_ts: s.ts,
             evidence: e,
             source: Some(ip),
+            account_since: s.account_since,
         }
     }
 
@@ -384,7 +387,12 @@ impl Detector for PasswordSpray {
                     ts: now,
                     account: event.account.clone(),
                     key: event.key,
-                    familiar_since: ctx.seen().and_then(|seen| seen.network),
+                    familiar_since: match ctx.seen() {
+                        Some(seen) => seen.network,
+                        // The source stage: what the account stage knew.
+                        None => event.hint.and_then(|h| h.network_since),
+                    },
+                    account_since: event.hint.and_then(|h| h.account_since),
                     reported: false,
                 };
                 let kept = self.sources.with(key, |src| {

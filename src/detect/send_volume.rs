@@ -298,6 +298,7 @@ impl Detector for SendVolume {
                     anchor_ts: event.ts.div_euclid(HOUR) * HOUR,
                     evidence: e,
                     source: event.src_ip,
+                    account_since: None,
                 });
             }
             Kind::Auth => {}

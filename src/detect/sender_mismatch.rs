@@ -385,6 +385,7 @@ impl Detector for SenderMismatch {
             anchor_ts: first,
             evidence: e,
             source: event.src_ip,
+            account_since: None,
         });
     }
 

@@ -205,6 +205,7 @@ impl Service {
             joined: AtomicBool::new(false),
             generation,
             keys: crate::source::kafka::KeyBudget::new(settings.config.state.max_accounts),
+            trusts_hints: plan.keyed_by == Some(KeyedBy::Source),
             log: Logger::new("consumer", Some(metrics.clone())),
             primary: plan.primary,
             kafka: settings.config.kafka.clone(),

@@ -157,7 +157,12 @@ fn judge_batch(
                     &reject.detail,
                 ));
             }
-            Ok(event) => {
+            Ok(mut event) => {
+                if s.trusts_hints {
+                    // Only the source stage, and only from the sources
+                    // topic's header, which credwatch itself wrote.
+                    event.hint = m.hint;
+                }
                 local.keys.push(event.key);
                 s.engine.process_in_lane(lane, &event, Some(now), decisions);
                 if b.restore {
@@ -190,6 +195,7 @@ fn judge_batch(
                         f.topic.clone(),
                         &source.to_string(),
                         b.slice(r),
+                        s.engine.hint(&event),
                     ));
                 }
                 for d in decisions.drain(..) {

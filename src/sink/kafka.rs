@@ -150,14 +150,26 @@ impl Record {
     }
 
     /// A login, keyed by its source address, for the source stage.
-    pub fn forward(origin: &Origin, topic: Arc<str>, address: &str, payload: &[u8]) -> Box<Record> {
-        Self::new(
+    /// `hint`: what the account stage's profiles know of the account.
+    pub fn forward(
+        origin: &Origin,
+        topic: Arc<str>,
+        address: &str,
+        payload: &[u8],
+        hint: Option<crate::source::event::ProfileHint>,
+    ) -> Box<Record> {
+        let mut r = Self::new(
             origin,
             RecordKind::Forward,
             topic,
             address.as_bytes().into(),
             payload.into(),
-        )
+        );
+        if let Some(h) = hint {
+            r.headers
+                .push((crate::source::event::ProfileHint::HEADER, h.to_header()));
+        }
+        r
     }
 }
 

@@ -135,6 +135,43 @@ impl AuthResult {
     }
 }
 
+/// What the account stage of a split pipeline knows of a login's account
+/// from its profile, forwarded with the login to the source stage (a Kafka
+/// header on the sources topic, never read from the input): since when
+/// the account had used the login's network, and since when it is known.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProfileHint {
+    pub network_since: Option<Millis>,
+    pub account_since: Option<Millis>,
+}
+
+impl ProfileHint {
+    /// The header that carries it.
+    pub const HEADER: &'static str = "credwatch-profile";
+
+    /// `<network_since>,<account_since>` in epoch milliseconds, empty for none.
+    pub fn to_header(self) -> String {
+        let t = |x: Option<Millis>| x.map(|v| v.to_string()).unwrap_or_default();
+        format!("{},{}", t(self.network_since), t(self.account_since))
+    }
+
+    pub fn from_header(v: &[u8]) -> Option<ProfileHint> {
+        let s = std::str::from_utf8(v).ok()?;
+        let (n, a) = s.split_once(',')?;
+        let t = |x: &str| -> Option<Option<Millis>> {
+            if x.is_empty() {
+                Some(None)
+            } else {
+                x.parse().ok().map(Some)
+            }
+        };
+        Some(ProfileHint {
+            network_since: t(n)?,
+            account_since: t(a)?,
+        })
+    }
+}
+
 /// A validated event. Strings are normalised: `account` is trimmed and
 /// lower-cased, and `key` is its hash, used as the key of every state map.
 #[derive(Debug, Clone, PartialEq)]
@@ -155,6 +192,8 @@ pub struct Event {
     pub header_from: Option<Box<str>>,
     pub rcpt_count: Option<u32>,
     pub queue_id: Option<Box<str>>,
+    /// Only in the source stage of a split pipeline: see [`ProfileHint`].
+    pub hint: Option<ProfileHint>,
 }
 
 impl Event {

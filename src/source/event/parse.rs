@@ -397,6 +397,7 @@ fn validate(raw: RawEvent<'_>, limits: &ParseLimits) -> Result<Event, Reject> {
         header_from: sender(raw.header_from),
         rcpt_count,
         queue_id: bounded(raw.queue_id, MAX_FIELD_BYTES),
+        hint: None,
     })
 }
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::Part;
+use crate::source::event::ProfileHint;
 
 /// Messages of one partition for its worker, in one buffer.
 pub struct Batch {
@@ -21,7 +22,18 @@ pub(crate) struct Msg {
     pub(crate) key: (u32, u32),
     /// `None`: a message without a value (a tombstone).
     pub(crate) payload: Option<(u32, u32)>,
+    /// The account stage's profile hint (a header on the sources topic).
+    pub(crate) hint: Option<ProfileHint>,
     pub(crate) received: Instant,
+}
+
+/// The profile hint header of a message, if it has one.
+pub(crate) fn hint_of<M: rdkafka::Message>(m: &M) -> Option<ProfileHint> {
+    use rdkafka::message::Headers;
+    let h = m.headers()?;
+    h.iter()
+        .find(|x| x.key == ProfileHint::HEADER)
+        .and_then(|x| ProfileHint::from_header(x.value?))
 }
 
 impl Batch {
@@ -40,6 +52,7 @@ impl Batch {
         created: Option<i64>,
         key: Option<&[u8]>,
         payload: Option<&[u8]>,
+        hint: Option<ProfileHint>,
     ) {
         let mut put = |b: &[u8]| {
             let start = self.data.len() as u32;
@@ -53,6 +66,7 @@ impl Batch {
             created,
             key,
             payload,
+            hint,
             received: Instant::now(),
         });
     }
@@ -93,6 +107,7 @@ impl Batcher {
         created: Option<i64>,
         key: Option<&[u8]>,
         payload: Option<&[u8]>,
+        hint: Option<ProfileHint>,
     ) {
         let i = match self.open.get(self.last) {
             Some(b) if Arc::ptr_eq(&b.part, part) => self.last,
@@ -109,7 +124,7 @@ impl Batcher {
         };
         self.last = i;
         let b = &mut self.open[i];
-        b.push(offset, created, key, payload);
+        b.push(offset, created, key, payload, hint);
         if b.msgs.len() >= BATCH_MESSAGES || b.data.len() >= BATCH_BYTES {
             send(self.open.swap_remove(i));
         }

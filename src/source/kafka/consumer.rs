@@ -306,6 +306,7 @@ pub(crate) fn consume(consumer: BaseConsumer<ConsumerCtx>, s: &Arc<Input>) {
                     m.timestamp().to_millis(),
                     m.key(),
                     m.payload(),
+                    super::batch::hint_of(&m),
                 );
                 if b.due() {
                     b.flush(&|b| s.send_batch(b), None);

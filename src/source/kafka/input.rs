@@ -39,6 +39,9 @@ pub struct Input {
     pub(crate) shutdown: AtomicBool,
     pub(crate) joined: AtomicBool,
     pub(crate) generation: Duration,
+    /// The source stage of a split pipeline: events carry the account
+    /// stage's profile hints (`ProfileHint`).
+    pub(crate) trusts_hints: bool,
     /// What the partitions may remember of their accounts, in all.
     pub(crate) keys: KeyBudget,
     pub(crate) log: Logger,

@@ -232,6 +232,7 @@ fn restore(parts: &[Arc<Part>], s: &Arc<Input>) -> Result<u64, RestoreError> {
                         m.timestamp().to_millis(),
                         m.key(),
                         m.payload(),
+                        super::batch::hint_of(&m),
                     );
                     read += 1;
                 }
