@@ -27,6 +27,27 @@ pub(crate) struct Msg {
     pub(crate) received: Instant,
 }
 
+/// One message as read from Kafka, before it is copied into a batch.
+pub(crate) struct Incoming<'a> {
+    pub(crate) offset: i64,
+    pub(crate) created: Option<i64>,
+    pub(crate) key: Option<&'a [u8]>,
+    pub(crate) payload: Option<&'a [u8]>,
+    pub(crate) hint: Option<ProfileHint>,
+}
+
+impl<'a> Incoming<'a> {
+    pub(crate) fn of<M: rdkafka::Message>(m: &'a M) -> Incoming<'a> {
+        Incoming {
+            offset: m.offset(),
+            created: m.timestamp().to_millis(),
+            key: m.key(),
+            payload: m.payload(),
+            hint: hint_of(m),
+        }
+    }
+}
+
 /// The profile hint header of a message, if it has one.
 pub(crate) fn hint_of<M: rdkafka::Message>(m: &M) -> Option<ProfileHint> {
     use rdkafka::message::Headers;
@@ -46,14 +67,14 @@ impl Batch {
         }
     }
 
-    fn push(
-        &mut self,
-        offset: i64,
-        created: Option<i64>,
-        key: Option<&[u8]>,
-        payload: Option<&[u8]>,
-        hint: Option<ProfileHint>,
-    ) {
+    fn push(&mut self, m: Incoming<'_>) {
+        let Incoming {
+            offset,
+            created,
+            key,
+            payload,
+            hint,
+        } = m;
         let mut put = |b: &[u8]| {
             let start = self.data.len() as u32;
             self.data.extend_from_slice(b);
@@ -99,16 +120,7 @@ impl Batcher {
         }
     }
 
-    pub(crate) fn push(
-        &mut self,
-        send: &dyn Fn(Batch),
-        part: &Arc<Part>,
-        offset: i64,
-        created: Option<i64>,
-        key: Option<&[u8]>,
-        payload: Option<&[u8]>,
-        hint: Option<ProfileHint>,
-    ) {
+    pub(crate) fn push(&mut self, send: &dyn Fn(Batch), part: &Arc<Part>, m: Incoming<'_>) {
         let i = match self.open.get(self.last) {
             Some(b) if Arc::ptr_eq(&b.part, part) => self.last,
             _ => match self.open.iter().position(|b| Arc::ptr_eq(&b.part, part)) {
@@ -124,7 +136,7 @@ impl Batcher {
         };
         self.last = i;
         let b = &mut self.open[i];
-        b.push(offset, created, key, payload, hint);
+        b.push(m);
         if b.msgs.len() >= BATCH_MESSAGES || b.data.len() >= BATCH_BYTES {
             send(self.open.swap_remove(i));
         }

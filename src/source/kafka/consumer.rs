@@ -299,15 +299,7 @@ pub(crate) fn consume(consumer: BaseConsumer<ConsumerCtx>, s: &Arc<Input>) {
                     },
                 };
                 let mut b = s.batcher.lock().unwrap_or_else(|e| e.into_inner());
-                b.push(
-                    &|b| s.send_batch(b),
-                    &part,
-                    m.offset(),
-                    m.timestamp().to_millis(),
-                    m.key(),
-                    m.payload(),
-                    super::batch::hint_of(&m),
-                );
+                b.push(&|b| s.send_batch(b), &part, super::batch::Incoming::of(&m));
                 if b.due() {
                     b.flush(&|b| s.send_batch(b), None);
                 }

@@ -228,11 +228,7 @@ fn restore(parts: &[Arc<Part>], s: &Arc<Input>) -> Result<u64, RestoreError> {
                     batcher.push(
                         &|b| s.send_batch(b),
                         &r.part,
-                        m.offset(),
-                        m.timestamp().to_millis(),
-                        m.key(),
-                        m.payload(),
-                        super::batch::hint_of(&m),
+                        super::batch::Incoming::of(&m),
                     );
                     read += 1;
                 }
