@@ -9,8 +9,8 @@ use std::io::{self, Write};
 use std::net::IpAddr;
 
 pub use super::world::{
-    city_named, config_toml, ip6_in, ip_in, write_geoip, write_geoip_all_in, City, CityRecord,
-    GeoFiles, CITIES,
+    city_named, config_toml, ip6_in, ip6_in_64, ip_in, write_geoip, write_geoip_all_in, City,
+    CityRecord, GeoFiles, CITIES,
 };
 use crate::detect;
 use crate::time::{format_rfc3339, Millis, HOUR, MINUTE, SECOND};

@@ -253,9 +253,17 @@ pub fn ip_in(city: &City, host: u16) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(a, b, (host >> 8) as u8, host as u8))
 }
 
-/// An IPv6 address in `city`.
+/// An IPv6 address in `city`: `host` picks a subscriber's /64 (a /64 is
+/// one subscriber's or one server's, RFC 6177), interface ::1 in it.
 pub fn ip6_in(city: &City, host: u16) -> IpAddr {
-    IpAddr::V6(Ipv6Addr::new(city.v6[0], city.v6[1], 0, 0, 0, 0, 0, host))
+    IpAddr::V6(Ipv6Addr::new(city.v6[0], city.v6[1], 0, host, 0, 0, 0, 1))
+}
+
+/// Another interface (`iface`) in the same /64 as `ip6_in(city, host)`.
+pub fn ip6_in_64(city: &City, host: u16, iface: u16) -> IpAddr {
+    IpAddr::V6(Ipv6Addr::new(
+        city.v6[0], city.v6[1], 0, host, 0, 0, 0, iface,
+    ))
 }
 
 pub fn city_named(name: &str) -> &'static City {

@@ -41,7 +41,7 @@ use credwatch::policy::Decision;
 use credwatch::source::event::{parse_event, ParseLimits};
 use credwatch::time::{Millis, HOUR};
 
-pub use credwatch::demo::sample::{auth, bounce, city_named, ip6_in, ip_in, submission};
+pub use credwatch::demo::sample::{auth, bounce, city_named, ip6_in, ip6_in_64, ip_in, submission};
 pub use credwatch::time::{MINUTE, SECOND};
 
 /// 2026-11-05T00:00:00Z
