@@ -22,3 +22,4 @@ mod sender_mismatch;
 mod state_bounds;
 mod steering;
 mod story;
+mod watermark;
