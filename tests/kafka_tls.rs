@@ -9,7 +9,7 @@
 #![cfg(feature = "tls")]
 
 use credwatch_testkit::kafka::*;
-use credwatch_testkit::{free_port, World};
+use credwatch_testkit::{free_port, openssl, World};
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -22,18 +22,6 @@ impl Drop for Killed {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let ok = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("openssl (Debian package openssl)")
-        .success();
-    assert!(ok, "openssl {args:?}");
 }
 
 /// A private CA and a server certificate for 127.0.0.1 signed by it.

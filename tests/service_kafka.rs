@@ -141,17 +141,18 @@ fn forwarded(lines: &[Line]) -> i64 {
         .count() as i64
 }
 
-/// With `kafka.sources_topic`, `password_spray` is judged by a second stage
-/// keyed by address: two instances together lock what replay locks, spray
-/// included.
-#[test]
-fn tansu_two_instances_with_a_source_stage_give_replays_actions() {
-    let b = Tansu::start();
-    let (world, lines, want) = sample_day_on(&b);
+/// Two instances of `group` with a source stage, `lines` produced, and
+/// every event and forwarded login judged.
+fn judged_with_a_source_stage(
+    world: &World,
+    b: &Tansu,
+    group: &str,
+    lines: &[Line],
+) -> (Service, Service) {
     let extra = format!("sources_topic = {SOURCES:?}");
-    let (one, two) = start_pair(&world, &b, "split", &extra);
-    produce(&b.brokers(), INPUT, &lines);
-    let logins = forwarded(&lines);
+    let (one, two) = start_pair(world, b, group, &extra);
+    produce(&b.brokers(), INPUT, lines);
+    let logins = forwarded(lines);
     assert!(
         wait_until(Duration::from_secs(90), || processed(&[&one, &two])
             >= lines.len() as i64
@@ -162,6 +163,17 @@ fn tansu_two_instances_with_a_source_stage_give_replays_actions() {
         one.sources_processed() + two.sources_processed(),
         logins
     );
+    (one, two)
+}
+
+/// With `kafka.sources_topic`, `password_spray` is judged by a second stage
+/// keyed by address: two instances together lock what replay locks, spray
+/// included.
+#[test]
+fn tansu_two_instances_with_a_source_stage_give_replays_actions() {
+    let b = Tansu::start();
+    let (world, lines, want) = sample_day_on(&b);
+    let (one, two) = judged_with_a_source_stage(&world, &b, "split", &lines);
     one.shutdown().expect("shutdown");
     two.shutdown().expect("shutdown");
     let got = read_actions(&b.brokers());
@@ -207,18 +219,7 @@ fn tansu_a_source_stage_spares_an_addresss_everyday_users() {
         ));
     }
     lines.push(ok(day4 + 45 * MINUTE, "victim@example.de", office));
-    let extra = format!("sources_topic = {SOURCES:?}");
-    let (one, two) = start_pair(&world, &b, "regulars", &extra);
-    produce(&b.brokers(), INPUT, &lines);
-    let logins = forwarded(&lines);
-    assert!(
-        wait_until(Duration::from_secs(90), || processed(&[&one, &two])
-            >= lines.len() as i64
-            && one.sources_processed() + two.sources_processed() >= logins),
-        "judged {} of {} events",
-        processed(&[&one, &two]),
-        lines.len(),
-    );
+    let (one, two) = judged_with_a_source_stage(&world, &b, "regulars", &lines);
     let mut locked: Vec<String> = Vec::new();
     wait_until(Duration::from_secs(20), || {
         locked = action_set(&read_actions(&b.brokers()))

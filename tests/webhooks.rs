@@ -17,7 +17,7 @@ use credwatch::service::Service;
 use credwatch::sink::webhook::Webhooks;
 use serde_json::Value;
 
-use credwatch_testkit::World;
+use credwatch_testkit::{openssl, World};
 use kafka::*;
 use receiver::*;
 
@@ -391,18 +391,6 @@ fn a_dead_endpoint_does_not_hold_up_a_live_one() {
     );
     run.stop();
     assert_eq!(delivered(&rx).keys().cloned().collect::<BTreeSet<_>>(), ids);
-}
-
-fn openssl(dir: &std::path::Path, args: &[&str]) {
-    let ok = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("openssl")
-        .success();
-    assert!(ok, "openssl {args:?}");
 }
 
 /// HTTPS to a receiver whose certificate comes from a private CA, trusted

@@ -130,6 +130,20 @@ pub fn for_account<'a>(actions: &'a [Action], account: &str) -> Vec<&'a Action> 
         .collect()
 }
 
+/// Runs the `openssl` command line (Debian package openssl) in `dir`; a
+/// failure fails the test (private CAs and certificates for TLS tests).
+pub fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let ok = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl (Debian package openssl)")
+        .success();
+    assert!(ok, "openssl {args:?}");
+}
+
 /// A free loopback port (free when asked: whoever binds it first wins).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
