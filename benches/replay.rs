@@ -104,6 +104,7 @@ fn measure(w: &Workload, settings: &credwatch::config::Settings, threads: usize)
         limits: ParseLimits::new(65_536, credwatch::time::now_millis()),
         rejects: None,
         progress_total: None,
+        events_out: None,
     };
 
     // Three rounds, each measuring the three side by side, so that a noisy

@@ -68,6 +68,7 @@ pub struct Config {
     pub state: StateConfig,
     pub profile: ProfileConfig,
     pub events: EventsConfig,
+    pub maillog: crate::source::maillog::MaillogConfig,
     pub detectors: DetectorsConfig,
 }
 
@@ -142,6 +143,7 @@ impl Config {
         c.under("state", |c| self.state.check(c));
         c.under("profile", |c| self.profile.check(c));
         c.under("events", |c| self.events.check(c));
+        c.under("maillog", |c| self.maillog.check(c));
         c.under("detectors", |c| self.detectors.check(c));
         if self.detectors.impossible_travel.enabled && self.geoip.city_db.is_empty() {
             c.fail(

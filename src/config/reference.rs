@@ -38,6 +38,7 @@ fn parts() -> Vec<Part> {
         part::<crate::state::StateConfig>("state"),
         part::<crate::state::profile::ProfileConfig>("profile"),
         part::<crate::source::event::EventsConfig>("events"),
+        part::<crate::source::maillog::MaillogConfig>("maillog"),
     ];
     for d in registry() {
         all.push(Part {

@@ -13,6 +13,7 @@ mod config_reference;
 mod failed_login_burst;
 mod impossible_travel;
 mod layout;
+mod maillog_corpora;
 mod parallel_replay;
 mod password_spray;
 mod policy;

@@ -14,6 +14,7 @@ fn opts<'a>() -> ReplayOptions<'a> {
         limits: ParseLimits::new(65_536, T0 + 1000 * 3_600_000),
         rejects: None,
         progress_total: None,
+        events_out: None,
     }
 }
 

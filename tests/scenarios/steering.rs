@@ -315,6 +315,7 @@ fn an_office_nat_with_ordinary_typos_locks_nobody_in_any_parallel_run() {
         limits: ParseLimits::new(65_536, T0 + 1000 * HOUR),
         rejects: None,
         progress_total: None,
+        events_out: None,
     };
     let w = World::new();
     let locks = |out: &[u8]| -> Vec<String> {

@@ -17,7 +17,9 @@ pub use account::{
     truncate, AccountForm,
 };
 pub use mailbox::{mailboxes, MAX_MAILBOXES};
-pub use parse::{clip, parse_event, parse_only, ParseLimits, MAX_FIELD_BYTES, MAX_SENDER_BYTES};
+pub use parse::{
+    clip, parse_event, parse_only, Fields, ParseLimits, MAX_FIELD_BYTES, MAX_SENDER_BYTES,
+};
 pub use reject::{Reject, RejectReason};
 
 use crate::time::Millis;

@@ -401,6 +401,87 @@ fn validate(raw: RawEvent<'_>, limits: &ParseLimits) -> Result<Event, Reject> {
     })
 }
 
+/// An event's fields as text, built by another reader than JSON (the
+/// mail-server log reader, [`crate::source::maillog`]): validated by the
+/// very checks a JSON event passes, so it becomes exactly the event the
+/// same JSON would.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Fields {
+    /// Epoch milliseconds (written as RFC 3339 by [`Fields::to_json`]).
+    #[serde(skip)]
+    pub ts: Millis,
+    pub kind: &'static str,
+    pub account: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub src_ip: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mechanism: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pwhash: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mail_from: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub header_from: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rcpt_count: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_id: Option<String>,
+}
+
+impl Fields {
+    /// The event these fields make, or why they make none.
+    pub fn to_event(&self, limits: &ParseLimits) -> Result<Event, Reject> {
+        fn s(v: &Option<String>) -> Option<Str<'_>> {
+            v.as_deref().map(|x| Str(Cow::Borrowed(x)))
+        }
+        let e = |v: Option<&'static str>| v.map(|x| Str(Cow::Borrowed(x)));
+        let raw = RawEvent {
+            ts: Some(if self.ts < 0 {
+                RawTs::Negative
+            } else {
+                RawTs::Millis(self.ts)
+            }),
+            kind: Some(Str(Cow::Borrowed(self.kind))),
+            account: Some(Str(Cow::Borrowed(&self.account))),
+            protocol: e(self.protocol),
+            src_ip: s(&self.src_ip),
+            result: e(self.result),
+            mechanism: s(&self.mechanism),
+            pwhash: s(&self.pwhash),
+            session: s(&self.session),
+            client: s(&self.client),
+            mail_from: s(&self.mail_from),
+            header_from: s(&self.header_from),
+            rcpt_count: self.rcpt_count,
+            queue_id: s(&self.queue_id),
+        };
+        validate(raw, limits)
+    }
+
+    /// The contract's JSON event (`ts` as RFC 3339).
+    pub fn to_json(&self) -> Vec<u8> {
+        #[derive(serde::Serialize)]
+        struct Out<'a> {
+            ts: String,
+            #[serde(flatten)]
+            f: &'a Fields,
+        }
+        serde_json::to_vec(&Out {
+            ts: crate::time::format_rfc3339(self.ts),
+            f: self,
+        })
+        .unwrap_or_default()
+    }
+}
+
 /// Parses a line with serde_json into the raw event only, without
 /// validation: the ceiling the benchmark compares a replay against.
 pub fn parse_only(line: &[u8]) -> bool {

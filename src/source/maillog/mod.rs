@@ -1,0 +1,1065 @@
+//! Dovecot's and Postfix's own log lines as events (contract §7, "Log
+//! lines"): `replay --format maillog` and `kafka.log_topics`.
+//!
+//! A line is taken apart ([`prefix`]), read for what it says ([`dovecot`],
+//! [`postfix`]), and joined with the lines it belongs with ([`Joiner`]):
+//! the lines of one message by (host, queue id), the auth process's
+//! per-attempt failures with their login process's disconnect (by
+//! session) or with Postfix's SASL line (by address), within bounded time
+//! and memory. Each finished event is [`Fields`], which become exactly the
+//! contract's event through the JSON path's own checks. Every line that
+//! gives nothing is counted by a [`Skip`] reason. The formats, with their
+//! sources, are in `docs/maillog.md`.
+
+pub mod dovecot;
+mod files;
+pub mod postfix;
+pub mod prefix;
+pub mod render;
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::net::IpAddr;
+
+pub use files::{open_inputs, Inputs, MergedLine};
+pub use prefix::Clock;
+
+use crate::section::Checks;
+use crate::source::event::{Fields, Protocol, RejectReason};
+use crate::time::{Millis, SECOND};
+
+crate::section! {
+    /// `[maillog]`: reading Dovecot's and Postfix's log lines
+    /// (`replay --format maillog`, and `kafka.log_topics` in `run`).
+    pub struct MaillogConfig {
+        /// The year of classic syslog stamps (`Mar  5 12:00:01`, which
+        /// have none). 0: the latest year that puts no line more than a
+        /// day after the file's modification time (for a Kafka message,
+        /// its timestamp; for standard input, now).
+        pub year: i32 = 0,
+        /// The time zone of stamps that have none (classic syslog, Dovecot's
+        /// own file): `UTC` or a fixed offset such as `+09:00`. A zone with
+        /// summer time needs RFC 3339 stamps (rsyslog's
+        /// `RSYSLOG_FileFormat`), which carry their offset.
+        pub timezone: String = "UTC".into(),
+        /// Domains whose mailboxes are hosted here: a bounce (a message
+        /// from `<>`) delivered to one of them is a bounce event for that
+        /// account. Empty: a bounce counts when a local transport (local,
+        /// virtual, lmtp, pipe) delivered it, or when it is Postfix's own
+        /// notification for a message an authenticated session sent.
+        pub hosted_domains: Vec<String> = Vec::new(),
+        /// How long the lines of one message or session wait for the rest,
+        /// in seconds of log time; a queue id whose lines never complete is
+        /// dropped then and counted as incomplete.
+        pub join_secs: u64 = 3600,
+        /// How long an auth-process failure waits for the line that says
+        /// which service it was (the login process's disconnect, or
+        /// Postfix's SASL warning), in seconds of log time; then it is a
+        /// failure on its own.
+        pub pair_secs: u64 = 60,
+        /// Most messages, sessions and waiting failures held at once; the
+        /// oldest beyond it are dropped and counted.
+        pub max_joins: usize = 100_000,
+    }
+}
+
+impl MaillogConfig {
+    pub fn check(&self, c: &mut Checks) {
+        if parse_offset(&self.timezone).is_none() {
+            c.fail(
+                "timezone",
+                "must be UTC or a fixed offset such as +09:00 or -05:00",
+            );
+        }
+        if self.year != 0 && !(2000..=2100).contains(&self.year) {
+            c.fail("year", "must be 0 (inferred) or a year from 2000 to 2100");
+        }
+        c.positive("join_secs", self.join_secs);
+        c.positive("pair_secs", self.pair_secs);
+        c.positive("max_joins", self.max_joins as u64);
+        for d in &self.hosted_domains {
+            if d.trim().is_empty() || d.contains('@') || d.contains(char::is_whitespace) {
+                c.fail(
+                    "hosted_domains",
+                    format!("{d:?} is not a domain (write example.jp, without @)"),
+                );
+            }
+        }
+    }
+
+    /// The clock for lines whose latest possible time is `reference`.
+    pub fn clock(&self, reference: Millis) -> Clock {
+        Clock {
+            year: (self.year != 0).then_some(self.year),
+            offset_min: parse_offset(&self.timezone).unwrap_or(0),
+            reference,
+        }
+    }
+}
+
+/// `UTC`, `Z`, `+09:00`, `-0500`, `+9` into minutes east of UTC.
+pub fn parse_offset(s: &str) -> Option<i32> {
+    let s = s.trim();
+    if s.eq_ignore_ascii_case("utc") || s.eq_ignore_ascii_case("z") || s == "+00:00" {
+        return Some(0);
+    }
+    let (sign, rest) = match s.as_bytes().first()? {
+        b'+' => (1, &s[1..]),
+        b'-' => (-1, &s[1..]),
+        _ => return None,
+    };
+    let (h, m) = match rest.split_once(':') {
+        Some((h, m)) => (h, m),
+        None if rest.len() == 4 => rest.split_at(2),
+        None => (rest, "0"),
+    };
+    let (h, m): (i32, i32) = (h.parse().ok()?, m.parse().ok()?);
+    (h <= 14 && m < 60 && !rest.is_empty()).then_some(sign * (h * 60 + m))
+}
+
+/// Why a log line gave no event: a closed set, counted in the summary
+/// and in `credwatch_log_lines_total{outcome}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Skip {
+    /// No time stamp credwatch knows (see `docs/maillog.md`).
+    NoTimestamp,
+    /// Longer than `events.max_bytes`.
+    TooLong,
+    /// A program other than Dovecot or Postfix.
+    OtherProgram,
+    /// Dovecot's or Postfix's, but nothing credwatch judges (start-up,
+    /// TLS, rejects of unauthenticated clients, message ids, ...).
+    NotUsed,
+    /// A disconnect with no login attempt.
+    NoAuthAttempt,
+    /// A refusal where no password was checked (plaintext disallowed,
+    /// the auth server unreachable, an unknown mechanism).
+    NotCredential,
+    /// A login refused by an auth policy server (credwatch itself, or
+    /// another): not a wrong password.
+    PolicyRefusal,
+    /// A failed login with no user name on the line (Postfix before
+    /// 3.6.12 / 3.7.8 without Dovecot's auth line to pair it with).
+    NoUser,
+    /// A login with no client address (a UNIX socket, a proxy without
+    /// the PROXY protocol).
+    NoAddress,
+    /// A message from a client that did not log in (inbound mail, a
+    /// content filter's re-injection).
+    Unauthenticated,
+    /// A bounce delivered to a mailbox not hosted here.
+    NotHosted,
+    /// Lines of a message or session whose rest never came within
+    /// `maillog.join_secs` (counted once per message).
+    Incomplete,
+    /// Dropped because `maillog.max_joins` were held.
+    TooManyJoins,
+    /// The event the line made fails the contract's checks (an account
+    /// too long, say): the reason is counted beside it.
+    Invalid,
+}
+
+impl Skip {
+    pub const ALL: [Skip; 14] = [
+        Skip::NoTimestamp,
+        Skip::TooLong,
+        Skip::OtherProgram,
+        Skip::NotUsed,
+        Skip::NoAuthAttempt,
+        Skip::NotCredential,
+        Skip::PolicyRefusal,
+        Skip::NoUser,
+        Skip::NoAddress,
+        Skip::Unauthenticated,
+        Skip::NotHosted,
+        Skip::Incomplete,
+        Skip::TooManyJoins,
+        Skip::Invalid,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Skip::NoTimestamp => "no_timestamp",
+            Skip::TooLong => "too_long",
+            Skip::OtherProgram => "other_program",
+            Skip::NotUsed => "not_used",
+            Skip::NoAuthAttempt => "no_auth_attempt",
+            Skip::NotCredential => "not_credential",
+            Skip::PolicyRefusal => "policy_refusal",
+            Skip::NoUser => "no_user",
+            Skip::NoAddress => "no_address",
+            Skip::Unauthenticated => "unauthenticated",
+            Skip::NotHosted => "not_hosted",
+            Skip::Incomplete => "incomplete",
+            Skip::TooManyJoins => "too_many_joins",
+            Skip::Invalid => "invalid_event",
+        }
+    }
+}
+
+/// A finished event and the lines it was made of (the references the
+/// caller gave them: line numbers, Kafka offsets).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEvent {
+    pub fields: Fields,
+    pub lines: Vec<u64>,
+}
+
+/// What the joiner counted.
+#[derive(Debug, Clone, Default)]
+pub struct LogCounts {
+    /// Lines read.
+    pub lines: u64,
+    /// Lines that went into an event or are held for one.
+    pub used: u64,
+    /// Lines (and dropped joins) by why they gave nothing.
+    pub skipped: BTreeMap<Skip, u64>,
+    /// Events that failed the contract's checks, by reason.
+    pub invalid: BTreeMap<RejectReason, u64>,
+}
+
+impl LogCounts {
+    pub fn skip(&mut self, s: Skip) {
+        *self.skipped.entry(s).or_default() += 1;
+    }
+}
+
+/// An auth-process failure waiting for its service's line.
+#[derive(Debug, Clone)]
+struct Attempt {
+    ts: Millis,
+    line: u64,
+    user: Box<str>,
+    ip: Option<IpAddr>,
+    pwhash: Option<Box<str>>,
+    session: Option<Box<str>>,
+    /// Refused by the policy server, not a wrong password.
+    refused: bool,
+}
+
+/// A Dovecot login session seen by its auth lines.
+#[derive(Debug, Default)]
+struct Session {
+    waiting: Vec<Attempt>,
+    /// Failures already made events (at `pair_secs`).
+    emitted: u32,
+    refusals: u32,
+    since: Millis,
+}
+
+/// One queue id's lines.
+#[derive(Debug, Default)]
+struct Message {
+    since: Millis,
+    /// The SASL login of the smtpd that queued it.
+    sasl: Option<Login>,
+    header_from: Option<(Box<str>, u64)>,
+    /// The envelope sender was `<>` (a bounce or notification).
+    null_sender: bool,
+    /// Postfix's own notification for a message an authenticated session
+    /// sent: that message's envelope sender.
+    notifies: Option<Box<str>>,
+    /// The envelope sender, once qmgr logged it.
+    from: Option<Box<str>>,
+    emitted: bool,
+    /// Lines held for it.
+    held: Vec<u64>,
+}
+
+type Key = (Box<str>, Box<str>);
+
+/// The SASL login on a `client=` line: account, address, mechanism, the
+/// line's time and reference.
+#[derive(Debug, Clone)]
+struct Login {
+    user: Box<str>,
+    ip: Option<IpAddr>,
+    method: Box<str>,
+    ts: Millis,
+    line: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Slot {
+    Session(Key),
+    Message(Key),
+    Smtpd(Key),
+}
+
+/// The join state of one stream of log lines (a replay, or one Kafka
+/// partition of log lines).
+pub struct Joiner {
+    join: Millis,
+    pair: Millis,
+    max: usize,
+    hosted: Vec<String>,
+    sessions: HashMap<Key, Session>,
+    /// Auth-process failures without a session (Postfix's SASL through
+    /// Dovecot), by address, waiting for Postfix's line.
+    sasl_waiting: HashMap<Option<IpAddr>, VecDeque<Attempt>>,
+    sasl_order: VecDeque<(Millis, Option<IpAddr>)>,
+    smtpd: HashMap<Key, Option<Box<str>>>,
+    messages: HashMap<Key, Message>,
+    deadlines: BinaryHeap<Reverse<(Millis, Slot)>>,
+    /// Lines held, so that a Kafka offset is committed only past them.
+    held: BTreeMap<u64, u32>,
+    now: Millis,
+    pub counts: LogCounts,
+}
+
+impl Joiner {
+    pub fn new(cfg: &MaillogConfig) -> Joiner {
+        Joiner {
+            join: cfg.join_secs as Millis * SECOND,
+            pair: cfg.pair_secs as Millis * SECOND,
+            max: cfg.max_joins.max(1),
+            hosted: cfg
+                .hosted_domains
+                .iter()
+                .map(|d| d.trim().trim_end_matches('.').to_lowercase())
+                .collect(),
+            sessions: HashMap::new(),
+            sasl_waiting: HashMap::new(),
+            sasl_order: VecDeque::new(),
+            smtpd: HashMap::new(),
+            messages: HashMap::new(),
+            deadlines: BinaryHeap::new(),
+            held: BTreeMap::new(),
+            now: Millis::MIN,
+            counts: LogCounts::default(),
+        }
+    }
+
+    /// The oldest line reference still held for an event to come.
+    pub fn oldest_held(&self) -> Option<u64> {
+        self.held.keys().next().copied()
+    }
+
+    /// Messages, sessions and waiting failures held now.
+    pub fn holding(&self) -> usize {
+        self.sessions.len() + self.messages.len() + self.smtpd.len() + self.sasl_order.len()
+    }
+
+    fn hold(&mut self, line: u64) {
+        *self.held.entry(line).or_default() += 1;
+    }
+
+    fn release(&mut self, line: u64) {
+        if let Some(n) = self.held.get_mut(&line) {
+            *n -= 1;
+            if *n == 0 {
+                self.held.remove(&line);
+            }
+        }
+    }
+
+    /// Reads one line (without its newline); its events go to `out`.
+    /// `None`: the line was used (or is held for an event to come);
+    /// otherwise why it gave nothing.
+    pub fn feed(
+        &mut self,
+        line: &str,
+        at: u64,
+        clock: &Clock,
+        out: &mut Vec<LogEvent>,
+    ) -> Option<Skip> {
+        self.counts.lines += 1;
+        let r = match prefix::split(line, clock) {
+            None => Err(Skip::NoTimestamp),
+            Some(p) => {
+                if p.ts > self.now {
+                    self.now = p.ts;
+                    self.expire(out);
+                }
+                self.read(&p, at, out)
+            }
+        };
+        match r {
+            Ok(()) => {
+                self.counts.used += 1;
+                None
+            }
+            Err(s) => {
+                self.counts.skip(s);
+                Some(s)
+            }
+        }
+    }
+
+    /// Counts a line that could not even be read (too long).
+    pub fn skipped(&mut self, why: Skip) {
+        self.counts.lines += 1;
+        self.counts.skip(why);
+    }
+
+    fn read(
+        &mut self,
+        p: &prefix::Prefixed<'_>,
+        at: u64,
+        out: &mut Vec<LogEvent>,
+    ) -> Result<(), Skip> {
+        if dovecot::is_dovecot(p.program) {
+            let fact = dovecot::parse(p.program, p.message)?;
+            return self.dovecot(p, fact, at, out);
+        }
+        if let Some(d) = postfix::daemon(p.program) {
+            let fact = postfix::parse(d, p.message)?;
+            return self.postfix(p, fact, at, out);
+        }
+        Err(Skip::OtherProgram)
+    }
+
+    fn dovecot(
+        &mut self,
+        p: &prefix::Prefixed<'_>,
+        fact: dovecot::Fact<'_>,
+        at: u64,
+        out: &mut Vec<LogEvent>,
+    ) -> Result<(), Skip> {
+        use dovecot::Fact as F;
+        match fact {
+            F::Login {
+                protocol,
+                user,
+                mechanism,
+                rip,
+                session,
+            } => {
+                let ip = rip.ok_or(Skip::NoAddress)?;
+                if let Some(s) = session {
+                    if let Some(sess) = self.sessions.remove(&(p.host.into(), s.into())) {
+                        self.flush_session(sess, Some(protocol), out);
+                    }
+                }
+                out.push(LogEvent {
+                    fields: auth(
+                        p.ts,
+                        user,
+                        protocol,
+                        Some(ip),
+                        "success",
+                        mechanism,
+                        session,
+                        None,
+                    ),
+                    lines: vec![at],
+                });
+                Ok(())
+            }
+            F::LoginFailed {
+                protocol,
+                user,
+                attempts,
+                mechanism,
+                rip,
+                session,
+            } => {
+                let mut counted = 0;
+                let mut refusals = 0;
+                let mut lines = vec![at];
+                if let Some(s) = session {
+                    if let Some(sess) = self.sessions.remove(&(p.host.into(), s.into())) {
+                        counted = sess.emitted
+                            + sess.waiting.iter().filter(|a| !a.refused).count() as u32;
+                        refusals = sess.refusals;
+                        lines.extend(sess.waiting.iter().map(|a| a.line));
+                        self.flush_session(sess, Some(protocol), out);
+                    }
+                }
+                let more = attempts.saturating_sub(counted + refusals);
+                if more == 0 {
+                    return if refusals > 0 {
+                        Err(Skip::PolicyRefusal)
+                    } else {
+                        Ok(())
+                    };
+                }
+                let user = user.ok_or(Skip::NoUser)?;
+                let ip = rip.ok_or(Skip::NoAddress)?;
+                for _ in 0..more {
+                    out.push(LogEvent {
+                        fields: auth(
+                            p.ts,
+                            user,
+                            protocol,
+                            Some(ip),
+                            "failure",
+                            mechanism,
+                            session,
+                            None,
+                        ),
+                        lines: lines.clone(),
+                    });
+                }
+                Ok(())
+            }
+            F::PassdbFailure {
+                user,
+                ip,
+                session,
+                pwhash,
+            } => {
+                let a = Attempt {
+                    ts: p.ts,
+                    line: at,
+                    user: user.into(),
+                    ip,
+                    pwhash: pwhash.map(Into::into),
+                    session: session.map(Into::into),
+                    refused: false,
+                };
+                self.wait(p.host, a, out);
+                Ok(())
+            }
+            F::PolicyRefusal { user, ip, session } => {
+                let a = Attempt {
+                    ts: p.ts,
+                    line: at,
+                    user: user.into(),
+                    ip,
+                    pwhash: None,
+                    session: session.map(Into::into),
+                    refused: true,
+                };
+                self.wait(p.host, a, out);
+                Err(Skip::PolicyRefusal)
+            }
+        }
+    }
+
+    /// An auth-process line waits for the line of its service: by session
+    /// (a login process), or by address (Postfix's SASL).
+    fn wait(&mut self, host: &str, a: Attempt, out: &mut Vec<LogEvent>) {
+        if self.holding() >= self.max {
+            self.drop_oldest(out);
+        }
+        if !a.refused {
+            self.hold(a.line);
+        }
+        match a.session.clone() {
+            Some(s) => {
+                let key: Key = (host.into(), s);
+                let now = a.ts;
+                let sess = self.sessions.entry(key.clone()).or_insert_with(|| Session {
+                    since: now,
+                    ..Session::default()
+                });
+                if sess.waiting.is_empty() && sess.emitted == 0 && sess.refusals == 0 {
+                    sess.since = now;
+                }
+                if a.refused {
+                    sess.refusals += 1;
+                } else {
+                    sess.waiting.push(a);
+                }
+                self.deadlines
+                    .push(Reverse((now + self.pair, Slot::Session(key))));
+            }
+            None => {
+                self.sasl_order.push_back((a.ts, a.ip));
+                self.sasl_waiting.entry(a.ip).or_default().push_back(a);
+            }
+        }
+    }
+
+    /// A session's waiting failures become events (the service known from
+    /// its login process's line, or not).
+    fn flush_session(
+        &mut self,
+        sess: Session,
+        protocol: Option<Protocol>,
+        out: &mut Vec<LogEvent>,
+    ) {
+        for a in sess.waiting {
+            self.release(a.line);
+            if a.refused {
+                continue;
+            }
+            let Some(ip) = a.ip else {
+                self.counts.skip(Skip::NoAddress);
+                continue;
+            };
+            out.push(LogEvent {
+                fields: auth(
+                    a.ts,
+                    &a.user,
+                    protocol.unwrap_or(Protocol::Other),
+                    Some(ip),
+                    "failure",
+                    None,
+                    a.session.as_deref(),
+                    a.pwhash.as_deref(),
+                ),
+                lines: vec![a.line],
+            });
+        }
+    }
+
+    fn postfix(
+        &mut self,
+        p: &prefix::Prefixed<'_>,
+        fact: postfix::Fact<'_>,
+        at: u64,
+        out: &mut Vec<LogEvent>,
+    ) -> Result<(), Skip> {
+        use postfix::Fact as F;
+        let host: Box<str> = p.host.into();
+        let smtpd_key = || -> Key { (p.host.into(), format!("{}[{}]", p.program, p.pid).into()) };
+        match fact {
+            F::Connect => {
+                let k = smtpd_key();
+                self.smtpd.remove(&k);
+                Err(Skip::NotUsed)
+            }
+            F::Disconnect => {
+                self.smtpd.remove(&smtpd_key());
+                Err(Skip::NotUsed)
+            }
+            F::SaslFailed {
+                ip,
+                mechanism,
+                user,
+            } => {
+                // Dovecot's auth line for the same attempt, if it came.
+                let paired = self.take_sasl_attempt(ip, user);
+                let (user, pwhash, mut lines) = match &paired {
+                    Some(a) if a.refused => return Err(Skip::PolicyRefusal),
+                    Some(a) => (Some(&*a.user), a.pwhash.as_deref(), vec![a.line]),
+                    None => (user, None, vec![]),
+                };
+                let user = user.ok_or(Skip::NoUser)?;
+                lines.push(at);
+                out.push(LogEvent {
+                    fields: auth(
+                        p.ts,
+                        user,
+                        Protocol::Smtp,
+                        Some(ip),
+                        "failure",
+                        Some(mechanism),
+                        None,
+                        pwhash,
+                    ),
+                    lines,
+                });
+                if let Some(a) = paired {
+                    self.release(a.line);
+                }
+                Ok(())
+            }
+            F::Client { qid, ip, sasl } => {
+                let Some((method, user)) = sasl else {
+                    return Err(Skip::Unauthenticated);
+                };
+                let ip = ip.ok_or(Skip::NoAddress)?;
+                // One login per smtpd session, however many messages.
+                let k = smtpd_key();
+                if self.smtpd.get(&k).and_then(|u| u.as_deref()) != Some(user) {
+                    if self.holding() >= self.max {
+                        self.drop_oldest(out);
+                    }
+                    self.smtpd.insert(k.clone(), Some(user.into()));
+                    self.deadlines
+                        .push(Reverse((p.ts + self.join, Slot::Smtpd(k))));
+                    out.push(LogEvent {
+                        fields: auth(
+                            p.ts,
+                            user,
+                            Protocol::Smtp,
+                            Some(ip),
+                            "success",
+                            Some(method),
+                            None,
+                            None,
+                        ),
+                        lines: vec![at],
+                    });
+                }
+                let key: Key = (host, qid.into());
+                self.new_message(&key, p.ts, out);
+                self.hold(at);
+                let m = self.messages.get_mut(&key).expect("just inserted");
+                m.sasl = Some(Login {
+                    user: user.into(),
+                    ip: Some(ip),
+                    method: method.into(),
+                    ts: p.ts,
+                    line: at,
+                });
+                m.held.push(at);
+                Ok(())
+            }
+            F::HeaderFrom { qid, header } => {
+                let key: Key = (host, qid.into());
+                match self.messages.get_mut(&key) {
+                    Some(m) if m.sasl.is_some() && !m.emitted => {
+                        m.header_from = Some((header.into(), at));
+                        m.held.push(at);
+                        self.hold(at);
+                        Ok(())
+                    }
+                    _ => Err(Skip::Unauthenticated),
+                }
+            }
+            F::Envelope { qid, from, nrcpt } => {
+                let key: Key = (host, qid.into());
+                if from.is_empty() {
+                    self.new_message(&key, p.ts, out);
+                    let m = self.messages.get_mut(&key).expect("just inserted");
+                    m.null_sender = true;
+                    m.held.push(at);
+                    self.hold(at);
+                    return Ok(());
+                }
+                let Some(m) = self.messages.get_mut(&key) else {
+                    return Err(Skip::Unauthenticated);
+                };
+                let Some(Login {
+                    user,
+                    ip,
+                    method,
+                    ts,
+                    line: client_line,
+                }) = m.sasl.clone()
+                else {
+                    return Err(Skip::Unauthenticated);
+                };
+                if m.emitted {
+                    return Err(Skip::NotUsed);
+                }
+                m.emitted = true;
+                m.from = Some(from.into());
+                let mut lines = vec![client_line];
+                let header = m.header_from.take().map(|(h, l)| {
+                    lines.push(l);
+                    h
+                });
+                lines.push(at);
+                let held = std::mem::take(&mut m.held);
+                let mut f = Fields {
+                    ts,
+                    kind: "submission",
+                    account: user.into(),
+                    protocol: Some("smtp"),
+                    src_ip: ip.map(|i| i.to_string()),
+                    mechanism: Some(method.into()),
+                    mail_from: Some(from.into()),
+                    rcpt_count: Some(nrcpt.into()),
+                    queue_id: Some(qid.into()),
+                    ..Fields::default()
+                };
+                f.header_from = header.map(Into::into);
+                out.push(LogEvent { fields: f, lines });
+                for l in held {
+                    self.release(l);
+                }
+                Ok(())
+            }
+            F::Notification { qid, new_qid } => {
+                let from = self
+                    .messages
+                    .get(&(host.clone(), qid.into()))
+                    .filter(|m| m.sasl.is_some())
+                    .and_then(|m| m.from.clone());
+                let Some(from) = from else {
+                    return Err(Skip::Unauthenticated);
+                };
+                let key: Key = (host, new_qid.into());
+                self.new_message(&key, p.ts, out);
+                self.messages.get_mut(&key).expect("just inserted").notifies = Some(from);
+                Ok(())
+            }
+            F::Delivery {
+                qid,
+                to,
+                relay,
+                status,
+            } => {
+                let key: Key = (host, qid.into());
+                let Some(m) = self.messages.get(&key) else {
+                    return Err(Skip::NotUsed);
+                };
+                if !m.null_sender || status != "sent" {
+                    return Err(Skip::NotUsed);
+                }
+                let hosted = if self.hosted.is_empty() {
+                    local_transport(relay)
+                        || m.notifies
+                            .as_deref()
+                            .is_some_and(|f| f.eq_ignore_ascii_case(to))
+                } else {
+                    let domain = to.rsplit_once('@').map_or("", |(_, d)| d);
+                    self.hosted.iter().any(|h| h.eq_ignore_ascii_case(domain))
+                };
+                if !hosted {
+                    return Err(Skip::NotHosted);
+                }
+                let mut lines = m.held.clone();
+                lines.push(at);
+                out.push(LogEvent {
+                    fields: Fields {
+                        ts: p.ts,
+                        kind: "bounce",
+                        account: to.into(),
+                        queue_id: Some(qid.into()),
+                        ..Fields::default()
+                    },
+                    lines,
+                });
+                Ok(())
+            }
+            F::Refused { qid } | F::Removed { qid } => {
+                match self.messages.remove(&(host, qid.into())) {
+                    Some(m) => {
+                        if m.sasl.is_some() && !m.emitted {
+                            self.counts.skip(Skip::Incomplete);
+                        }
+                        for l in m.held {
+                            self.release(l);
+                        }
+                        Ok(())
+                    }
+                    None => Err(Skip::NotUsed),
+                }
+            }
+        }
+    }
+
+    fn new_message(&mut self, key: &Key, ts: Millis, out: &mut Vec<LogEvent>) {
+        if self.messages.contains_key(key) {
+            return;
+        }
+        if self.holding() >= self.max {
+            self.drop_oldest(out);
+        }
+        self.messages.insert(
+            key.clone(),
+            Message {
+                since: ts,
+                ..Message::default()
+            },
+        );
+        self.deadlines
+            .push(Reverse((ts + self.join, Slot::Message(key.clone()))));
+    }
+
+    /// The first auth-process failure at `ip` still waiting (and of `user`,
+    /// when Postfix's line names one).
+    fn take_sasl_attempt(&mut self, ip: IpAddr, user: Option<&str>) -> Option<Attempt> {
+        let q = self.sasl_waiting.get_mut(&Some(ip))?;
+        let i = q.iter().position(|a| {
+            user.is_none_or(|u| u.eq_ignore_ascii_case(&a.user)) && a.ts + self.pair >= self.now
+        })?;
+        let a = q.remove(i)?;
+        if q.is_empty() {
+            self.sasl_waiting.remove(&Some(ip));
+        }
+        Some(a)
+    }
+
+    /// What waited past its time becomes an event on its own, or is
+    /// dropped and counted.
+    fn expire(&mut self, out: &mut Vec<LogEvent>) {
+        while let Some((ts, ip)) = self.sasl_order.front().copied() {
+            if ts + self.pair > self.now {
+                break;
+            }
+            self.sasl_order.pop_front();
+            self.expire_sasl(ts, ip, out);
+        }
+        while let Some(Reverse((deadline, _))) = self.deadlines.peek() {
+            if *deadline > self.now {
+                break;
+            }
+            let Reverse((deadline, slot)) = self.deadlines.pop().expect("peeked");
+            self.expire_slot(deadline, slot, false, out);
+        }
+    }
+
+    fn expire_sasl(&mut self, ts: Millis, ip: Option<IpAddr>, out: &mut Vec<LogEvent>) {
+        let Some(q) = self.sasl_waiting.get_mut(&ip) else {
+            return;
+        };
+        // The oldest waiting at this address is the one this entry is for
+        // (unless a Postfix line took it already).
+        let Some(a) = q.front().filter(|a| a.ts <= ts).cloned() else {
+            return;
+        };
+        q.pop_front();
+        if q.is_empty() {
+            self.sasl_waiting.remove(&ip);
+        }
+        if a.refused {
+            return;
+        }
+        self.release(a.line);
+        // An auth client without a login session is an MTA's SASL.
+        match a.ip {
+            Some(ip) => out.push(LogEvent {
+                fields: auth(
+                    a.ts,
+                    &a.user,
+                    Protocol::Smtp,
+                    Some(ip),
+                    "failure",
+                    None,
+                    None,
+                    a.pwhash.as_deref(),
+                ),
+                lines: vec![a.line],
+            }),
+            None => self.counts.skip(Skip::NoAddress),
+        }
+    }
+
+    fn expire_slot(&mut self, deadline: Millis, slot: Slot, forced: bool, out: &mut Vec<LogEvent>) {
+        match slot {
+            Slot::Session(k) => {
+                let Some(sess) = self.sessions.get_mut(&k) else {
+                    return;
+                };
+                let newest = sess
+                    .waiting
+                    .iter()
+                    .map(|a| a.ts)
+                    .max()
+                    .unwrap_or(sess.since);
+                if !forced && newest + self.pair > deadline {
+                    return;
+                }
+                // The failures go out now; the session is remembered so its
+                // disconnect does not count them again.
+                let waiting = std::mem::take(&mut sess.waiting);
+                sess.emitted += waiting.iter().filter(|a| !a.refused).count() as u32;
+                let since = sess.since;
+                self.flush_session(
+                    Session {
+                        waiting,
+                        ..Session::default()
+                    },
+                    None,
+                    out,
+                );
+                if forced || since + self.join <= self.now {
+                    self.sessions.remove(&k);
+                } else {
+                    self.deadlines
+                        .push(Reverse((since + self.join, Slot::Session(k))));
+                }
+            }
+            Slot::Message(k) => {
+                let Some(m) = self.messages.get(&k) else {
+                    return;
+                };
+                if !forced && m.since + self.join > deadline {
+                    return;
+                }
+                let m = self.messages.remove(&k).expect("present");
+                if m.sasl.is_some() && !m.emitted {
+                    self.counts.skip(if forced {
+                        Skip::TooManyJoins
+                    } else {
+                        Skip::Incomplete
+                    });
+                }
+                for l in m.held {
+                    self.release(l);
+                }
+            }
+            Slot::Smtpd(k) => {
+                self.smtpd.remove(&k);
+            }
+        }
+    }
+
+    /// At the cap: the oldest held thing goes.
+    fn drop_oldest(&mut self, out: &mut Vec<LogEvent>) {
+        if let Some((ts, ip)) = self.sasl_order.pop_front() {
+            self.expire_sasl(ts, ip, out);
+            return;
+        }
+        while let Some(Reverse((deadline, slot))) = self.deadlines.pop() {
+            let present = match &slot {
+                Slot::Session(k) => self.sessions.contains_key(k),
+                Slot::Message(k) => self.messages.contains_key(k),
+                Slot::Smtpd(k) => self.smtpd.contains_key(k),
+            };
+            if present {
+                if matches!(slot, Slot::Session(_)) {
+                    self.counts.skip(Skip::TooManyJoins);
+                }
+                self.expire_slot(deadline, slot, true, out);
+                return;
+            }
+        }
+    }
+
+    /// The end of the input: what waits becomes an event on its own; what
+    /// cannot is counted as incomplete.
+    pub fn finish(&mut self, out: &mut Vec<LogEvent>) {
+        while let Some((ts, ip)) = self.sasl_order.pop_front() {
+            self.expire_sasl(ts, ip, out);
+        }
+        let mut slots: Vec<Slot> = self
+            .sessions
+            .keys()
+            .map(|k| Slot::Session(k.clone()))
+            .chain(self.messages.keys().map(|k| Slot::Message(k.clone())))
+            .collect();
+        slots.sort();
+        for s in slots {
+            match s {
+                Slot::Session(k) => {
+                    if let Some(sess) = self.sessions.remove(&k) {
+                        self.flush_session(sess, None, out);
+                    }
+                }
+                Slot::Message(k) => {
+                    if let Some(m) = self.messages.remove(&k) {
+                        if m.sasl.is_some() && !m.emitted {
+                            self.counts.skip(Skip::Incomplete);
+                        }
+                        for l in m.held {
+                            self.release(l);
+                        }
+                    }
+                }
+                Slot::Smtpd(_) => {}
+            }
+        }
+        self.smtpd.clear();
+        self.deadlines.clear();
+    }
+}
+
+/// A delivery by a transport on this machine (`relay=local`, `virtual`,
+/// `dovecot`, `private/dovecot-lmtp`, an LMTP socket): the mailbox is
+/// hosted here.
+fn local_transport(relay: &str) -> bool {
+    !relay.contains('[') && !relay.is_empty() && relay != "none"
+}
+
+#[allow(clippy::too_many_arguments)]
+fn auth(
+    ts: Millis,
+    user: &str,
+    protocol: Protocol,
+    ip: Option<IpAddr>,
+    result: &'static str,
+    mechanism: Option<&str>,
+    session: Option<&str>,
+    pwhash: Option<&str>,
+) -> Fields {
+    Fields {
+        ts,
+        kind: "auth",
+        account: user.into(),
+        protocol: Some(protocol.as_str()),
+        src_ip: ip.map(|i| i.to_string()),
+        result: Some(result),
+        mechanism: mechanism.map(Into::into),
+        pwhash: pwhash.map(Into::into),
+        session: session.map(Into::into),
+        ..Fields::default()
+    }
+}
