@@ -25,6 +25,7 @@ pub fn credwatch_exe() -> std::path::PathBuf {
 
 pub mod flood;
 pub mod kafka;
+pub mod mailstack;
 pub mod parser_contract;
 pub mod prometheus;
 pub mod receiver;
