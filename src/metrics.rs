@@ -16,6 +16,10 @@ pub struct Metrics {
     pub registry: Registry,
     pub events: IntCounterVec,
     pub rejected: IntCounterVec,
+    /// Log lines read from `kafka.log_topics`, by outcome.
+    pub log_lines: IntCounterVec,
+    /// Log lines held for the rest of their message or session.
+    pub log_lines_held: prometheus::IntGauge,
     pub detections: IntCounterVec,
     pub actions: IntCounterVec,
     pub webhook_deliveries: IntCounterVec,
@@ -180,6 +184,17 @@ impl Metrics {
                 "credwatch_events_rejected_total",
                 "Messages that are not valid events, by reason; each is copied to the dead-letter topic.",
                 &["reason"],
+            ),
+            log_lines: counter(
+                &r,
+                "credwatch_log_lines_total",
+                "Dovecot and Postfix log lines read from kafka.log_topics, by outcome: used (went into an event, or is held for one) or why it gave none (see docs/maillog.md).",
+                &["outcome"],
+            ),
+            log_lines_held: gauge(
+                &r,
+                "credwatch_log_joins_held",
+                "Messages, sessions and waiting failures of the log topics held for the rest of their lines (at most maillog.max_joins per partition).",
             ),
             detections: counter(
                 &r,
@@ -371,6 +386,10 @@ impl Metrics {
         }
         for r in RejectReason::ALL {
             m.rejected.with_label_values(&[r.as_str()]);
+        }
+        m.log_lines.with_label_values(&["used"]);
+        for s in crate::source::maillog::Skip::ALL {
+            m.log_lines.with_label_values(&[s.as_str()]);
         }
         for o in ["delivered", "failed"] {
             m.dead_letters.with_label_values(&[o]);

@@ -12,7 +12,13 @@ use std::net::IpAddr;
 use std::process::Command;
 use std::time::Duration;
 
+use std::collections::BTreeSet;
+
+use credwatch::source::maillog::{prefix, MaillogConfig};
 use credwatch::time::now_millis;
+use credwatch_testkit::kafka::{
+    self, action_set, create_topics, produce_keyed, read, Broker, Tansu, ACTIONS,
+};
 use credwatch_testkit::mailstack::MailStack;
 use credwatch_testkit::{credwatch_exe, ip, World};
 
@@ -323,4 +329,55 @@ fn the_daemons_logs_give_the_storys_events_and_actions() {
             .any(|(a, ..)| a == "alice@example.jp" || a == "frank@example.jp"),
         "{d:?}"
     );
+
+    // The same lines through `run`: shipped to a log topic one line per
+    // message, keyed by host (as rsyslog's omkafka does), in the order the
+    // daemons wrote them; the service must take replay's actions.
+    let mut lines: Vec<(i64, String)> = Vec::new();
+    let cfg = MaillogConfig::default();
+    let clock = cfg.clock(now_millis());
+    for f in [&dovecot, &postfix] {
+        for l in credwatch_testkit::mailstack::read_log(f).lines() {
+            let ts = prefix::split(l, &clock).map_or(0, |p| p.ts);
+            lines.push((ts, l.to_string()));
+        }
+    }
+    lines.sort_by_key(|(ts, _)| *ts);
+    let broker = Tansu::start();
+    create_topics(&broker, 2);
+    broker.create_topic("mail.logs", 2);
+    let records: Vec<(&str, &str)> = lines
+        .iter()
+        .map(|(_, l)| ("mail.example.jp", l.as_str()))
+        .collect();
+    produce_keyed(&broker.brokers(), "mail.logs", &records);
+    let mut settings = kafka::settings(
+        &world,
+        &broker.brokers(),
+        "mail",
+        "log_topics = [\"mail.logs\"]",
+    );
+    settings.config.maillog.hosted_domains = vec!["example.jp".into()];
+    let service = kafka::start(settings);
+    let got = read(
+        &broker.brokers(),
+        ACTIONS,
+        from_logs.len(),
+        Duration::from_secs(120),
+        Duration::from_secs(3),
+    );
+    let want: BTreeSet<(String, String, String, String)> = from_logs
+        .iter()
+        .map(|a| {
+            let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+            (
+                s(&a["id"]),
+                s(&a["data"]["account"]),
+                s(&a["data"]["detector"]),
+                s(&a["data"]["action"]),
+            )
+        })
+        .collect();
+    assert_eq!(action_set(&got), want, "run on the log topic");
+    service.shutdown().expect("clean shutdown");
 }

@@ -22,6 +22,9 @@ struct Inner {
     pending: BTreeMap<i64, u32>,
     /// The last offset committed (the next one to read), -1 if none.
     committed: i64,
+    /// Nothing at or after this offset may be committed yet: a line held
+    /// for the rest of its message (the log stage, [`Tracker::hold_from`]).
+    floor: Option<i64>,
 }
 
 /// The commit bookkeeping of one assigned partition.
@@ -37,6 +40,7 @@ impl Default for Tracker {
                 processed: -1,
                 pending: BTreeMap::new(),
                 committed: -1,
+                floor: None,
             }),
         }
     }
@@ -72,14 +76,24 @@ impl Tracker {
         }
     }
 
+    /// The oldest offset still held for records to come (a log line whose
+    /// message is not complete yet), or none: the commit stays before it,
+    /// so a restart reads it again.
+    pub fn hold_from(&self, offset: Option<i64>) {
+        self.lock().floor = offset;
+    }
+
     /// The offset to commit (the next to read), if it moved since the last
     /// call to [`Tracker::committed`].
     pub fn committable(&self) -> Option<i64> {
         let i = self.lock();
-        let next = match i.pending.keys().next() {
+        let mut next = match i.pending.keys().next() {
             Some(&first) => first.min(i.processed + 1),
             None => i.processed + 1,
         };
+        if let Some(f) = i.floor {
+            next = next.min(f);
+        }
         (next > i.committed && i.processed >= 0).then_some(next)
     }
 

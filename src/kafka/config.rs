@@ -39,6 +39,15 @@ crate::section! {
         /// judges the source-keyed detectors from it, seeing all of an
         /// address's attempts whichever instance owns the accounts.
         pub sources_topic: String = String::new(),
+        /// Topics of raw Dovecot and Postfix log lines, one line per message
+        /// (what rsyslog's omkafka, Vector or Fluent Bit ship; any key, all
+        /// lines of one host on one partition is best). Empty: none. A stage
+        /// of their own (consumer group `<group_id>.logs`) reads them as
+        /// `replay --format maillog` does (`[maillog]`), and writes each
+        /// event to the first of `input_topics` as the contract's JSON,
+        /// keyed by account: one account's events are judged in order by
+        /// the instance that owns it, whichever partition its lines came on.
+        pub log_topics: Vec<String> = Vec::new(),
         /// Any other librdkafka property, passed through to the consumer and
         /// the producer (TLS, SASL, ...).
         /// `CREDWATCH_KAFKA_PROPERTIES_SASL_PASSWORD` sets `sasl.password`.
@@ -58,6 +67,19 @@ impl KafkaConfig {
             );
         }
         c.not_blank("actions_topic", &self.actions_topic);
+        if self.log_topics.iter().any(|t| t.trim().is_empty()) {
+            c.fail("log_topics", "has an empty topic name");
+        }
+        if let Some(t) = self
+            .log_topics
+            .iter()
+            .find(|t| self.input_topics.contains(t))
+        {
+            c.fail(
+                "log_topics",
+                format!("{t:?} is also in input_topics: log lines are not JSON events (the log stage writes their events to input_topics)"),
+            );
+        }
         c.not_blank("dead_letter_topic", &self.dead_letter_topic);
         c.not_blank("group_id", &self.group_id);
         for key in self.properties.keys() {

@@ -19,6 +19,7 @@
 //! input is partitioned by (asked of the registry, [`KeyedBy`]).
 
 mod geoip;
+mod lines;
 mod worker;
 
 use std::collections::HashMap;
@@ -85,6 +86,8 @@ pub struct Service {
     restorer: Option<JoinHandle<()>>,
     /// The source stage, when `kafka.sources_topic` is set.
     sources: Option<Box<Service>>,
+    /// The log stage, when `kafka.log_topics` is set.
+    logs: Option<Box<Service>>,
 }
 
 /// Where the account stage forwards logins: the topic, and the prefix that
@@ -105,20 +108,63 @@ struct Plan {
     primary: bool,
     others: Vec<Arc<Stage>>,
     sources: Option<Box<Service>>,
+    /// The log stage: lines in, events out to this topic.
+    lines: Option<lines::LineMode>,
+    logs: Option<Box<Service>>,
 }
 
 impl Service {
     /// Opens the GeoIP databases, connects to Kafka and starts consuming.
     /// Returns once the threads are running (the group join goes on).
     ///
+    /// With `kafka.log_topics` set, a log stage (group `<group_id>.logs`)
+    /// reads Dovecot's and Postfix's lines from them and writes their
+    /// events to the first input topic, keyed by account; then the
+    /// pipeline below judges them like every other event.
+    pub fn start(settings: Settings, metrics: Arc<Metrics>) -> Result<Service, ServiceError> {
+        let k = &settings.config.kafka;
+        if k.log_topics.is_empty() {
+            return Self::start_pipeline(settings, metrics, None);
+        }
+        let mut l = settings.clone();
+        l.config.kafka.group_id = format!("{}.logs", k.group_id);
+        l.config.kafka.input_topics = k.log_topics.clone();
+        l.config.kafka.restore_secs = 0;
+        l.config.kafka.sources_topic = String::new();
+        let logs = Self::start_stage(
+            l,
+            metrics.clone(),
+            Plan {
+                keyed_by: Some(KeyedBy::Source),
+                forward: None,
+                primary: false,
+                others: Vec::new(),
+                sources: None,
+                lines: Some(lines::LineMode {
+                    target: k.input_topics[0].as_str().into(),
+                    cfg: settings.config.maillog.clone(),
+                }),
+                logs: None,
+            },
+        )?;
+        Self::start_pipeline(settings, metrics, Some(Box::new(logs)))
+    }
+
+    /// The judging pipeline: one stage, or the account and source stages.
+    ///
     /// With `kafka.sources_topic` set and a detector keyed by source address
     /// enabled, two stages run: the account stage (the detectors keyed by
     /// account) forwards each login with an address to the sources topic,
     /// keyed by the address; the source stage (group `<group_id>.sources`)
     /// judges the detectors keyed by source from that topic.
-    pub fn start(settings: Settings, metrics: Arc<Metrics>) -> Result<Service, ServiceError> {
+    fn start_pipeline(
+        settings: Settings,
+        metrics: Arc<Metrics>,
+        logs: Option<Box<Service>>,
+    ) -> Result<Service, ServiceError> {
         let k = &settings.config.kafka;
         let topic = k.sources_topic.trim().to_string();
+        let log_stage: Vec<Arc<Stage>> = logs.iter().map(|l| l.stage.clone()).collect();
         let split = settings.config.detectors.any_enabled(KeyedBy::Source);
         if topic.is_empty() || !split {
             return Self::start_stage(
@@ -128,8 +174,10 @@ impl Service {
                     keyed_by: None,
                     forward: None,
                     primary: true,
-                    others: Vec::new(),
+                    others: log_stage,
                     sources: None,
+                    lines: None,
+                    logs,
                 },
             );
         }
@@ -152,8 +200,12 @@ impl Service {
                 primary: false,
                 others: Vec::new(),
                 sources: None,
+                lines: None,
+                logs: None,
             },
         )?;
+        let mut others = vec![sources.stage.clone()];
+        others.extend(log_stage);
         Self::start_stage(
             settings,
             metrics,
@@ -161,8 +213,10 @@ impl Service {
                 keyed_by: Some(KeyedBy::Account),
                 forward: Some(forward),
                 primary: true,
-                others: vec![sources.stage.clone()],
+                others,
                 sources: Some(Box::new(sources)),
+                lines: None,
+                logs,
             },
         )
     }
@@ -242,9 +296,11 @@ impl Service {
             .enumerate()
             .map(|(i, rx)| {
                 let (s, forward) = (shared.clone(), stage.forward.clone());
+                let lines = plan.lines.clone();
+                let name = if lines.is_some() { "lines" } else { "judge" };
                 std::thread::Builder::new()
-                    .name(format!("judge-{i}"))
-                    .spawn(move || worker::run(i, rx, &s, forward))
+                    .name(format!("{name}-{i}"))
+                    .spawn(move || worker::run(i, rx, &s, forward, lines))
                     .expect("spawn a worker thread")
             })
             .collect();
@@ -282,6 +338,7 @@ impl Service {
             workers,
             restorer: Some(restorer),
             sources: plan.sources,
+            logs: plan.logs,
         })
     }
 
@@ -323,11 +380,18 @@ impl Service {
     pub fn stopped(&self) -> bool {
         self.consumer.as_ref().is_none_or(|c| c.is_finished())
             || self.sources.as_ref().is_some_and(|s| s.stopped())
+            || self.logs.as_ref().is_some_and(|s| s.stopped())
     }
 
     /// Stops consuming, judges what is in flight, waits for its actions to
     /// be acknowledged, commits, leaves the group and stops the threads.
     pub fn shutdown(mut self) -> Result<(), ServiceError> {
+        // The log stage first: what it forwarded is acknowledged before the
+        // stages that judge it stop.
+        let logs = match self.logs.take() {
+            Some(l) => l.shutdown(),
+            None => Ok(()),
+        };
         self.stage.input.shutdown.store(true, Ordering::Relaxed);
         let result = match self.consumer.take() {
             Some(c) => c.join().map_err(|_| ServiceError::Panicked("consumer")),
@@ -351,6 +415,7 @@ impl Service {
         self.stage.input.producer.flush(Duration::from_secs(5));
         // The source stage last: what the account stage forwarded is
         // acknowledged by now, and is judged after a restart at the latest.
+        let result = logs.and(result);
         match self.sources.take() {
             Some(src) => result.and(src.shutdown()),
             None => result,

@@ -15,7 +15,14 @@ use crate::source::kafka::{Batch, Input, Work};
 use crate::time::now_millis;
 
 /// A worker: judges the events of its partitions.
-pub(super) fn run(lane: usize, rx: Receiver<Work>, s: &Input, forward: Option<Forward>) {
+pub(super) fn run(
+    lane: usize,
+    rx: Receiver<Work>,
+    s: &Input,
+    forward: Option<Forward>,
+    lines: Option<super::lines::LineMode>,
+) {
+    let mut lines = lines.map(super::lines::Lines::new);
     let mut decisions = Vec::new();
     let mut local = Local {
         events: s.metrics.event_counts(),
@@ -26,8 +33,15 @@ pub(super) fn run(lane: usize, rx: Receiver<Work>, s: &Input, forward: Option<Fo
     };
     loop {
         match rx.recv_timeout(Duration::from_secs(1)) {
-            Ok(Work::Batch(b)) => judge(lane, &b, s, &mut decisions, &mut local),
+            Ok(Work::Batch(b)) => match lines.as_mut() {
+                Some(l) if !b.part.revoked.load(Ordering::Relaxed) => l.read(&b, s),
+                Some(_) => {}
+                None => judge(lane, &b, s, &mut decisions, &mut local),
+            },
             Ok(Work::Revoke(parts, done)) => {
+                if let Some(l) = lines.as_mut() {
+                    l.revoke(&parts);
+                }
                 let mut keys: HashSet<u64> = HashSet::new();
                 for p in &parts {
                     p.revoked.store(true, Ordering::Relaxed);
@@ -61,7 +75,11 @@ pub(super) fn run(lane: usize, rx: Receiver<Work>, s: &Input, forward: Option<Fo
                 let _ = done.send(());
             }
             Ok(Work::Stop) | Err(RecvTimeoutError::Disconnected) => return,
-            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Timeout) => {
+                if let Some(l) = lines.as_mut() {
+                    l.tick(s);
+                }
+            }
         }
     }
 }

@@ -335,6 +335,20 @@ impl Joiner {
         self.held.keys().next().copied()
     }
 
+    /// The latest log time seen.
+    pub fn now(&self) -> Millis {
+        self.now
+    }
+
+    /// Moves the log clock on to `ts` (a quiet stream, by the wall clock):
+    /// what waited past its time is made an event or dropped.
+    pub fn advance_to(&mut self, ts: Millis, out: &mut Vec<LogEvent>) {
+        if ts > self.now {
+            self.now = ts;
+            self.expire(out);
+        }
+    }
+
     /// Messages, sessions and waiting failures held now.
     pub fn holding(&self) -> usize {
         self.sessions.len() + self.messages.len() + self.smtpd.len() + self.sasl_order.len()

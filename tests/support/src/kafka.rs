@@ -459,6 +459,20 @@ pub fn produce_raw(brokers: &str, topic: &str, payloads: &[&[u8]]) {
     p.flush(Duration::from_secs(60)).expect("acknowledged");
 }
 
+/// Produces (key, payload) pairs in order (log lines keyed by host, as a
+/// log shipper does).
+pub fn produce_keyed(brokers: &str, topic: &str, records: &[(&str, &str)]) {
+    let p: ThreadedProducer<DefaultProducerContext> = client(brokers).create().expect("producer");
+    for (k, v) in records {
+        let mut rec = BaseRecord::to(topic).key(*k).payload(*v);
+        while let Err((_, r)) = p.send(rec) {
+            rec = r;
+            std::thread::sleep(Duration::from_micros(100));
+        }
+    }
+    p.flush(Duration::from_secs(60)).expect("acknowledged");
+}
+
 /// A record read back.
 #[derive(Debug, Clone)]
 pub struct Record {
