@@ -212,3 +212,21 @@ mod tests {
         assert_eq!(t.committable(), Some(8));
     }
 }
+
+#[cfg(test)]
+mod floor_tests {
+    use super::Tracker;
+
+    #[test]
+    fn a_held_offset_keeps_the_commit_before_it() {
+        let t = Tracker::default();
+        t.processed(9);
+        assert_eq!(t.committable(), Some(10));
+        t.hold_from(Some(4));
+        assert_eq!(t.committable(), Some(4));
+        t.committed(4);
+        assert_eq!(t.committable(), None, "nothing new past the hold");
+        t.hold_from(None);
+        assert_eq!(t.committable(), Some(10));
+    }
+}
