@@ -78,3 +78,12 @@ fn account_seeds_and_regressions_keep_the_parsers_promises() {
         "the account seeds are in fuzz/seeds/account ({n} found)"
     );
 }
+
+#[test]
+fn maillog_seeds_and_regressions_keep_the_readers_promises() {
+    let n = run_all("maillog", parser_contract::check_maillog);
+    assert!(
+        n >= 4,
+        "the maillog seeds are in fuzz/seeds/maillog ({n} found)"
+    );
+}

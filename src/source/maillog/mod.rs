@@ -197,6 +197,9 @@ impl Skip {
     }
 }
 
+/// The most failures one disconnect line stands for.
+pub const MAX_ATTEMPTS_PER_LINE: u32 = 100;
+
 /// A finished event and the lines it was made of (the references the
 /// caller gave them: line numbers, Kafka offsets).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -480,7 +483,12 @@ impl Joiner {
                         self.flush_session(sess, Some(protocol), out);
                     }
                 }
-                let more = attempts.saturating_sub(counted + refusals);
+                // A line cannot make more than MAX_ATTEMPTS_PER_LINE events (a
+                // login process allows a handful per connection; a forged
+                // line must not make millions).
+                let more = attempts
+                    .min(MAX_ATTEMPTS_PER_LINE)
+                    .saturating_sub(counted + refusals);
                 if more == 0 {
                     return if refusals > 0 {
                         Err(Skip::PolicyRefusal)

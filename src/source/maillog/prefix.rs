@@ -99,6 +99,10 @@ fn stamp<'a>(line: &'a str, clock: &Clock) -> Option<(Millis, &'a str)> {
         let secs = u64::from_str_radix(&line[1..17], 16).ok()?;
         let nanos = u64::from_str_radix(&line[17..25], 16).ok()?;
         let unix = secs.checked_sub(0x4000_0000_0000_0000)?;
+        // Past the year 9999 is no log line's time.
+        if unix > 253_402_300_799 || nanos >= 1_000_000_000 {
+            return None;
+        }
         return Some(((unix * 1000 + nanos / 1_000_000) as Millis, &line[26..]));
     }
     if b.len() > 20 && b[0].is_ascii_digit() && b[4] == b'-' {

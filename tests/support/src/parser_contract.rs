@@ -126,3 +126,43 @@ pub fn check_config(data: &[u8]) {
         Err(e) => assert!(!e.to_string().is_empty(), "an error without a message"),
     }
 }
+
+/// The log-line reader on arbitrary bytes (each `\n` ends a line): it
+/// never panics; it holds at most `max_joins` messages and sessions; every
+/// line is counted, as used or by why it gave nothing; every event it makes
+/// either passes the contract's checks or is refused by them with a reason
+/// (never a panic); and once the input ends, no line is held.
+pub fn check_maillog(data: &[u8]) {
+    use credwatch::source::maillog::{Joiner, MaillogConfig};
+    let cfg = MaillogConfig {
+        max_joins: 8,
+        ..MaillogConfig::default()
+    };
+    let clock = cfg.clock(NOW);
+    let mut j = Joiner::new(&cfg);
+    let mut out = Vec::new();
+    let limits = ParseLimits::new(65_536, NOW);
+    let text = String::from_utf8_lossy(data);
+    let mut n = 0u64;
+    let mut answered = 0u64;
+    for line in text.split('\n') {
+        n += 1;
+        // Used (None) or skipped with a reason: every line gets an answer.
+        let _ = j.feed(line, n, &clock, &mut out);
+        answered += 1;
+        assert!(
+            j.holding() <= 8 + 1,
+            "holds {} joins with max_joins 8",
+            j.holding()
+        );
+    }
+    j.finish(&mut out);
+    assert_eq!(j.counts.lines, n, "a line was not counted");
+    assert_eq!(answered, n);
+    assert!(j.counts.used <= n, "more lines used than read");
+    assert_eq!(j.oldest_held(), None, "a line is still held after the end");
+    for e in &out {
+        let _ = e.fields.to_event(&limits);
+        assert!(!e.lines.is_empty(), "an event made of no line");
+    }
+}
