@@ -14,6 +14,7 @@ mod failed_login_burst;
 mod impossible_travel;
 mod layout;
 mod maillog_corpora;
+mod maillog_roundtrip;
 mod parallel_replay;
 mod password_spray;
 mod policy;

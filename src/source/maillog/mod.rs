@@ -302,6 +302,12 @@ pub struct Joiner {
     sasl_waiting: HashMap<Option<IpAddr>, VecDeque<Attempt>>,
     sasl_order: VecDeque<(Millis, Option<IpAddr>)>,
     smtpd: HashMap<Key, Option<Box<str>>>,
+    /// Dovecot's `submission-login` logins (its submission service in
+    /// front of Postfix), by account and address, for `pair_secs`: the
+    /// `client=` line of the message Postfix then queues is the same login,
+    /// not a second one.
+    submission_logins: HashMap<(Box<str>, IpAddr), Millis>,
+    submission_order: VecDeque<(Millis, Box<str>, IpAddr)>,
     messages: HashMap<Key, Message>,
     deadlines: BinaryHeap<Reverse<(Millis, Slot)>>,
     /// Lines held, so that a Kafka offset is committed only past them.
@@ -325,6 +331,8 @@ impl Joiner {
             sasl_waiting: HashMap::new(),
             sasl_order: VecDeque::new(),
             smtpd: HashMap::new(),
+            submission_logins: HashMap::new(),
+            submission_order: VecDeque::new(),
             messages: HashMap::new(),
             deadlines: BinaryHeap::new(),
             held: BTreeMap::new(),
@@ -447,6 +455,14 @@ impl Joiner {
                     if let Some(sess) = self.sessions.remove(&(p.host.into(), s.into())) {
                         self.flush_session(sess, Some(protocol), out);
                     }
+                }
+                if protocol == Protocol::Smtp {
+                    if self.holding() >= self.max {
+                        self.drop_oldest(out);
+                    }
+                    let u: Box<str> = user.to_lowercase().into();
+                    self.submission_logins.insert((u.clone(), ip), p.ts);
+                    self.submission_order.push_back((p.ts, u, ip));
                 }
                 out.push(LogEvent {
                     fields: auth(
@@ -674,9 +690,16 @@ impl Joiner {
                     return Err(Skip::Unauthenticated);
                 };
                 let ip = ip.ok_or(Skip::NoAddress)?;
-                // One login per smtpd session, however many messages.
+                // One login per smtpd session, however many messages; and
+                // none when Dovecot's submission service logged it already.
                 let k = smtpd_key();
-                if self.smtpd.get(&k).and_then(|u| u.as_deref()) != Some(user) {
+                let via_dovecot = self
+                    .submission_logins
+                    .get(&(user.to_lowercase().into(), ip))
+                    .is_some_and(|t| *t + self.pair >= p.ts);
+                if via_dovecot {
+                    self.smtpd.insert(k.clone(), Some(user.into()));
+                } else if self.smtpd.get(&k).and_then(|u| u.as_deref()) != Some(user) {
                     if self.holding() >= self.max {
                         self.drop_oldest(out);
                     }
@@ -762,7 +785,6 @@ impl Joiner {
                     ts,
                     kind: "submission",
                     account: user.into(),
-                    protocol: Some("smtp"),
                     src_ip: ip.map(|i| i.to_string()),
                     mechanism: Some(method.into()),
                     mail_from: Some(from.into()),
@@ -882,6 +904,16 @@ impl Joiner {
     /// What waited past its time becomes an event on its own, or is
     /// dropped and counted.
     fn expire(&mut self, out: &mut Vec<LogEvent>) {
+        while let Some((ts, _, _)) = self.submission_order.front() {
+            if *ts + self.pair >= self.now {
+                break;
+            }
+            let (ts, u, ip) = self.submission_order.pop_front().expect("peeked");
+            let key = (u, ip);
+            if self.submission_logins.get(&key) == Some(&ts) {
+                self.submission_logins.remove(&key);
+            }
+        }
         while let Some((ts, ip)) = self.sasl_order.front().copied() {
             if ts + self.pair > self.now {
                 break;
@@ -996,6 +1028,13 @@ impl Joiner {
 
     /// At the cap: the oldest held thing goes.
     fn drop_oldest(&mut self, out: &mut Vec<LogEvent>) {
+        if let Some((ts, u, ip)) = self.submission_order.pop_front() {
+            let key = (u, ip);
+            if self.submission_logins.get(&key) == Some(&ts) {
+                self.submission_logins.remove(&key);
+            }
+            return;
+        }
         if let Some((ts, ip)) = self.sasl_order.pop_front() {
             self.expire_sasl(ts, ip, out);
             return;
@@ -1050,6 +1089,8 @@ impl Joiner {
             }
         }
         self.smtpd.clear();
+        self.submission_logins.clear();
+        self.submission_order.clear();
         self.deadlines.clear();
     }
 }

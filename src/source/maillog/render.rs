@@ -9,12 +9,41 @@ use std::fmt::Write;
 use crate::source::event::{AuthResult, Event, Kind, Protocol};
 use crate::time::format_rfc3339;
 
-/// Appends the lines of `e` to `out`; `seq` makes its session and queue
-/// ids unique.
+/// How the lines are stamped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stamp {
+    /// `2026-11-05T09:11:02.000+00:00 mail …` (rsyslog's RFC 3339 format).
+    Rfc3339,
+    /// `Nov  5 09:11:02 mail …` (classic syslog: no year, UTC).
+    Syslog,
+}
+
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+fn stamp(ts: crate::time::Millis, how: Stamp) -> String {
+    let t = format_rfc3339(ts);
+    match how {
+        // "2026-11-05T09:11:02.000Z" as rsyslog writes it.
+        Stamp::Rfc3339 => format!("{}+00:00", t.trim_end_matches('Z')),
+        Stamp::Syslog => {
+            let month: usize = t[5..7].parse().unwrap_or(1);
+            let day: u32 = t[8..10].parse().unwrap_or(1);
+            format!("{} {day:>2} {}", MONTHS[month - 1], &t[11..19])
+        }
+    }
+}
+
+/// Appends the lines of `e` to `out`, stamped RFC 3339; `seq` makes its
+/// session and queue ids unique.
 pub fn lines(e: &Event, seq: u64, out: &mut String) {
-    let ts = format_rfc3339(e.ts);
-    // "2026-11-05T09:11:02.000Z" as rsyslog writes it.
-    let stamp = format!("{}+00:00", ts.trim_end_matches('Z'));
+    lines_stamped(e, seq, Stamp::Rfc3339, out)
+}
+
+/// [`lines`] with the stamp chosen.
+pub fn lines_stamped(e: &Event, seq: u64, how: Stamp, out: &mut String) {
+    let stamp = stamp(e.ts, how);
     let ip = e.src_ip.map(|i| i.to_string()).unwrap_or_default();
     let mech = e.mechanism.as_deref().unwrap_or("PLAIN");
     let session = session_id(seq);
