@@ -2,9 +2,11 @@
 //! events: fail2ban (its `dovecot` and `postfix-sasl` jails, through
 //! `fail2ban-regex`) and CrowdSec (the `crowdsecurity/dovecot` and
 //! `crowdsecurity/postfix` collections, in replay mode). The sample day is
-//! rendered as the Dovecot and Postfix log lines those tools read; credwatch
-//! reads the same events as JSON. Prints two tables (speed, and what each
-//! caught); asserts nothing.
+//! written as the Dovecot and Postfix log lines the servers write for it
+//! (`source::maillog::render`: a login is one line or two, a message four);
+//! every tool reads that same file, and credwatch also reads the same
+//! events as its JSON. Prints two tables (speed, and what each caught);
+//! asserts nothing.
 //!
 //!     benches/compare-setup            # once, as root: apt fail2ban crowdsec
 //!     cargo bench --bench compare      # 5,000 accounts (about 140k events)
@@ -21,62 +23,9 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use credwatch::demo::sample::{self, DayParams, Expected};
+use credwatch::source::event::{parse_event, ParseLimits};
+use credwatch::source::maillog::render::{lines_stamped, Stamp};
 use serde_json::Value;
-
-const MONTHS: [&str; 12] = [
-    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-];
-
-/// `Nov  5 10:00:00` from `2026-11-05T10:00:00.000Z`.
-fn syslog_time(ts: i64) -> String {
-    let t = credwatch::time::format_rfc3339(ts);
-    let month: usize = t[5..7].parse().expect("month");
-    let day: u32 = t[8..10].parse().expect("day");
-    format!("{} {day:>2} {}", MONTHS[month - 1], &t[11..19])
-}
-
-/// One event as the line Dovecot or Postfix would log for it.
-fn render(v: &Value, ts: i64, n: usize) -> String {
-    let at = syslog_time(ts);
-    let account = v["account"].as_str().unwrap_or("");
-    let ip = v["src_ip"].as_str().unwrap_or("127.0.0.1");
-    let mech = v["mechanism"].as_str().unwrap_or("PLAIN");
-    let qid = format!("4X{n:08X}");
-    let pid = 1000 + n % 30_000;
-    match v["kind"].as_str().unwrap_or("auth") {
-        "submission" => format!(
-            "{at} mx1 postfix/qmgr[{pid}]: {qid}: from=<{}>, size=2048, nrcpt={} (queue active)",
-            v["mail_from"].as_str().unwrap_or(""),
-            v["rcpt_count"].as_u64().unwrap_or(1)
-        ),
-        "bounce" => format!(
-            "{at} mx1 postfix/bounce[{pid}]: {qid}: sender non-delivery notification: 4Y{n:08X}"
-        ),
-        _ => {
-            let ok = v["result"] == "success";
-            match v["protocol"].as_str().unwrap_or("imap") {
-                "smtp" if ok => format!(
-                    "{at} mx1 postfix/submission/smtpd[{pid}]: {qid}: client=unknown[{ip}], sasl_method={mech}, sasl_username={account}"
-                ),
-                "smtp" => format!(
-                    "{at} mx1 postfix/submission/smtpd[{pid}]: warning: unknown[{ip}]: SASL {mech} authentication failed: authentication failure"
-                ),
-                p => {
-                    let p = if p == "pop3" { "pop3" } else { "imap" };
-                    if ok {
-                        format!(
-                            "{at} mx1 dovecot: {p}-login: Login: user=<{account}>, method={mech}, rip={ip}, lip=10.0.0.1, mpid={pid}, TLS, session=<{n:x}>"
-                        )
-                    } else {
-                        format!(
-                            "{at} mx1 dovecot: {p}-login: Disconnected (auth failed, 1 attempts in 2 secs): user=<{account}>, method={mech}, rip={ip}, lip=10.0.0.1, TLS, session=<{n:x}>"
-                        )
-                    }
-                }
-            }
-        }
-    }
-}
 
 struct Run {
     tool: String,
@@ -265,10 +214,17 @@ fn main() {
     let mut j = std::io::BufWriter::new(std::fs::File::create(&json).expect("json"));
     let mut l = std::io::BufWriter::new(std::fs::File::create(&log).expect("log"));
     let mut ips_of: BTreeMap<String, Vec<(i64, IpAddr)>> = BTreeMap::new();
+    let limits = ParseLimits::new(65_536, i64::MAX / 4);
+    let mut log_lines = 0usize;
+    let mut text = String::new();
     for (n, line) in lines.iter().enumerate() {
         let v: Value = serde_json::from_str(&line.json).expect("event");
         writeln!(j, "{}", line.json).expect("write");
-        writeln!(l, "{}", render(&v, line.ts, n)).expect("write");
+        let e = parse_event(line.json.as_bytes(), &limits).expect("sample events are valid");
+        text.clear();
+        lines_stamped(&e, n as u64, Stamp::Syslog, &mut text);
+        log_lines += text.lines().count();
+        l.write_all(text.as_bytes()).expect("write");
         if let (Some(a), Some(ip)) = (v["account"].as_str(), v["src_ip"].as_str()) {
             if let Ok(ip) = ip.parse() {
                 ips_of.entry(a.to_string()).or_default().push((line.ts, ip));
@@ -283,54 +239,84 @@ fn main() {
     let mut runs = Vec::new();
     let mut banned: Vec<(&str, BTreeSet<String>)> = Vec::new();
 
-    // credwatch replay (the release binary, default threads).
+    // credwatch replay (the release binary, default threads): the JSON
+    // events, then the log file every other tool reads.
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_credwatch"));
-    let start = Instant::now();
-    let out = Command::new(&bin)
-        .args(["replay", "--config"])
-        .arg(&config)
-        .arg(&json)
-        .env_remove("RUST_LOG")
-        // This benchmark's own setting is not one of credwatch's.
-        .env_remove("CREDWATCH_BENCH_ACCOUNTS")
-        .output()
-        .expect("credwatch replay");
-    assert!(
-        out.status.success(),
-        "credwatch replay failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let seconds = start.elapsed().as_secs_f64();
-    let actions: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    let locked: BTreeSet<String> = actions
-        .iter()
-        .filter(|a| a["type"] == "account.lock")
-        .filter_map(|a| a["data"]["account"].as_str().map(str::to_string))
-        .collect();
+    let credwatch = |args: &[&str], input: &Path| -> (f64, Vec<Value>) {
+        let start = Instant::now();
+        let out = Command::new(&bin)
+            .args(["replay", "--config"])
+            .arg(&config)
+            .args(args)
+            .arg(input)
+            .env_remove("RUST_LOG")
+            // This benchmark's own setting is not one of credwatch's.
+            .env_remove("CREDWATCH_BENCH_ACCOUNTS")
+            .output()
+            .expect("credwatch replay");
+        assert!(
+            out.status.success(),
+            "credwatch replay failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let seconds = start.elapsed().as_secs_f64();
+        let actions = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        (seconds, actions)
+    };
+    let lock_set = |actions: &[Value]| -> BTreeSet<String> {
+        actions
+            .iter()
+            .filter(|a| a["type"] == "account.lock")
+            .filter_map(|a| a["data"]["account"].as_str().map(str::to_string))
+            .collect()
+    };
+    let note = |actions: &[Value]| {
+        let locks = actions
+            .iter()
+            .filter(|a| a["type"] == "account.lock")
+            .count();
+        format!("{locks} locks, {} alerts", actions.len() - locks)
+    };
+    let (json_secs, actions) = credwatch(&[], &json);
+    let locked = lock_set(&actions);
     runs.push(Run {
-        tool: "credwatch replay (all six detectors)".into(),
+        tool: "credwatch replay, JSON events (all detectors)".into(),
         lines: n,
-        seconds,
+        seconds: json_secs,
+        note: note(&actions),
+    });
+    let (log_secs, log_actions) = credwatch(&["--format", "maillog"], &log);
+    runs.push(Run {
+        tool: "credwatch replay --format maillog, the log file".into(),
+        lines: log_lines,
+        seconds: log_secs,
         note: format!(
-            "{} locks, {} alerts",
-            locked.len(),
-            actions.len()
-                - actions
-                    .iter()
-                    .filter(|a| a["type"] == "account.lock")
-                    .count()
+            "{}; {:.0} events/s = {:.2} of the JSON path; {} of the JSON path's locked accounts",
+            note(&log_actions),
+            n as f64 / log_secs,
+            json_secs / log_secs,
+            if lock_set(&log_actions) == locked {
+                "the same"
+            } else {
+                "NOT the same"
+            }
         ),
     });
 
     if have("fail2ban-regex") {
-        let (r1, m1) = fail2ban(&log, n, "dovecot", "/etc/fail2ban/filter.d/dovecot.conf");
-        let (r2, m2) = fail2ban(&log, n, "postfix-sasl", "postfix[mode=auth]");
+        let (r1, m1) = fail2ban(
+            &log,
+            log_lines,
+            "dovecot",
+            "/etc/fail2ban/filter.d/dovecot.conf",
+        );
+        let (r2, m2) = fail2ban(&log, log_lines, "postfix-sasl", "postfix[mode=auth]");
         let both = Run {
             tool: "fail2ban, both jails on the same log".into(),
-            lines: n,
+            lines: log_lines,
             seconds: r1.seconds + r2.seconds,
             note: String::new(),
         };
@@ -344,7 +330,7 @@ fn main() {
         eprintln!("fail2ban-regex not installed: skipped (benches/compare-setup installs it)");
     }
     if have("crowdsec") {
-        match crowdsec(dir.path(), &log, n) {
+        match crowdsec(dir.path(), &log, log_lines) {
             Ok((r, b)) => {
                 runs.push(r);
                 banned.push(("CrowdSec", b));
@@ -358,7 +344,7 @@ fn main() {
     let mut t = String::new();
     let _ = writeln!(
         t,
-        "\n{n} events ({accounts} accounts), the same events as JSON and as Dovecot/Postfix log lines\n"
+        "\n{n} events ({accounts} accounts): as JSON, and as the {log_lines} Dovecot/Postfix log lines the servers write for them\n"
     );
     let _ = writeln!(t, "| tool | lines | seconds | lines/s | result |");
     let _ = writeln!(t, "|---|---:|---:|---:|---|");

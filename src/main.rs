@@ -134,6 +134,11 @@ enum Command {
         /// Seed of the generated day.
         #[arg(long, default_value_t = 7)]
         seed: u64,
+        /// `maillog`: play the day as the log lines Dovecot and Postfix
+        /// write for it, on a log topic the service reads
+        /// (`kafka.log_topics`), instead of JSON events.
+        #[arg(long, value_enum, default_value_t = Format::Json)]
+        format: Format,
     },
 }
 
@@ -327,6 +332,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             seconds,
             accounts,
             seed,
+            format,
         } => {
             init_logs("warn");
             let opts = credwatch::demo::DemoOptions {
@@ -335,6 +341,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 seconds: seconds.max(0.0),
                 accounts,
                 seed,
+                maillog: format == Format::Maillog,
             };
             let ok = credwatch::demo::demo(opts, &mut io::stdout())?;
             Ok(if ok {

@@ -60,3 +60,47 @@ fn demo_catches_the_seeds_attacks_and_exits_cleanly() {
         "expected the seed's locks in the timeline:\n{stdout}"
     );
 }
+
+/// `credwatch demo --format maillog`: the same day as the log lines
+/// Dovecot and Postfix write, on a log topic the service's log stage
+/// reads; the seed's attacks are caught the same way.
+#[test]
+fn demo_as_log_lines_catches_the_same_attacks() {
+    let out = Command::new(env!("CARGO_BIN_EXE_credwatch"))
+        .args([
+            "demo",
+            "--format",
+            "maillog",
+            "--seconds",
+            "3",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run credwatch demo --format maillog");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        "The day as Dovecot and Postfix log it",
+        "dovecot: ",
+        "locked by impossible_travel",
+        "locked by sender_mismatch",
+        "locked by send_volume",
+        "Stopped cleanly",
+    ] {
+        assert!(
+            stdout.contains(want),
+            "demo output lacks {want:?}:\n{stdout}"
+        );
+    }
+    assert!(
+        !stdout.contains("MISSED") && !stdout.contains("WRONGLY LOCKED"),
+        "{stdout}"
+    );
+}

@@ -41,9 +41,13 @@ pub struct DemoOptions {
     pub seconds: f64,
     pub accounts: usize,
     pub seed: u64,
+    /// Play the day as Dovecot's and Postfix's log lines on a log topic
+    /// (`kafka.log_topics`) instead of JSON events.
+    pub maillog: bool,
 }
 
 const INPUT: &str = "mail.events";
+const LOGS: &str = "mail.logs";
 const ACTIONS: &str = "credwatch.actions";
 const DLQ: &str = "credwatch.dlq";
 
@@ -71,6 +75,9 @@ fn run(
     broker.create_topic(INPUT, 4)?;
     broker.create_topic(ACTIONS, 1)?;
     broker.create_topic(DLQ, 1)?;
+    if o.maillog {
+        broker.create_topic(LOGS, 1)?;
+    }
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -79,7 +86,7 @@ fn run(
     let metrics = Arc::new(Metrics::new());
     let hooks_seen = Arc::new(Mutex::new(HookLog::default()));
     let hook_port = rt.block_on(receiver(hooks_seen.clone()))?;
-    let settings = demo_settings(geo, &broker.bootstrap_servers(), hook_port)?;
+    let settings = demo_settings(geo, &broker.bootstrap_servers(), hook_port, o.maillog)?;
     let endpoint = rt.block_on(async {
         let at = |listen: &str| crate::http::HttpConfig {
             listen: listen.to_string(),
@@ -147,7 +154,13 @@ fn run(
         };
         let (mut lines, expected) = sample::generate_day(&params);
         lines.sort_by_key(|l| l.ts);
-        produced += play(
+        let (lines, events) = if o.maillog {
+            as_log_lines(&lines, day == 0, out)?
+        } else {
+            let n = lines.len() as u64;
+            (lines.into_iter().map(|l| (l, None)).collect(), n)
+        };
+        let played = play(
             &producer,
             &lines,
             &expected,
@@ -157,6 +170,12 @@ fn run(
             &timeline,
             out,
         )?;
+        // Every event of the day, or as many as the lines played made.
+        produced += if played == lines.len() as u64 {
+            events
+        } else {
+            played
+        };
         // Let the service judge everything and the timeline print it.
         let deadline = Instant::now() + Duration::from_secs(60);
         while (service.processed() as u64) < produced && Instant::now() < deadline {
@@ -217,9 +236,15 @@ fn demo_settings(
     geo: &sample::GeoFiles,
     brokers: &str,
     hook_port: u16,
+    maillog: bool,
 ) -> anyhow::Result<Settings> {
+    let logs = if maillog {
+        format!("log_topics = [{LOGS:?}]\n")
+    } else {
+        String::new()
+    };
     let text = format!(
-        "{}\n[kafka]\nbrokers = {brokers:?}\ngroup_id = \"credwatch-demo\"\ninput_topics = [{INPUT:?}]\n\
+        "{}\n[kafka]\nbrokers = {brokers:?}\ngroup_id = \"credwatch-demo\"\ninput_topics = [{INPUT:?}]\n{logs}\
          actions_topic = {ACTIONS:?}\ndead_letter_topic = {DLQ:?}\ncommit_interval_ms = 200\n\
          [kafka.properties]\n\"fetch.wait.max.ms\" = \"10\"\n\
          [webhook]\nurls = [\"http://127.0.0.1:{hook_port}/credwatch\"]\nsecret = {DEMO_SECRET:?}\n",
@@ -234,7 +259,7 @@ fn demo_settings(
 #[allow(clippy::too_many_arguments)]
 fn play(
     producer: &ThreadedProducer<rdkafka::producer::DefaultProducerContext>,
-    lines: &[Line],
+    lines: &[(Line, Option<String>)],
     expected: &[Expected],
     day_start: Millis,
     seconds: f64,
@@ -242,7 +267,7 @@ fn play(
     timeline: &Timeline,
     out: &mut dyn Write,
 ) -> anyhow::Result<u64> {
-    let Some(last) = lines.last() else {
+    let Some((last, _)) = lines.last() else {
         return Ok(0);
     };
     let span = (last.ts - day_start).max(1) as f64;
@@ -254,7 +279,7 @@ fn play(
     let mut markers = markers.into_iter().peekable();
     let t0 = Instant::now();
     let mut n = 0u64;
-    for line in lines {
+    for (line, log) in lines {
         if stop.load(Ordering::Relaxed) {
             break;
         }
@@ -275,16 +300,25 @@ fn play(
             timeline.print(out)?;
             std::thread::sleep(wait.min(Duration::from_millis(200)));
         }
-        let key = account_of(&line.json);
-        let mut record = BaseRecord::to(INPUT).payload(line.json.as_bytes()).key(key);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((_, r)) => {
-                    record = r;
-                    std::thread::sleep(Duration::from_millis(2));
+        match log {
+            // The event's log lines, one per message, keyed by host as a
+            // log shipper sends them; the log stage makes the event again.
+            Some(text) => {
+                for l in text.lines() {
+                    send(
+                        producer,
+                        BaseRecord::to(LOGS)
+                            .payload(l.as_bytes())
+                            .key("mail.example.jp"),
+                    );
                 }
             }
+            None => send(
+                producer,
+                BaseRecord::to(INPUT)
+                    .payload(line.json.as_bytes())
+                    .key(account_of(&line.json)),
+            ),
         }
         n += 1;
     }
@@ -292,6 +326,63 @@ fn play(
         .flush(Duration::from_secs(30))
         .context("the embedded broker did not take the demo's events")?;
     Ok(n)
+}
+
+fn send(
+    producer: &ThreadedProducer<rdkafka::producer::DefaultProducerContext>,
+    mut record: BaseRecord<'_, str, [u8]>,
+) {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return,
+            Err((_, r)) => {
+                record = r;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+    }
+}
+
+/// The day as Dovecot's and Postfix's log lines
+/// ([`crate::source::maillog::render`]): each event with its lines, and
+/// how many events the log stage will make of them (a submission is also
+/// an SMTP login, as Postfix logs it), for the demo to wait for. Prints a
+/// few lines of the first day, so an operator sees the format they have.
+fn as_log_lines(
+    lines: &[Line],
+    show: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<(Vec<(Line, Option<String>)>, u64)> {
+    use crate::source::maillog::{render, Joiner, MaillogConfig};
+    let limits = crate::source::event::ParseLimits::new(65_536, Millis::MAX / 4);
+    let cfg = MaillogConfig::default();
+    let clock = cfg.clock(Millis::MAX / 4);
+    let mut joiner = Joiner::new(&cfg);
+    let mut made = Vec::new();
+    let mut result = Vec::with_capacity(lines.len());
+    for (n, l) in lines.iter().enumerate() {
+        let e = crate::source::event::parse_event(l.json.as_bytes(), &limits)?;
+        let mut text = String::new();
+        render::lines(&e, n as u64, &mut text);
+        for t in text.lines() {
+            joiner.feed(t, n as u64, &clock, &mut made);
+        }
+        result.push((l.clone(), Some(text)));
+    }
+    joiner.finish(&mut made);
+    if show {
+        writeln!(
+            out,
+            "The day as Dovecot and Postfix log it (a few of its lines):"
+        )?;
+        for (_, t) in result.iter().step_by(997).take(6) {
+            if let Some(first) = t.as_deref().and_then(|t| t.lines().next()) {
+                writeln!(out, "  {first}")?;
+            }
+        }
+        writeln!(out)?;
+    }
+    Ok((result, made.len() as u64))
 }
 
 /// The account of a generated line (the recommended Kafka key).
