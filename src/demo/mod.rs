@@ -259,7 +259,7 @@ fn demo_settings(
 #[allow(clippy::too_many_arguments)]
 fn play(
     producer: &ThreadedProducer<rdkafka::producer::DefaultProducerContext>,
-    lines: &[(Line, Option<String>)],
+    lines: &[Played],
     expected: &[Expected],
     day_start: Millis,
     seconds: f64,
@@ -328,6 +328,9 @@ fn play(
     Ok(n)
 }
 
+/// An event of the day, and the log lines to play instead of its JSON.
+type Played = (Line, Option<String>);
+
 fn send(
     producer: &ThreadedProducer<rdkafka::producer::DefaultProducerContext>,
     mut record: BaseRecord<'_, str, [u8]>,
@@ -352,7 +355,7 @@ fn as_log_lines(
     lines: &[Line],
     show: bool,
     out: &mut dyn Write,
-) -> anyhow::Result<(Vec<(Line, Option<String>)>, u64)> {
+) -> anyhow::Result<(Vec<Played>, u64)> {
     use crate::source::maillog::{render, Joiner, MaillogConfig};
     let limits = crate::source::event::ParseLimits::new(65_536, Millis::MAX / 4);
     let cfg = MaillogConfig::default();
