@@ -105,6 +105,7 @@ fn measure(w: &Workload, settings: &credwatch::config::Settings, threads: usize)
         rejects: None,
         progress_total: None,
         events_out: None,
+        threads: 1,
     };
 
     // Three rounds, each measuring the three side by side, so that a noisy

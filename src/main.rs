@@ -207,6 +207,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .map(|r| r as &mut (dyn RejectSink + Send)),
                 progress_total: None,
                 events_out: None,
+                threads: 1,
             };
             let mut events_file = match &events_out {
                 Some(p) => Some(BufWriter::new(File::create(p).with_context(|| {
@@ -224,6 +225,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .max(1);
             engine.set_lanes(threads);
             if format == Format::Maillog {
+                // One judge, in the order the lines make events: the
+                // reading and joining run beside it (see replay_maillog).
+                engine.set_lanes(1);
+                opts.threads = threads;
                 let cfg = settings.config.maillog.clone();
                 let inputs = credwatch::source::maillog::open_inputs(
                     &input,

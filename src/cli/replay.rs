@@ -176,6 +176,10 @@ pub struct ReplayOptions<'a> {
     /// `--format maillog`: every event the log lines made, as the
     /// contract's JSON (one per line), for checking or for feeding a topic.
     pub events_out: Option<&'a mut (dyn Write + Send)>,
+    /// `--format maillog`: more than 1 reads and joins the lines on one
+    /// thread while another judges the events (in the same order: the
+    /// results are those of 1).
+    pub threads: usize,
 }
 
 /// Replays `input` through `engine`, writing actions to `out`.
@@ -308,67 +312,135 @@ impl Progress {
 
 /// Replays Dovecot and Postfix log lines (`--format maillog`): the inputs
 /// merged in time order, joined into events ([`crate::source::maillog`]),
-/// judged like JSON events.
-pub fn replay_maillog<W: Write>(
+/// judged like JSON events, one judge in the order the lines made them.
+/// With `opts.threads > 1` the reading and joining run on this thread and
+/// the judging on another, fed in batches: the same events in the same
+/// order, so the same actions.
+pub fn replay_maillog<W: Write + Send>(
     engine: &Engine,
     mut inputs: crate::source::maillog::Inputs,
     cfg: &crate::source::maillog::MaillogConfig,
     out: W,
     mut opts: ReplayOptions<'_>,
 ) -> io::Result<Summary> {
+    use crate::source::event::Event;
     use crate::source::maillog::{Joiner, LogEvent, Skip};
+    use std::sync::mpsc::sync_channel;
     let start = Instant::now();
-    let mut sink = JsonLines::new(out);
     let mut joiner = Joiner::new(cfg);
-    let mut events: Vec<LogEvent> = Vec::new();
-    let mut decisions = Vec::new();
+    let mut made: Vec<LogEvent> = Vec::new();
     let mut summary = Summary::default();
     let mut progress = Progress::new(opts.progress_total);
-    let mut judge = |events: &mut Vec<LogEvent>,
-                     joiner: &mut Joiner,
-                     summary: &mut Summary|
-     -> io::Result<()> {
-        for e in events.drain(..) {
-            match e.fields.to_event(&opts.limits) {
-                Ok(event) => {
-                    summary.events += 1;
-                    if let Some(w) = opts.events_out.as_deref_mut() {
-                        w.write_all(&e.fields.to_json())?;
-                        w.write_all(b"\n")?;
-                    }
-                    engine.process(&event, None, &mut decisions);
-                    for d in decisions.drain(..) {
-                        deliver(d, &mut sink)?;
-                    }
-                }
-                Err(r) => {
-                    joiner.counts.skip(Skip::Invalid);
-                    *joiner.counts.invalid.entry(r.reason).or_default() += 1;
+    // Events to judge, in order; the judge runs here or on its own thread.
+    let (tx, rx) = sync_channel::<Vec<Event>>(if opts.threads > 1 { 8 } else { 0 });
+    let judge = |rx: std::sync::mpsc::Receiver<Vec<Event>>, out: W| -> io::Result<(u64, u64)> {
+        let mut sink = JsonLines::new(out);
+        let mut decisions = Vec::new();
+        let mut events = 0u64;
+        for batch in rx {
+            for event in &batch {
+                events += 1;
+                engine.process(event, None, &mut decisions);
+                for d in decisions.drain(..) {
+                    deliver(d, &mut sink)?;
                 }
             }
         }
+        sink.flush()?;
+        Ok((events, sink.written))
+    };
+    let mut read = |tx: std::sync::mpsc::SyncSender<Vec<Event>>,
+                    judge_now: &mut dyn FnMut(Vec<Event>) -> io::Result<()>|
+     -> io::Result<()> {
+        let mut batch: Vec<Event> = Vec::with_capacity(1024);
+        let mut take = |made: &mut Vec<LogEvent>,
+                        joiner: &mut Joiner,
+                        batch: &mut Vec<Event>|
+         -> io::Result<()> {
+            for e in made.drain(..) {
+                match e.fields.to_event(&opts.limits) {
+                    Ok(event) => {
+                        if let Some(w) = opts.events_out.as_deref_mut() {
+                            w.write_all(&e.fields.to_json())?;
+                            w.write_all(b"\n")?;
+                        }
+                        batch.push(event);
+                    }
+                    Err(r) => {
+                        joiner.counts.skip(Skip::Invalid);
+                        *joiner.counts.invalid.entry(r.reason).or_default() += 1;
+                    }
+                }
+            }
+            Ok(())
+        };
+        let flush = |batch: &mut Vec<Event>,
+                     judge_now: &mut dyn FnMut(Vec<Event>) -> io::Result<()>|
+         -> io::Result<()> {
+            let full = std::mem::replace(batch, Vec::with_capacity(1024));
+            if opts.threads > 1 {
+                tx.send(full)
+                    .map_err(|_| io::Error::other("the judging thread stopped"))
+            } else {
+                judge_now(full)
+            }
+        };
+        while let Some(line) = inputs.next_line()? {
+            if line.too_long.is_some() {
+                joiner.skipped(Skip::TooLong);
+            } else {
+                let text = String::from_utf8_lossy(&line.text);
+                if text.trim().is_empty() {
+                    continue;
+                }
+                joiner.feed(&text, line.reference(), &line.clock, &mut made);
+            }
+            take(&mut made, &mut joiner, &mut batch)?;
+            if batch.len() >= 1024 {
+                flush(&mut batch, judge_now)?;
+            }
+            progress.tick(inputs.bytes_read(), joiner.counts.lines);
+        }
+        joiner.finish(&mut made);
+        take(&mut made, &mut joiner, &mut batch)?;
+        flush(&mut batch, judge_now)?;
         Ok(())
     };
-    while let Some(line) = inputs.next_line()? {
-        if line.too_long.is_some() {
-            joiner.skipped(Skip::TooLong);
-        } else {
-            let text = String::from_utf8_lossy(&line.text);
-            if text.trim().is_empty() {
-                continue;
+    let (events, written) = if opts.threads > 1 {
+        std::thread::scope(|s| -> io::Result<(u64, u64)> {
+            let judging = s.spawn(move || judge(rx, out));
+            let r = read(tx, &mut |_| Ok(()));
+            let j = judging
+                .join()
+                .map_err(|_| io::Error::other("the judging thread panicked"))?;
+            r.and(j)
+        })?
+    } else {
+        // Strictly sequential: each batch is judged as soon as it is full.
+        drop(rx);
+        let mut sink = JsonLines::new(out);
+        let mut decisions = Vec::new();
+        let mut events = 0u64;
+        let (dummy, _) = sync_channel::<Vec<Event>>(0);
+        read(dummy, &mut |batch| {
+            for event in &batch {
+                events += 1;
+                engine.process(event, None, &mut decisions);
+                for d in decisions.drain(..) {
+                    deliver(d, &mut sink)?;
+                }
             }
-            joiner.feed(&text, line.reference(), &line.clock, &mut events);
-        }
-        judge(&mut events, &mut joiner, &mut summary)?;
-        progress.tick(inputs.bytes_read(), joiner.counts.lines);
-    }
-    joiner.finish(&mut events);
-    judge(&mut events, &mut joiner, &mut summary)?;
+            Ok(())
+        })?;
+        sink.flush()?;
+        drop(tx);
+        (events, sink.written)
+    };
     progress.finish();
-    sink.flush()?;
+    summary.events = events;
     summary.lines = joiner.counts.lines;
     summary.elapsed = start.elapsed();
-    summary.actions = sink.written;
+    summary.actions = written;
     summary.log = Some(joiner.counts.clone());
     fill(engine, &mut summary);
     Ok(summary)

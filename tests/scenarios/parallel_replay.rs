@@ -15,6 +15,7 @@ fn opts<'a>() -> ReplayOptions<'a> {
         rejects: None,
         progress_total: None,
         events_out: None,
+        threads: 1,
     }
 }
 

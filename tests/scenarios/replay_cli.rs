@@ -268,3 +268,75 @@ fn check_config_prints_the_effective_config_and_names_bad_keys() {
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("min_acounts"), "{err}");
 }
+
+/// `--format maillog`: several files (a .gz among them, out of order) are
+/// merged in time; judging beside the reading (`--threads 2`) gives
+/// exactly what one thread does; the summary counts why lines gave
+/// nothing; a missing file is a clear error naming it.
+#[test]
+fn maillog_replay_merges_files_and_threads_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        "[geoip]\ncity_db = \"\"\n[detectors.impossible_travel]\nenabled = false\n[maillog]\nhosted_domains = [\"example.jp\"]\n",
+    )
+    .unwrap();
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/real-logs");
+    let files = [
+        format!("{data}/real-daemons/postfix.log"),
+        format!("{data}/pixelpark-postfix-logsums/mail.log.gz"),
+        format!("{data}/real-daemons/dovecot.log"),
+        format!("{data}/fail2ban/dovecot.log"),
+    ];
+    let run = |threads: &str| {
+        let out = credwatch()
+            .args([
+                "replay",
+                "--format",
+                "maillog",
+                "--year",
+                "2026",
+                "--threads",
+                threads,
+                "--config",
+            ])
+            .arg(&cfg)
+            .args(&files)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let (one, summary) = run("1");
+    let (two, _) = run("2");
+    assert_eq!(one, two);
+    assert!(
+        !one.is_empty(),
+        "the production log's relay account sends as others: {summary}"
+    );
+    assert!(
+        summary.contains("log lines:") && summary.contains("not_used"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("submission 21"),
+        "16 + 5 submissions: {summary}"
+    );
+    // A missing file is named.
+    let out = credwatch()
+        .args(["replay", "--format", "maillog", "--config"])
+        .arg(&cfg)
+        .arg(dir.path().join("nope.log"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("nope.log"), "{err}");
+}

@@ -316,6 +316,7 @@ fn an_office_nat_with_ordinary_typos_locks_nobody_in_any_parallel_run() {
         rejects: None,
         progress_total: None,
         events_out: None,
+        threads: 1,
     };
     let w = World::new();
     let locks = |out: &[u8]| -> Vec<String> {
