@@ -665,3 +665,69 @@ fn embedded_geoip_files_are_reloaded_when_they_change() {
         "the travel is caught with the reloaded databases"
     );
 }
+
+/// The log stage commits only past lines held for an event to come: a
+/// message whose `client=` line was read before a restart and whose
+/// envelope came after it is still one submission, made by the second
+/// instance from the line it read again.
+#[test]
+fn tansu_the_log_stage_keeps_a_held_line_across_a_restart() {
+    let b = Tansu::start();
+    let world = World::new();
+    create_topics(&b, 1);
+    b.create_topic("mail.logs", 1);
+    let at = |secs: i64| {
+        let t = credwatch::time::format_rfc3339(T0 + secs * 1000);
+        format!("{}+00:00", t.trim_end_matches('Z'))
+    };
+    let client = format!("{} mail postfix/submission/smtpd[7]: 5741C9B84F8: client=unknown[81.2.69.142], sasl_method=PLAIN, sasl_username=bob@example.jp", at(0));
+    let header = format!("{} mail postfix/cleanup[8]: 5741C9B84F8: info: header From: <bob@example.jp> from unknown[81.2.69.142]; from=<bob@example.jp> to=<x@remote.example> proto=ESMTP helo=<c>", at(0));
+    let qmgr = format!("{} mail postfix/qmgr[9]: 5741C9B84F8: from=<bob@example.jp>, size=415, nrcpt=3 (queue active)", at(1));
+    let cfg = || settings(&world, &b.brokers(), "logs", "log_topics = [\"mail.logs\"]");
+
+    produce_keyed(&b.brokers(), "mail.logs", &[("mail", client.as_str())]);
+    let first = start(cfg());
+    assert!(
+        wait_until(Duration::from_secs(60), || first.logs_processed() >= 1
+            && first.processed() >= 1),
+        "the first instance read {} line(s) and judged {} event(s)",
+        first.logs_processed(),
+        first.processed()
+    );
+    first.shutdown().expect("clean shutdown");
+
+    produce_keyed(
+        &b.brokers(),
+        "mail.logs",
+        &[("mail", header.as_str()), ("mail", qmgr.as_str())],
+    );
+    let second = start(cfg());
+    assert!(
+        wait_until(Duration::from_secs(60), || second.logs_processed() >= 3),
+        "the second instance read up to {}",
+        second.logs_processed()
+    );
+    let events = read(
+        &b.brokers(),
+        INPUT,
+        3,
+        Duration::from_secs(30),
+        Duration::from_secs(2),
+    );
+    second.shutdown().expect("clean shutdown");
+    let subs: Vec<_> = events
+        .iter()
+        .filter(|r| r.payload.contains("\"kind\":\"submission\""))
+        .collect();
+    assert_eq!(subs.len(), 1, "{events:#?}");
+    assert!(subs[0].payload.contains("\"rcpt_count\":3") && subs[0].key == "bob@example.jp");
+    // The login was forwarded before the restart and again after it (at
+    // least once).
+    assert!(
+        events
+            .iter()
+            .filter(|r| r.payload.contains("\"result\":\"success\""))
+            .count()
+            >= 1
+    );
+}

@@ -422,6 +422,11 @@ impl Service {
         }
     }
 
+    /// Lines of the log topics read by the log stage (0 without one).
+    pub fn logs_processed(&self) -> i64 {
+        self.logs.as_ref().map_or(0, |s| s.processed())
+    }
+
     /// Messages of the sources topic judged by the source stage (0 without one).
     pub fn sources_processed(&self) -> i64 {
         self.sources.as_ref().map_or(0, |s| s.processed())
