@@ -268,8 +268,9 @@ fn the_daemons_logs_give_the_storys_events_and_actions() {
         &[
             "--format",
             "maillog",
-            dovecot.to_str().unwrap(),
+            // Postfix's file first: the order of files must not matter.
             postfix.to_str().unwrap(),
+            dovecot.to_str().unwrap(),
         ],
         None,
     );

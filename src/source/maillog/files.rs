@@ -37,6 +37,9 @@ pub struct MergedLine {
     pub line_no: u64,
     pub clock: prefix::Clock,
     ts: Millis,
+    /// In the same millisecond, Dovecot's lines go first: its auth line of
+    /// an attempt is written before Postfix's warning of it.
+    after_dovecot: bool,
 }
 
 impl MergedLine {
@@ -49,8 +52,6 @@ impl MergedLine {
 /// The inputs of a replay, merged.
 pub struct Inputs {
     inputs: Vec<Input>,
-    /// Bytes read so far in all inputs (for progress).
-    max_bytes: usize,
 }
 
 /// Opens every input (`-`: standard input). An input that cannot be
@@ -93,7 +94,7 @@ pub fn open_inputs(paths: &[String], cfg: &MaillogConfig, max_bytes: usize) -> i
             last_ts: Millis::MIN,
         });
     }
-    let mut all = Inputs { inputs, max_bytes };
+    let mut all = Inputs { inputs };
     for i in 0..all.inputs.len() {
         all.advance(i)?;
     }
@@ -102,7 +103,6 @@ pub fn open_inputs(paths: &[String], cfg: &MaillogConfig, max_bytes: usize) -> i
 
 impl Inputs {
     fn advance(&mut self, i: usize) -> io::Result<()> {
-        let max = self.max_bytes;
         let input = &mut self.inputs[i];
         let mut text = Vec::new();
         let read = input.reader.next_line(&mut text).map_err(|e| {
@@ -122,18 +122,18 @@ impl Inputs {
                     Line::TooLong(n) => Some(n),
                     Line::Data => None,
                 };
-                let ts = if too_long.is_none() {
+                let split = if too_long.is_none() {
                     std::str::from_utf8(&text)
                         .ok()
                         .and_then(|t| prefix::split(t, &input.clock))
-                        .map(|p| p.ts)
+                        .map(|p| (p.ts, !super::dovecot::is_dovecot(p.program)))
                 } else {
                     None
                 };
+                let ts = split.map(|(ts, _)| ts);
                 if let Some(ts) = ts {
                     input.last_ts = ts;
                 }
-                let _ = max;
                 Some(MergedLine {
                     text,
                     too_long,
@@ -141,6 +141,7 @@ impl Inputs {
                     line_no: input.reader.line_no,
                     clock: input.clock,
                     ts: ts.unwrap_or(input.last_ts),
+                    after_dovecot: split.is_some_and(|(_, p)| p),
                 })
             }
         };
@@ -153,9 +154,9 @@ impl Inputs {
             .inputs
             .iter()
             .enumerate()
-            .filter_map(|(i, x)| x.next.as_ref().map(|l| (l.ts, i)))
+            .filter_map(|(i, x)| x.next.as_ref().map(|l| (l.ts, l.after_dovecot, i)))
             .min();
-        let Some((_, i)) = pick else {
+        let Some((_, _, i)) = pick else {
             return Ok(None);
         };
         let line = self.inputs[i].next.take();

@@ -197,6 +197,11 @@ impl Skip {
     }
 }
 
+/// How far apart Postfix's SASL warning may come before Dovecot's auth
+/// line of the same attempt (the same second in two files, a shipper's
+/// delay) and still be one failure.
+const LATE_AUTH_LINE: Millis = 5 * SECOND;
+
 /// The most failures one disconnect line stands for.
 pub const MAX_ATTEMPTS_PER_LINE: u32 = 100;
 
@@ -308,6 +313,10 @@ pub struct Joiner {
     /// not a second one.
     submission_logins: HashMap<(Box<str>, IpAddr), Millis>,
     submission_order: VecDeque<(Millis, Box<str>, IpAddr)>,
+    /// Postfix's SASL failures that found no Dovecot line to pair with, for
+    /// [`LATE_AUTH_LINE`]: Dovecot's line of the same attempt, if it comes
+    /// after, is then not a second failure.
+    recent_sasl: VecDeque<(Millis, IpAddr, Box<str>)>,
     messages: HashMap<Key, Message>,
     deadlines: BinaryHeap<Reverse<(Millis, Slot)>>,
     /// Lines held, so that a Kafka offset is committed only past them.
@@ -333,6 +342,7 @@ impl Joiner {
             smtpd: HashMap::new(),
             submission_logins: HashMap::new(),
             submission_order: VecDeque::new(),
+            recent_sasl: VecDeque::new(),
             messages: HashMap::new(),
             deadlines: BinaryHeap::new(),
             held: BTreeMap::new(),
@@ -568,6 +578,20 @@ impl Joiner {
     /// An auth-process line waits for the line of its service: by session
     /// (a login process), or by address (Postfix's SASL).
     fn wait(&mut self, host: &str, a: Attempt, out: &mut Vec<LogEvent>) {
+        if a.session.is_none() {
+            // Postfix's warning for this attempt came first: it is counted.
+            let user = a.user.to_lowercase();
+            let early = self.recent_sasl.iter().position(|(ts, ip, u)| {
+                Some(*ip) == a.ip
+                    && **u == *user
+                    && *ts + LATE_AUTH_LINE >= a.ts
+                    && *ts <= a.ts + LATE_AUTH_LINE
+            });
+            if let Some(i) = early {
+                self.recent_sasl.remove(i);
+                return;
+            }
+        }
         if self.holding() >= self.max {
             self.drop_oldest(out);
         }
@@ -666,6 +690,16 @@ impl Joiner {
                     None => (user, None, vec![]),
                 };
                 let user = user.ok_or(Skip::NoUser)?;
+                if paired.is_none() {
+                    // Dovecot's line may still come (the same second, given
+                    // after Postfix's file, or shipped later): it is then
+                    // this attempt, not another.
+                    self.recent_sasl
+                        .push_back((p.ts, ip, user.to_lowercase().into()));
+                    if self.recent_sasl.len() > self.max {
+                        self.recent_sasl.pop_front();
+                    }
+                }
                 lines.push(at);
                 out.push(LogEvent {
                     fields: auth(
@@ -904,6 +938,13 @@ impl Joiner {
     /// What waited past its time becomes an event on its own, or is
     /// dropped and counted.
     fn expire(&mut self, out: &mut Vec<LogEvent>) {
+        while self
+            .recent_sasl
+            .front()
+            .is_some_and(|(ts, _, _)| *ts + LATE_AUTH_LINE < self.now)
+        {
+            self.recent_sasl.pop_front();
+        }
         while let Some((ts, _, _)) = self.submission_order.front() {
             if *ts + self.pair >= self.now {
                 break;
@@ -1091,6 +1132,7 @@ impl Joiner {
         self.smtpd.clear();
         self.submission_logins.clear();
         self.submission_order.clear();
+        self.recent_sasl.clear();
         self.deadlines.clear();
     }
 }
@@ -1229,6 +1271,16 @@ mod tests {
         j.advance_to(j.now() + 61_000, &mut out);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].fields.pwhash.as_deref(), Some("3546d6"));
+        // Postfix's warning first (the same second, its file given first):
+        // still one failure.
+        let mut j = joiner(100);
+        let mut out = feed_all(&mut j, &[
+            "Dec 01 10:00:00 mail postfix/submission/smtpd[7]: warning: unknown[203.0.113.9]: SASL PLAIN authentication failed: (reason unavailable), sasl_username=bob@example.jp",
+            "Dec 01 10:00:00 auth: Info: passwd-file(bob@example.jp,203.0.113.9): Password mismatch (SHA1 of given password: 3546d6)",
+        ]);
+        j.advance_to(j.now() + 61_000, &mut out);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(j.oldest_held(), None);
     }
 
     #[test]
