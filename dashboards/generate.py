@@ -103,6 +103,13 @@ def overview():
               unit="percentunit", kind="gauge", max_=1),
         panel(15, "State evictions /15m by cause", 18, 40, 6, 8,
               [("sum by (cause) (increase(credwatch_state_evictions_total[15m]))", "{{cause}}")]),
+        panel(16, "Log lines /s by outcome (kafka.log_topics)", 0, 48, 12, 8,
+              [(f"sum by (outcome) (rate(credwatch_log_lines_total{r}))", "{{outcome}}")],
+              unit="ops", stack=True,
+              description="used: went into an event; the rest say why a line gave none (docs/maillog.md). Above half unreadable, CredwatchLogLinesUnreadable fires."),
+        panel(17, "Log joins held", 12, 48, 12, 8,
+              [("sum(credwatch_log_joins_held)", "held")],
+              description="Messages, sessions and waiting failures waiting for the rest of their lines (at most maillog.max_joins per partition)."),
     ]
     return {
         "uid": "credwatch-overview",
