@@ -461,9 +461,14 @@ impl Joiner {
                 self.smtpd.remove(&k);
                 Err(Skip::NotUsed)
             }
-            F::Disconnect => {
-                self.smtpd.remove(&smtpd_key());
-                Err(Skip::NotUsed)
+            F::Disconnect { auth_ok } => {
+                let seen = self.smtpd.remove(&smtpd_key()).flatten().is_some();
+                // A login that queued nothing: Postfix logs no user for it.
+                if auth_ok > 0 && !seen {
+                    Err(Skip::NoUser)
+                } else {
+                    Err(Skip::NotUsed)
+                }
             }
             F::SaslFailed {
                 ip,
@@ -1094,6 +1099,20 @@ mod tests {
         let clock = clock();
         j.feed("Dec 01 10:03:00 imap-login: Info: Disconnected: Inactivity (auth failed, 1 attempts in 180 secs): user=<erin@example.jp>, method=PLAIN, rip=198.51.100.7, lip=10.0.0.1, session=<S2>", 2, &clock, &mut out);
         assert_eq!(out.len(), 1, "counted once: {out:?}");
+    }
+
+    #[test]
+    fn a_login_that_queued_nothing_is_counted_as_without_a_user() {
+        let mut j = joiner(100);
+        let out = feed_all(&mut j, &[
+            "Dec 01 10:00:00 mail postfix/submission/smtpd[7]: connect from unknown[203.0.113.9]",
+            "Dec 01 10:00:05 mail postfix/submission/smtpd[7]: disconnect from unknown[203.0.113.9] ehlo=1 auth=1 quit=1 commands=3",
+            "Dec 01 10:01:00 mail postfix/submission/smtpd[7]: connect from unknown[203.0.113.9]",
+            CLIENT,
+            "Dec 01 10:01:05 mail postfix/submission/smtpd[7]: disconnect from unknown[203.0.113.9] ehlo=1 auth=1 mail=1 rcpt=1 data=1 quit=1 commands=6",
+        ]);
+        assert_eq!(out.len(), 1, "the client= line's login: {out:?}");
+        assert_eq!(j.counts.skipped[&Skip::NoUser], 1, "{:?}", j.counts);
     }
 
     #[test]

@@ -138,8 +138,9 @@ pub enum Skip {
     /// A login refused by an auth policy server (credwatch itself, or
     /// another): not a wrong password.
     PolicyRefusal,
-    /// A failed login with no user name on the line (Postfix before
-    /// 3.6.12 / 3.7.8 without Dovecot's auth line to pair it with).
+    /// A login with no user name on the line: a failure (Postfix before
+    /// 3.6.12 / 3.7.8 without Dovecot's auth line to pair it with), or
+    /// Postfix's `disconnect … auth=1` of a login that queued nothing.
     NoUser,
     /// A login with no client address (a UNIX socket, a proxy without
     /// the PROXY protocol).

@@ -14,8 +14,9 @@ use crate::source::event::parse_ip;
 pub enum Fact<'a> {
     /// `connect from host[ip]`: a new smtpd session.
     Connect,
-    /// `disconnect from host[ip] … auth=N[/M] …`.
-    Disconnect,
+    /// `disconnect from host[ip] … auth=N[/M] …`: how many AUTH commands
+    /// succeeded (`auth=1`: one of one; `auth=0/2`: none of two).
+    Disconnect { auth_ok: u32 },
     /// `warning: host[ip]: SASL LOGIN authentication failed: reason[,
     /// sasl_username=user]` (the user only since 3.6.12 / 3.7.8).
     SaslFailed {
@@ -182,7 +183,12 @@ fn smtpd(message: &str) -> Result<Fact<'_>, Skip> {
         return Ok(Fact::Connect);
     }
     if message.starts_with("disconnect from ") {
-        return Ok(Fact::Disconnect);
+        let auth_ok = message
+            .split(' ')
+            .find_map(|w| w.strip_prefix("auth="))
+            .and_then(|v| v.split('/').next()?.parse().ok())
+            .unwrap_or(0);
+        return Ok(Fact::Disconnect { auth_ok });
     }
     if let Some(w) = message.strip_prefix("warning: ") {
         let Some((ip, rest)) = client(w) else {
@@ -349,6 +355,17 @@ mod tests {
             })
         );
         assert_eq!(daemon("postfix-smo/submission/smtpd"), Some("smtpd"));
+        assert_eq!(
+            parse("smtpd", "disconnect from unknown[1.2.3.4] ehlo=2 starttls=1 auth=1 mail=1 rcpt=1 data=1 quit=1 commands=8"),
+            Ok(Fact::Disconnect { auth_ok: 1 })
+        );
+        assert_eq!(
+            parse(
+                "smtpd",
+                "disconnect from unknown[1.2.3.4] ehlo=1 auth=0/1 commands=1/2"
+            ),
+            Ok(Fact::Disconnect { auth_ok: 0 })
+        );
         assert_eq!(daemon("sshd"), None);
     }
 }
