@@ -141,7 +141,8 @@ fn the_readmes_rsyslog_snippet_ships_lines_credwatch_reads() {
     // Keyed by the host the line names (its second field), not by a
     // literal: one host's lines stay together, hosts spread.
     assert!(
-        got.iter().all(|(k, v)| v.split(' ').nth(1) == Some(k.as_str())),
+        got.iter()
+            .all(|(k, v)| v.split(' ').nth(1) == Some(k.as_str())),
         "keyed by the host: {:?}",
         &got[..2]
     );

@@ -64,10 +64,15 @@ impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "credwatch replay: {} lines in {:.2} s ({} events/s)",
+            "credwatch replay: {} lines in {:.2} s ({} {}/s)",
             n(self.lines),
             self.elapsed.as_secs_f64(),
-            n(self.events_per_second() as u64)
+            n(self.events_per_second() as u64),
+            if self.log.is_some() {
+                "lines"
+            } else {
+                "events"
+            }
         )?;
         let kinds: Vec<String> = ["auth", "submission", "bounce"]
             .iter()
