@@ -129,7 +129,11 @@ impl ConsumerCtx {
                 parts.insert((part.topic.clone(), part.partition), part.clone());
                 new.push(part);
             }
-            s.metrics.partitions_assigned.set(parts.len() as i64);
+            // The gauge is the judging stage's; the source and log stages
+            // would overwrite it with their own topics' partitions.
+            if s.primary {
+                s.metrics.partitions_assigned.set(parts.len() as i64);
+            }
         }
         s.update_lanes();
         s.joined.store(true, Ordering::Relaxed);
@@ -174,7 +178,9 @@ impl ConsumerCtx {
                 .iter()
                 .filter_map(|e| parts.remove(&(Arc::<str>::from(e.topic()), e.partition())))
                 .collect();
-            s.metrics.partitions_assigned.set(parts.len() as i64);
+            if s.primary {
+                s.metrics.partitions_assigned.set(parts.len() as i64);
+            }
             gone
         };
         s.update_lanes();
