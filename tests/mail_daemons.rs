@@ -3,7 +3,7 @@
 //! clients through a small story: ordinary logins and a typo, a guesser
 //! who finds erin's password, bob sending as three other hosted customers,
 //! a message that bounces back to the address it claimed, wrong SMTP
-//! passwords. The daemons' own log files then go to `credwatch replay
+//! passwords, a sprayer who gets into frank's mailbox. The daemons' own log files then go to `credwatch replay
 //! --format maillog`; the events they make and the actions credwatch takes
 //! must be those of the same story written as the contract's JSON events.
 
@@ -157,6 +157,17 @@ fn play(stack: &MailStack, story: &mut Story) {
         .smtp_session(guesser, "nobody@example.jp", "x", &[])
         .is_err());
     story.auth("nobody@example.jp", "smtp", guesser, false, Some("x"));
+
+    // A sprayer tries one password on fifteen accounts (most do not
+    // exist), then gets into frank's with his own.
+    let sprayer = ip("Moscow", 44);
+    for i in 0..15 {
+        let user = format!("staff{i}@example.jp");
+        assert!(!stack.imap_login(sprayer, &user, &["Winter2026!"]));
+        story.auth(&user, "imap", sprayer, false, Some("Winter2026!"));
+    }
+    assert!(stack.imap_login(sprayer, "frank@example.jp", &["frank-pw"]));
+    story.auth("frank@example.jp", "imap", sprayer, true, None);
 }
 
 /// Runs `credwatch replay` and returns (actions, events made, summary).
@@ -299,7 +310,8 @@ fn the_daemons_logs_give_the_storys_events_and_actions() {
     assert_eq!(guesses.len(), 12, "{made:#?}");
 
     // The same decisions: erin locked (guessed), bob locked (sent as
-    // others), nobody else.
+    // others), frank locked (got into from a spraying address), alice
+    // left alone.
     assert_eq!(
         decisions(&from_logs),
         decisions(&from_json),
@@ -326,10 +338,12 @@ fn the_daemons_logs_give_the_storys_events_and_actions() {
         "{d:?}"
     );
     assert!(
-        !d.iter()
-            .any(|(a, ..)| a == "alice@example.jp" || a == "frank@example.jp"),
+        d.iter().any(|(a, det, act, _)| a == "frank@example.jp"
+            && det == "password_spray"
+            && act == "lock"),
         "{d:?}"
     );
+    assert!(!d.iter().any(|(a, ..)| a == "alice@example.jp"), "{d:?}");
 
     // The same lines through `run`: shipped to a log topic one line per
     // message, keyed by host (as rsyslog's omkafka does), in the order the
