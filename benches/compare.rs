@@ -11,6 +11,7 @@
 //!     benches/compare-setup            # once, as root: apt fail2ban crowdsec
 //!     cargo bench --bench compare      # 5,000 accounts (about 140k events)
 //!     CREDWATCH_BENCH_ACCOUNTS=20000 cargo bench --bench compare
+//!     CREDWATCH_BENCH_KEEP=/tmp/cmp cargo bench --bench compare   # keep the files
 //!
 //! A tool that is not installed is reported as such and skipped.
 
@@ -199,18 +200,31 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(5_000);
     let dir = tempfile::tempdir().expect("tempdir");
+    // CREDWATCH_BENCH_KEEP=DIR: the day's files are written there and kept
+    // (events.jsonl, mail.log, credwatch.toml and its GeoIP databases), to
+    // measure one side on its own (callgrind, BENCHMARKS.md).
+    let kept = std::env::var("CREDWATCH_BENCH_KEEP")
+        .ok()
+        .map(PathBuf::from);
+    let dir_path: PathBuf = match &kept {
+        Some(k) => {
+            std::fs::create_dir_all(k).expect("CREDWATCH_BENCH_KEEP folder");
+            k.clone()
+        }
+        None => dir.path().to_path_buf(),
+    };
     let (mut lines, expected) = sample::generate_day(&DayParams {
         accounts,
         ..Default::default()
     });
     lines.sort_by_key(|l| l.ts);
-    let geo = sample::write_geoip(dir.path()).expect("GeoIP");
-    let config = dir.path().join("credwatch.toml");
+    let geo = sample::write_geoip(&dir_path).expect("GeoIP");
+    let config = dir_path.join("credwatch.toml");
     std::fs::write(&config, sample::config_toml(&geo)).expect("config");
 
     // The same events, twice: JSON for credwatch, log lines for the others.
-    let json = dir.path().join("events.jsonl");
-    let log = dir.path().join("mail.log");
+    let json = dir_path.join("events.jsonl");
+    let log = dir_path.join("mail.log");
     let mut j = std::io::BufWriter::new(std::fs::File::create(&json).expect("json"));
     let mut l = std::io::BufWriter::new(std::fs::File::create(&log).expect("log"));
     let mut ips_of: BTreeMap<String, Vec<(i64, IpAddr)>> = BTreeMap::new();
@@ -252,6 +266,7 @@ fn main() {
             .env_remove("RUST_LOG")
             // This benchmark's own setting is not one of credwatch's.
             .env_remove("CREDWATCH_BENCH_ACCOUNTS")
+            .env_remove("CREDWATCH_BENCH_KEEP")
             .output()
             .expect("credwatch replay");
         assert!(

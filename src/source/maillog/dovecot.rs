@@ -149,7 +149,8 @@ struct Tail<'a> {
 /// pass.
 fn elements(s: &str) -> Option<Tail<'_>> {
     let mut t = Tail::default();
-    let mut seen: Vec<&str> = Vec::new();
+    // On the stack: a login line has about eight elements.
+    let mut seen: smallvec::SmallVec<[&str; 12]> = smallvec::SmallVec::new();
     if s.is_empty() {
         return Some(t);
     }

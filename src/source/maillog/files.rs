@@ -103,6 +103,8 @@ pub fn open_inputs(paths: &[String], cfg: &MaillogConfig, max_bytes: usize) -> i
 
 impl Inputs {
     fn advance(&mut self, i: usize) -> io::Result<()> {
+        // One input needs no order: its lines are not read twice.
+        let merging = self.inputs.len() > 1;
         let input = &mut self.inputs[i];
         let mut text = Vec::new();
         let read = input.reader.next_line(&mut text).map_err(|e| {
@@ -122,7 +124,7 @@ impl Inputs {
                     Line::TooLong(n) => Some(n),
                     Line::Data => None,
                 };
-                let split = if too_long.is_none() {
+                let split = if too_long.is_none() && merging {
                     std::str::from_utf8(&text)
                         .ok()
                         .and_then(|t| prefix::split(t, &input.clock))
