@@ -167,12 +167,7 @@ fn the_readmes_rsyslog_snippet_ships_lines_credwatch_reads() {
     }
     j.finish(&mut events);
     let count = |kind: &str, acct: &str, result: Option<&str>| {
-        events
-            .iter()
-            .filter(|e| {
-                e.fields.kind == kind && e.fields.account == acct && e.fields.result == result
-            })
-            .count()
+        credwatch_testkit::count_log_events(&events, kind, acct, result)
     };
     assert_eq!(
         count("submission", "bob@example.jp", None),

@@ -330,33 +330,19 @@ pub fn replay_maillog<W: Write + Send>(
 ) -> io::Result<Summary> {
     use crate::source::event::Event;
     use crate::source::maillog::{Joiner, LogEvent, Skip};
-    use std::sync::mpsc::sync_channel;
     let start = Instant::now();
     let mut joiner = Joiner::new(cfg);
     let mut made: Vec<LogEvent> = Vec::new();
     let mut summary = Summary::default();
     let mut progress = Progress::new(opts.progress_total);
-    // Events to judge, in order; the judge runs here or on its own thread.
-    let (tx, rx) = sync_channel::<Vec<Event>>(if opts.threads > 1 { 8 } else { 0 });
-    let judge = |rx: std::sync::mpsc::Receiver<Vec<Event>>, out: W| -> io::Result<(u64, u64)> {
-        let mut sink = JsonLines::new(out);
-        let mut decisions = Vec::new();
-        let mut events = 0u64;
-        for batch in rx {
-            for event in &batch {
-                events += 1;
-                engine.process(event, None, &mut decisions);
-                for d in decisions.drain(..) {
-                    deliver(d, &mut sink)?;
-                }
-            }
-        }
-        sink.flush()?;
-        Ok((events, sink.written))
+    // One judge, in order: on this thread, or on its own fed by a channel.
+    let mut judge = Judge {
+        engine,
+        sink: JsonLines::new(out),
+        decisions: Vec::new(),
+        events: 0,
     };
-    let mut read = |tx: std::sync::mpsc::SyncSender<Vec<Event>>,
-                    judge_now: &mut dyn FnMut(Vec<Event>) -> io::Result<()>|
-     -> io::Result<()> {
+    let mut read = |hand_over: &mut dyn FnMut(Vec<Event>) -> io::Result<()>| -> io::Result<()> {
         let mut batch: Vec<Event> = Vec::with_capacity(1024);
         let mut take = |made: &mut Vec<LogEvent>,
                         joiner: &mut Joiner,
@@ -379,17 +365,6 @@ pub fn replay_maillog<W: Write + Send>(
             }
             Ok(())
         };
-        let flush = |batch: &mut Vec<Event>,
-                     judge_now: &mut dyn FnMut(Vec<Event>) -> io::Result<()>|
-         -> io::Result<()> {
-            let full = std::mem::replace(batch, Vec::with_capacity(1024));
-            if opts.threads > 1 {
-                tx.send(full)
-                    .map_err(|_| io::Error::other("the judging thread stopped"))
-            } else {
-                judge_now(full)
-            }
-        };
         while let Some(line) = inputs.next_line()? {
             if line.too_long.is_some() {
                 joiner.skipped(Skip::TooLong);
@@ -402,45 +377,39 @@ pub fn replay_maillog<W: Write + Send>(
             }
             take(&mut made, &mut joiner, &mut batch)?;
             if batch.len() >= 1024 {
-                flush(&mut batch, judge_now)?;
+                hand_over(std::mem::replace(&mut batch, Vec::with_capacity(1024)))?;
             }
             progress.tick(inputs.bytes_read(), joiner.counts.lines);
         }
         joiner.finish(&mut made);
         take(&mut made, &mut joiner, &mut batch)?;
-        flush(&mut batch, judge_now)?;
-        Ok(())
+        hand_over(batch)
     };
-    let (events, written) = if opts.threads > 1 {
-        std::thread::scope(|s| -> io::Result<(u64, u64)> {
-            let judging = s.spawn(move || judge(rx, out));
-            let r = read(tx, &mut |_| Ok(()));
+    if opts.threads > 1 {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Event>>(8);
+        std::thread::scope(|s| -> io::Result<()> {
+            let judging = s.spawn(|| -> io::Result<()> {
+                for batch in rx {
+                    judge.batch(&batch)?;
+                }
+                Ok(())
+            });
+            let r = read(&mut |batch| {
+                tx.send(batch)
+                    .map_err(|_| io::Error::other("the judging thread stopped"))
+            });
+            drop(tx);
             let j = judging
                 .join()
                 .map_err(|_| io::Error::other("the judging thread panicked"))?;
             r.and(j)
-        })?
+        })?;
     } else {
         // Strictly sequential: each batch is judged as soon as it is full.
-        drop(rx);
-        let mut sink = JsonLines::new(out);
-        let mut decisions = Vec::new();
-        let mut events = 0u64;
-        let (dummy, _) = sync_channel::<Vec<Event>>(0);
-        read(dummy, &mut |batch| {
-            for event in &batch {
-                events += 1;
-                engine.process(event, None, &mut decisions);
-                for d in decisions.drain(..) {
-                    deliver(d, &mut sink)?;
-                }
-            }
-            Ok(())
-        })?;
-        sink.flush()?;
-        drop(tx);
-        (events, sink.written)
-    };
+        read(&mut |batch| judge.batch(&batch))?;
+    }
+    judge.sink.flush()?;
+    let (events, written) = (judge.events, judge.sink.written);
     progress.finish();
     summary.events = events;
     summary.lines = joiner.counts.lines;
@@ -449,4 +418,25 @@ pub fn replay_maillog<W: Write + Send>(
     summary.log = Some(joiner.counts.clone());
     fill(engine, &mut summary);
     Ok(summary)
+}
+
+/// The judge of `replay --format maillog`: events in, actions out.
+struct Judge<'e, W: Write> {
+    engine: &'e Engine,
+    sink: JsonLines<W>,
+    decisions: Vec<Decision>,
+    events: u64,
+}
+
+impl<W: Write> Judge<'_, W> {
+    fn batch(&mut self, batch: &[crate::source::event::Event]) -> io::Result<()> {
+        for event in batch {
+            self.events += 1;
+            self.engine.process(event, None, &mut self.decisions);
+            for d in self.decisions.drain(..) {
+                deliver(d, &mut self.sink)?;
+            }
+        }
+        Ok(())
+    }
 }

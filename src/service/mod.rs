@@ -100,7 +100,9 @@ pub(crate) struct Forward {
     pub v6: u8,
 }
 
-/// How one stage of the pipeline is to be started.
+/// How one stage of the pipeline is to be started (the default: a
+/// secondary stage with every detector, forwarding nothing).
+#[derive(Default)]
 struct Plan {
     /// Only the detectors keyed by this (a split pipeline); `None`: all.
     keyed_by: Option<KeyedBy>,
@@ -136,15 +138,11 @@ impl Service {
             metrics.clone(),
             Plan {
                 keyed_by: Some(KeyedBy::Source),
-                forward: None,
-                primary: false,
-                others: Vec::new(),
-                sources: None,
                 lines: Some(lines::LineMode {
                     target: k.input_topics[0].as_str().into(),
                     cfg: settings.config.maillog.clone(),
                 }),
-                logs: None,
+                ..Plan::default()
             },
         )?;
         Self::start_pipeline(settings, metrics, Some(Box::new(logs)))
@@ -171,13 +169,10 @@ impl Service {
                 settings,
                 metrics,
                 Plan {
-                    keyed_by: None,
-                    forward: None,
                     primary: true,
                     others: log_stage,
-                    sources: None,
-                    lines: None,
                     logs,
+                    ..Plan::default()
                 },
             );
         }
@@ -196,12 +191,7 @@ impl Service {
             metrics.clone(),
             Plan {
                 keyed_by: Some(KeyedBy::Source),
-                forward: None,
-                primary: false,
-                others: Vec::new(),
-                sources: None,
-                lines: None,
-                logs: None,
+                ..Plan::default()
             },
         )?;
         let mut others = vec![sources.stage.clone()];
@@ -215,8 +205,8 @@ impl Service {
                 primary: true,
                 others,
                 sources: Some(Box::new(sources)),
-                lines: None,
                 logs,
+                ..Plan::default()
             },
         )
     }

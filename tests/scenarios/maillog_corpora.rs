@@ -389,12 +389,7 @@ fn the_real_daemons_log_reads_as_what_was_done() {
     }
     j.finish(&mut events);
     let count = |kind: &str, acct: &str, result: Option<&str>| {
-        events
-            .iter()
-            .filter(|e| {
-                e.fields.kind == kind && e.fields.account == acct && e.fields.result == result
-            })
-            .count()
+        credwatch_testkit::count_log_events(&events, kind, acct, result)
     };
     assert!(count("auth", "alice@example.jp", Some("success")) >= 3);
     assert_eq!(count("auth", "alice@example.jp", Some("failure")), 1);

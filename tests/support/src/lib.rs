@@ -197,3 +197,19 @@ impl Drop for Kill {
         let _ = self.0.wait();
     }
 }
+
+/// How many of the events a log reader made are of this kind, account and
+/// result (`None` for submissions and bounces).
+pub fn count_log_events(
+    events: &[credwatch::source::maillog::LogEvent],
+    kind: &str,
+    account: &str,
+    result: Option<&str>,
+) -> usize {
+    events
+        .iter()
+        .filter(|e| {
+            e.fields.kind == kind && e.fields.account == account && e.fields.result == result
+        })
+        .count()
+}
