@@ -14,6 +14,8 @@ use crate::time::{format_rfc3339, Millis};
 pub enum ActionKind {
     Alert,
     Lock,
+    /// A lock lifted by the provider (contract §7).
+    Unlock,
 }
 
 impl ActionKind {
@@ -21,12 +23,14 @@ impl ActionKind {
         match self {
             ActionKind::Alert => "alert",
             ActionKind::Lock => "lock",
+            ActionKind::Unlock => "unlock",
         }
     }
     pub fn event_type(self) -> &'static str {
         match self {
             ActionKind::Alert => "account.alert",
             ActionKind::Lock => "account.lock",
+            ActionKind::Unlock => "account.unlock",
         }
     }
 }

@@ -33,7 +33,7 @@ const MIN_EVENTS_BETWEEN_SWEEPS: u64 = 1024;
 struct Lane {
     ts: AtomicI64,
     since_sweep: AtomicU64,
-    events_by_kind: [AtomicU64; 3],
+    events_by_kind: [AtomicU64; 4],
     geo_lookups: AtomicU64,
     geo_hits: AtomicU64,
     /// An idle lane (a service worker between partitions, a finished
@@ -66,6 +66,7 @@ pub struct Engine {
     next_sweep: AtomicI64,
     /// Locks the breaker held back and sent later.
     held_released: AtomicU64,
+    unlocks: AtomicU64,
     sweep_every: Millis,
     /// How many events (over all lanes) must pass between sweeps: a sweep
     /// visits every entry, so it waits for at least an eighth of the
@@ -116,6 +117,7 @@ impl Engine {
             lanes: vec![Lane::new()],
             next_sweep: AtomicI64::new(Millis::MIN),
             held_released: AtomicU64::new(0),
+            unlocks: AtomicU64::new(0),
             sweep_every: c.state.sweep_interval_secs as Millis * SECOND,
             sweep_after_events: AtomicU64::new(MIN_EVENTS_BETWEEN_SWEEPS),
             slack: c.state.max_disorder_secs as Millis * SECOND,
@@ -140,11 +142,16 @@ impl Engine {
             Kind::Auth => 0,
             Kind::Submission => 1,
             Kind::Bounce => 2,
+            Kind::Unlock => 3,
         };
         if let Some(l) = self.lanes.get(lane) {
             l.events_by_kind[kind_idx].fetch_add(1, Ordering::Relaxed);
         }
         self.advance(lane, event.ts);
+        if event.kind == Kind::Unlock {
+            self.unlock(event, decided_at.unwrap_or(event.ts), out);
+            return;
+        }
         // The breaker's clock is the watermark (one event stamped hours
         // ahead cannot move it), and its active accounts are accounts that
         // logged in or sent (failures on made-up names are not accounts).
@@ -194,6 +201,36 @@ impl Engine {
         }
         ctx.learn(event);
         self.count_geo(lane, &ctx);
+    }
+
+    /// The provider unlocked the account: its incident ends, and it starts
+    /// afresh. Every detector forgets it (the attacker's logins and sending
+    /// must not make the owner's next login look like travel, or the
+    /// attack's volume a habit), and its profile forgets the networks
+    /// first used during the incident; what it used before stays.
+    fn unlock(&self, event: &Event, decided_at: Millis, out: &mut Vec<Decision>) {
+        let (action, since) = self.policy.unlock(
+            event.key,
+            &event.account,
+            event.ts,
+            decided_at,
+            event.reason.as_deref(),
+        );
+        for t in self.detectors.iter().flat_map(|r| r.detector.state()) {
+            if t.stats().keyed_by == KeyedBy::Account {
+                t.remove(event.key);
+            }
+        }
+        if let (Some(p), Some(since)) = (&self.profile, since) {
+            p.forget_since(event.key, since);
+        }
+        self.unlocks.fetch_add(1, Ordering::Relaxed);
+        out.push(Decision::Emit(Box::new(action)));
+    }
+
+    /// Unlock events judged since start.
+    pub fn unlocks(&self) -> u64 {
+        self.unlocks.load(Ordering::Relaxed)
     }
 
     /// Sends a lock the breaker held back, if its breaker has closed and the
@@ -440,9 +477,9 @@ impl Engine {
         self.state().map(|t| t.stats().ttl).max().unwrap_or(0)
     }
 
-    /// Events judged, by kind (auth, submission, bounce).
-    pub fn events_by_kind(&self) -> [u64; 3] {
-        let mut n = [0; 3];
+    /// Events judged, by kind (auth, submission, bounce, unlock).
+    pub fn events_by_kind(&self) -> [u64; 4] {
+        let mut n = [0; 4];
         for l in &self.lanes {
             for (i, c) in l.events_by_kind.iter().enumerate() {
                 n[i] += c.load(Ordering::Relaxed);

@@ -57,7 +57,7 @@ pub struct Metrics {
 const PROTOCOLS: [&str; 5] = ["smtp", "imap", "pop3", "webmail", "other"];
 const RESULTS: [&str; 2] = ["success", "failure"];
 /// auth x protocol x result, then submission, then bounce.
-const EVENT_SLOTS: usize = PROTOCOLS.len() * RESULTS.len() + 2;
+const EVENT_SLOTS: usize = PROTOCOLS.len() * RESULTS.len() + 3;
 
 fn event_labels(e: &Event) -> (&'static str, &'static str, &'static str) {
     match e.kind {
@@ -78,16 +78,19 @@ fn event_slot(e: &Event) -> usize {
             let ri = RESULTS.iter().position(|x| *x == r).unwrap_or(1);
             pi * RESULTS.len() + ri
         }
-        Kind::Submission => EVENT_SLOTS - 2,
-        Kind::Bounce => EVENT_SLOTS - 1,
+        Kind::Submission => EVENT_SLOTS - 3,
+        Kind::Bounce => EVENT_SLOTS - 2,
+        Kind::Unlock => EVENT_SLOTS - 1,
     }
 }
 
 fn slot_labels(i: usize) -> [&'static str; 3] {
-    if i == EVENT_SLOTS - 2 {
+    if i == EVENT_SLOTS - 3 {
         ["submission", "none", "none"]
-    } else if i == EVENT_SLOTS - 1 {
+    } else if i == EVENT_SLOTS - 2 {
         ["bounce", "none", "none"]
+    } else if i == EVENT_SLOTS - 1 {
+        ["unlock", "none", "none"]
     } else {
         [
             "auth",
@@ -419,11 +422,10 @@ impl Metrics {
     /// Counts one decision of the engine.
     pub fn decision(&self, d: &Decision) {
         match d {
+            // An unlock is the provider's decision, not a detection.
+            Decision::Emit(a) if a.data.action == ActionKind::Unlock => {}
             Decision::Emit(a) => {
-                let action = match a.data.action {
-                    ActionKind::Lock => "lock",
-                    ActionKind::Alert => "alert",
-                };
+                let action = a.data.action.as_str();
                 self.detections
                     .with_label_values(&[a.data.detector, action])
                     .inc();

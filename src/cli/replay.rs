@@ -250,8 +250,11 @@ pub fn deliver<W: Write>(d: Decision, sink: &mut JsonLines<W>) -> io::Result<()>
 pub fn fill(engine: &Engine, summary: &mut Summary) {
     use std::sync::atomic::Ordering::Relaxed;
     let by_kind = engine.events_by_kind();
-    for (i, k) in ["auth", "submission", "bounce"].iter().enumerate() {
-        summary.events_by_kind.insert(k, by_kind[i]);
+    for (i, k) in crate::source::event::Kind::ALL.iter().enumerate() {
+        // Unlocks only when there were some (most replays have none).
+        if by_kind[i] > 0 || i < 3 {
+            summary.events_by_kind.insert(k.as_str(), by_kind[i]);
+        }
     }
     summary.detectors = engine
         .detector_counts()

@@ -132,7 +132,7 @@ impl Detector for Backscatter {
                     account_since: None,
                 });
             }
-            Kind::Auth => {}
+            Kind::Auth | Kind::Unlock => {}
         }
     }
 

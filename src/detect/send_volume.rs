@@ -301,7 +301,7 @@ impl Detector for SendVolume {
                     account_since: None,
                 });
             }
-            Kind::Auth => {}
+            Kind::Auth | Kind::Unlock => {}
         }
     }
 

@@ -427,6 +427,72 @@ impl Policy {
         ))))
     }
 
+    /// Ends `key`'s incident and held lock: the provider unlocked `account`
+    /// at `ts` (an `unlock` event). Gives the `account.unlock` action and,
+    /// when there was an incident, its first event (what the account did
+    /// since then is forgotten too, see [`crate::engine::Engine`]).
+    pub fn unlock(
+        &self,
+        key: u64,
+        account: &str,
+        ts: Millis,
+        decided_at: Millis,
+        why: Option<&str>,
+    ) -> (Action, Option<Millis>) {
+        let incident = self.incidents.remove(key);
+        self.held.remove(key);
+        let mut evidence = serde_json::Map::new();
+        evidence.insert(
+            "unlock_reason".into(),
+            why.map_or(serde_json::Value::Null, |w| w.into()),
+        );
+        let (start, first) = match &incident {
+            Some(inc) => {
+                let level = match inc.level {
+                    LOCK => "lock",
+                    HELD => "lock_held",
+                    _ => "alert",
+                };
+                evidence.insert("ended_incident_level".into(), level.into());
+                let mut detectors: Vec<&str> = inc.story.iter().map(|c| c.detector).collect();
+                detectors.dedup();
+                evidence.insert("ended_incident_detectors".into(), detectors.into());
+                (inc.start, inc.first.min(ts))
+            }
+            None => (ts, ts),
+        };
+        let reason = match why {
+            Some(w) if !w.trim().is_empty() => format!(
+                "Unlocked by the provider ({}): credwatch no longer refuses this account's logins and messages, and judges it afresh.",
+                w.trim()
+            ),
+            _ => "Unlocked by the provider: credwatch no longer refuses this account's logins and messages, and judges it afresh.".to_string(),
+        };
+        let mut a = action::build(
+            account,
+            "unlock",
+            ActionKind::Unlock,
+            crate::detect::Severity::Low,
+            reason,
+            false,
+            None,
+            start,
+            first,
+            ts,
+            decided_at,
+            evidence,
+        );
+        if incident.is_none() {
+            // No incident known here (another instance's, or one that
+            // expired): the unlock names none.
+            a.data.incident = String::new();
+        }
+        // One id per unlock event, so that a second unlock of the same
+        // incident is not deduplicated away.
+        a.id = action::stable_id(&[account, "unlock", &ts.to_string()]);
+        (a, incident.map(|i| i.first))
+    }
+
     /// True when a lock of `key` is held by the breaker (cheap: a bitmap
     /// answers for almost every account).
     pub fn has_held(&self, key: u64) -> bool {

@@ -7,7 +7,6 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Duration;
 
 use super::Forward;
-use crate::action::ActionKind;
 use crate::policy::Decision;
 use crate::sink::kafka::{Origin, Record};
 use crate::source::event::{parse_event, Kind, ParseLimits, Reject};
@@ -220,10 +219,7 @@ fn judge_batch(
                     s.metrics.decision(&d);
                     match d {
                         Decision::Emit(a) => {
-                            let action = match a.data.action {
-                                ActionKind::Lock => "lock",
-                                ActionKind::Alert => "alert",
-                            };
+                            let action = a.data.action.as_str();
                             s.metrics.actions.with_label_values(&[action]).inc();
                             tracing::info!(
                                 account = %a.data.account,

@@ -125,4 +125,7 @@ pub trait Swept: Send + Sync {
     /// Removes the entries whose key `drop` picks (the accounts of a Kafka
     /// partition that moved to another instance); returns how many.
     fn forget(&self, drop: &dyn Fn(u64) -> bool) -> usize;
+    /// Removes one key's entry (an account unlocked, which starts afresh);
+    /// true if there was one.
+    fn remove(&self, key: u64) -> bool;
 }

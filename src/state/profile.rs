@@ -201,6 +201,25 @@ impl Profile {
         );
     }
 
+    /// Forgets the networks `account` first used at or after `since` (an
+    /// attacker's, learned during an incident that an unlock has ended);
+    /// returns how many.
+    pub fn forget_since(&self, account: u64, since: Millis) -> usize {
+        let left = self.table.with(account, |n| {
+            let before = n.0.len();
+            n.0.retain(|x| x.first < since);
+            (before - n.0.len(), n.0.is_empty())
+        });
+        match left {
+            Some((gone, true)) => {
+                self.table.remove(account);
+                gone
+            }
+            Some((gone, false)) => gone,
+            None => 0,
+        }
+    }
+
     pub fn state(&self) -> &dyn Swept {
         &self.table
     }

@@ -105,6 +105,9 @@ impl<V: Entry> Swept for Table<V> {
     fn forget(&self, drop: &dyn Fn(u64) -> bool) -> usize {
         Table::forget(self, drop)
     }
+    fn remove(&self, key: u64) -> bool {
+        Table::remove(self, key).is_some()
+    }
 }
 
 /// A bounded concurrent map from a 64-bit key to `V`.
@@ -190,6 +193,17 @@ impl<V: Entry> Table<V> {
             return None;
         }
         self.map.get_mut(&key).map(|mut e| f(&mut e))
+    }
+
+    /// Removes the entry of `key` and gives it back. Its presence bit may
+    /// stay until the next sweep (it only costs a lookup).
+    pub fn remove(&self, key: u64) -> Option<V> {
+        if self.absent(key) {
+            return None;
+        }
+        let (_, v) = self.map.remove(&key)?;
+        stripe(&self.count, key).fetch_sub(1, Ordering::Relaxed);
+        Some(v)
     }
 
     /// Entries held (kept beside the map, see `count`).

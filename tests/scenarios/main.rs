@@ -24,4 +24,5 @@ mod sender_mismatch;
 mod state_bounds;
 mod steering;
 mod story;
+mod unlock;
 mod watermark;

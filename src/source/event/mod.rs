@@ -86,15 +86,19 @@ pub enum Kind {
     Auth,
     Submission,
     Bounce,
+    /// The provider's account system lifted a lock (contract §7): the
+    /// account's incident ends and it starts afresh.
+    Unlock,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 3] = [Kind::Auth, Kind::Submission, Kind::Bounce];
+    pub const ALL: [Kind; 4] = [Kind::Auth, Kind::Submission, Kind::Bounce, Kind::Unlock];
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Auth => "auth",
             Kind::Submission => "submission",
             Kind::Bounce => "bounce",
+            Kind::Unlock => "unlock",
         }
     }
 }
@@ -194,6 +198,8 @@ pub struct Event {
     pub header_from: Option<Box<str>>,
     pub rcpt_count: Option<u32>,
     pub queue_id: Option<Box<str>>,
+    /// Why an account was unlocked (`unlock` events only).
+    pub reason: Option<Box<str>>,
     /// Only in the source stage of a split pipeline: see [`ProfileHint`].
     pub hint: Option<ProfileHint>,
 }

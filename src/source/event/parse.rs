@@ -139,6 +139,8 @@ struct RawEvent<'a> {
     rcpt_count: Option<u64>,
     #[serde(borrow, default)]
     queue_id: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    reason: Option<Str<'a>>,
 }
 
 fn serde_reject(e: &serde_json::Error) -> Reject {
@@ -302,6 +304,7 @@ fn validate(raw: RawEvent<'_>, limits: &ParseLimits) -> Result<Event, Reject> {
         "auth" => Some(Kind::Auth),
         "submission" => Some(Kind::Submission),
         "bounce" => Some(Kind::Bounce),
+        "unlock" => Some(Kind::Unlock),
         _ => None,
     })?
     .unwrap_or(Kind::Auth);
@@ -373,7 +376,7 @@ fn validate(raw: RawEvent<'_>, limits: &ParseLimits) -> Result<Event, Reject> {
                 return Err(Reject::missing("rcpt_count"));
             }
         }
-        Kind::Bounce => {}
+        Kind::Bounce | Kind::Unlock => {}
     }
     let _ = raw.session;
     let key = account_key(&account);
@@ -397,6 +400,10 @@ fn validate(raw: RawEvent<'_>, limits: &ParseLimits) -> Result<Event, Reject> {
         header_from: sender(raw.header_from),
         rcpt_count,
         queue_id: bounded(raw.queue_id, MAX_FIELD_BYTES),
+        reason: match kind {
+            Kind::Unlock => bounded(raw.reason, MAX_FIELD_BYTES),
+            _ => None,
+        },
         hint: None,
     })
 }
@@ -462,6 +469,7 @@ impl Fields {
             header_from: s(&self.header_from),
             rcpt_count: self.rcpt_count,
             queue_id: s(&self.queue_id),
+            reason: None,
         };
         validate(raw, limits)
     }

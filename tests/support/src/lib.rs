@@ -124,6 +124,18 @@ pub fn fail(ts: Millis, account: &str, ip: IpAddr, pwhash: Option<&str>) -> Line
     auth(ts, account, "imap", ip, false, pwhash)
 }
 
+/// The provider's account system lifts a lock (contract §7).
+pub fn unlock(ts: Millis, account: &str, reason: Option<&str>) -> Line {
+    let mut v = serde_json::json!({"ts": ts, "kind": "unlock", "account": account});
+    if let Some(r) = reason {
+        v["reason"] = r.into();
+    }
+    Line {
+        ts,
+        json: v.to_string(),
+    }
+}
+
 pub fn for_account<'a>(actions: &'a [Action], account: &str) -> Vec<&'a Action> {
     actions
         .iter()
