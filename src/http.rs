@@ -55,13 +55,13 @@ impl HttpConfig {
 
 /// Connections open now, in all and per client address.
 #[derive(Default)]
-struct Open {
+pub(crate) struct Open {
     total: usize,
     per_address: HashMap<IpAddr, usize>,
 }
 
 /// A served connection's place in [`Open`], given back when it closes.
-struct Slot {
+pub(crate) struct Slot {
     open: Arc<Mutex<Open>>,
     ip: IpAddr,
 }
@@ -80,9 +80,25 @@ impl Drop for Slot {
 }
 
 fn take_slot(open: &Arc<Mutex<Open>>, ip: IpAddr, cfg: &HttpConfig) -> Option<Slot> {
+    take(
+        open,
+        ip,
+        cfg.max_connections,
+        cfg.max_connections_per_address,
+    )
+}
+
+/// A place for a connection from `ip`, if under both caps (the policy
+/// servers share this with the metrics endpoint).
+pub(crate) fn take(
+    open: &Arc<Mutex<Open>>,
+    ip: IpAddr,
+    max: usize,
+    per_address: usize,
+) -> Option<Slot> {
     let mut o = open.lock().unwrap_or_else(|e| e.into_inner());
     let mine = o.per_address.get(&ip).copied().unwrap_or(0);
-    if o.total >= cfg.max_connections || mine >= cfg.max_connections_per_address {
+    if o.total >= max || mine >= per_address {
         return None;
     }
     o.total += 1;

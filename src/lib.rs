@@ -18,6 +18,7 @@ pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod detect;
+pub mod enforce;
 pub mod engine;
 pub mod geo;
 pub mod http;

@@ -52,6 +52,15 @@ pub struct Metrics {
     pub geoip_cache_hit_ratio: Gauge,
     pub geoip_reloads: IntCounterVec,
     pub ready: IntGauge,
+    // The policy servers (`[dovecot_policy]`, `[postfix_policy]`).
+    pub policy_requests: IntCounterVec,
+    pub policy_duration: prometheus::HistogramVec,
+    pub policy_errors: IntCounterVec,
+    pub policy_events: IntCounterVec,
+    pub policy_connections: IntGaugeVec,
+    pub locks_enforced: IntGauge,
+    pub lock_view_actions: IntCounterVec,
+    pub lock_view_caught_up: IntGauge,
 }
 
 const PROTOCOLS: [&str; 5] = ["smtp", "imap", "pop3", "webmail", "other"];
@@ -376,6 +385,62 @@ impl Metrics {
                 &r,
                 "credwatch_ready",
                 "1 while consuming with every assigned partition's state restored.",
+            ),
+            policy_requests: counter(
+                &r,
+                "credwatch_policy_requests_total",
+                "Requests the policy servers answered, by server (dovecot, postfix), verdict (allow, refuse, tarpit, report, refuse_sender, would_refuse_sender) and protocol (Dovecot's service, mapped to smtp, imap, pop3, other; smtp for Postfix).",
+                &["server", "verdict", "protocol"],
+            ),
+            policy_duration: {
+                let h = prometheus::HistogramVec::new(
+                    HistogramOpts::new(
+                        "credwatch_policy_request_duration_seconds",
+                        "Time from a policy request's last byte to its answer, by server.",
+                    )
+                    .buckets(vec![
+                        0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
+                        0.05, 0.1, 0.25, 1.0,
+                    ]),
+                    &["server"],
+                )
+                .expect("metric definition");
+                r.register(Box::new(h.clone())).expect("unique metric");
+                h
+            },
+            policy_errors: counter(
+                &r,
+                "credwatch_policy_errors_total",
+                "Policy requests that could not be answered as asked, by server and reason (bad_request, unauthorized, too_large, not_found, method, timeout, over_connection_cap, io).",
+                &["server", "reason"],
+            ),
+            policy_events: counter(
+                &r,
+                "credwatch_policy_events_total",
+                "Events the policy servers made from their requests, by server and outcome: sent (to the input topic), dropped (the producer's queue was full), failed (the broker did not take it), skipped (no event to make: no address, refused by policy, an internal failure) or invalid.",
+                &["server", "outcome"],
+            ),
+            policy_connections: gauge_vec(
+                &r,
+                "credwatch_policy_connections",
+                "Connections the policy servers have open now, by server.",
+                &["server"],
+            ),
+            locks_enforced: gauge(
+                &r,
+                "credwatch_locks_enforced",
+                "Accounts whose logins and messages the policy servers refuse now (the lock view).",
+            ),
+            lock_view_actions: counter(
+                &r,
+                "credwatch_lock_view_actions_total",
+                "Actions read into the lock view, by what they were: lock, unlock, ignored (an alert, or older than the account's standing) or unreadable.",
+                &["change"],
+            ),
+            lock_view_caught_up: gauge(
+                &r,
+                "credwatch_lock_view_caught_up",
+                "1 once the lock view has read the actions topic up to where it was when credwatch started (until then a lock decided earlier may not be refused yet).",
             ),
             registry: r,
         };

@@ -19,7 +19,11 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let endpoint = rt.block_on(Endpoint::bind(&settings.config.http, metrics.clone()))?;
     tracing::info!(addr = %endpoint.addr, "Serving /metrics, /healthz and /readyz.");
-    let (service, hooks) = start(&rt, &settings, &metrics, &endpoint)?;
+    let Started {
+        service,
+        hooks,
+        policy,
+    } = start(&rt, &settings, &metrics, &endpoint)?;
     let stopped_by_itself = rt.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -42,6 +46,9 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         }
     })?;
     let result = service.shutdown();
+    if let Some(p) = &policy {
+        p.flush(Duration::from_secs(5));
+    }
     if let Some(h) = hooks {
         rt.block_on(h.shutdown());
     }
@@ -51,16 +58,34 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     Ok(result?)
 }
 
-/// Starts the service and its webhook delivery (on `rt`), and points
-/// `/readyz` at the service: what `run` and `demo` both start.
+/// What [`start`] started.
+pub struct Started {
+    pub service: Service,
+    pub hooks: Option<Webhooks>,
+    /// The policy servers, when `[dovecot_policy]` or `[postfix_policy]`
+    /// has a `listen`.
+    pub policy: Option<crate::enforce::Servers>,
+}
+
+/// Starts the service, its webhook delivery and its policy servers (on
+/// `rt`), and points `/readyz` at the service: what `run` and `demo` both
+/// start.
 pub fn start(
     rt: &tokio::runtime::Runtime,
     settings: &Settings,
     metrics: &Arc<Metrics>,
     endpoint: &Endpoint,
-) -> anyhow::Result<(Service, Option<Webhooks>)> {
+) -> anyhow::Result<Started> {
     let service = Service::start(settings.clone(), metrics.clone())?;
     endpoint.set_status(service.status());
+    let policy = match service.locks() {
+        Some(locks) => Some(rt.block_on(crate::enforce::Servers::start(
+            settings,
+            metrics.clone(),
+            locks.clone(),
+        ))?),
+        None => None,
+    };
     let hooks = rt.block_on(async {
         Webhooks::start(
             &settings.config.webhook,
@@ -68,5 +93,9 @@ pub fn start(
             metrics.clone(),
         )
     })?;
-    Ok((service, hooks))
+    Ok(Started {
+        service,
+        hooks,
+        policy,
+    })
 }

@@ -69,6 +69,8 @@ pub struct Config {
     pub profile: ProfileConfig,
     pub events: EventsConfig,
     pub maillog: crate::source::maillog::MaillogConfig,
+    pub dovecot_policy: crate::enforce::dovecot::DovecotPolicyConfig,
+    pub postfix_policy: crate::enforce::postfix::PostfixPolicyConfig,
     pub detectors: DetectorsConfig,
 }
 
@@ -144,6 +146,16 @@ impl Config {
         c.under("profile", |c| self.profile.check(c));
         c.under("events", |c| self.events.check(c));
         c.under("maillog", |c| self.maillog.check(c));
+        c.under("dovecot_policy", |c| self.dovecot_policy.check(c));
+        c.under("postfix_policy", |c| self.postfix_policy.check(c));
+        if (self.dovecot_policy.enabled() || self.postfix_policy.enabled())
+            && self.kafka.input_topics.is_empty()
+        {
+            c.fail(
+                "kafka.input_topics",
+                "empty, but a policy server is enabled: its events go to the first input topic",
+            );
+        }
         c.under("detectors", |c| self.detectors.check(c));
         if self.detectors.impossible_travel.enabled && self.geoip.city_db.is_empty() {
             c.fail(
@@ -166,6 +178,9 @@ impl Config {
         let mut c = self.clone();
         if !c.webhook.secret.is_empty() {
             c.webhook.secret = REDACTED.into();
+        }
+        if !c.dovecot_policy.secret.is_empty() {
+            c.dovecot_policy.secret = REDACTED.into();
         }
         for u in c.webhook.urls.iter_mut() {
             *u = redact_url(u);

@@ -39,6 +39,8 @@ fn parts() -> Vec<Part> {
         part::<crate::state::profile::ProfileConfig>("profile"),
         part::<crate::source::event::EventsConfig>("events"),
         part::<crate::source::maillog::MaillogConfig>("maillog"),
+        part::<crate::enforce::dovecot::DovecotPolicyConfig>("dovecot_policy"),
+        part::<crate::enforce::postfix::PostfixPolicyConfig>("postfix_policy"),
     ];
     for d in registry() {
         all.push(Part {

@@ -99,7 +99,11 @@ fn run(
             Err(_) => Endpoint::bind(&at("127.0.0.1:0"), metrics.clone()).await,
         }
     })?;
-    let (service, hooks) = crate::cli::service::start(&rt, &settings, &metrics, &endpoint)?;
+    let crate::cli::service::Started {
+        service,
+        hooks,
+        policy: _policy,
+    } = crate::cli::service::start(&rt, &settings, &metrics, &endpoint)?;
 
     let stop = Arc::new(AtomicBool::new(false));
     {

@@ -207,17 +207,48 @@ impl Entry for Foreign {
     }
 }
 
-pub struct SenderMismatch {
-    cfg: SenderMismatchConfig,
-    window: Millis,
+/// Which senders a login owns: its own address, the alias map, and every
+/// address of its domain for the domain's administrators. Shared with the
+/// Postfix policy server's sender check ([`crate::enforce::postfix`]).
+pub struct Owners {
     aliases: AliasMap,
     form: AccountForm,
     admins: Vec<Box<str>>,
-    table: Table<Foreign>,
-    cap: usize,
 }
 
-impl SenderMismatch {
+impl Owners {
+    pub fn new(cfg: &SenderMismatchConfig, form: &AccountForm) -> Owners {
+        Owners {
+            aliases: AliasMap::new(cfg, form),
+            form: form.clone(),
+            admins: cfg
+                .domain_admins
+                .iter()
+                .filter_map(|a| canonical_account(a, form).ok())
+                .collect(),
+        }
+    }
+
+    /// The addresses of a sender field that `account` (canonical) does not
+    /// own, in the canonical form.
+    pub fn foreign(&self, account: &str, raw: &str) -> Vec<String> {
+        let mut foreign = Vec::new();
+        if raw == account {
+            return foreign;
+        }
+        let mut aliases = None;
+        for sender in sender_addresses(raw, &self.form) {
+            if sender == account || foreign.contains(&sender) {
+                continue;
+            }
+            let aliases = aliases.get_or_insert_with(|| self.aliases.current());
+            if !self.allowed(account, &sender, aliases) {
+                foreign.push(sender);
+            }
+        }
+        foreign
+    }
+
     /// Whether `account` (normalised) may send as `sender` (normalised),
     /// other than as its own address (the caller checks that first, cheaply).
     fn allowed(&self, account: &str, sender: &str, aliases: &Aliases) -> bool {
@@ -236,6 +267,14 @@ impl SenderMismatch {
     }
 }
 
+pub struct SenderMismatch {
+    cfg: SenderMismatchConfig,
+    window: Millis,
+    owners: Owners,
+    table: Table<Foreign>,
+    cap: usize,
+}
+
 impl Registration for SenderMismatch {
     const NAME: &'static str = NAME;
     const KEYED_BY: KeyedBy = KeyedBy::Account;
@@ -246,13 +285,7 @@ impl Registration for SenderMismatch {
         SenderMismatch {
             cfg: cfg.clone(),
             window,
-            aliases: AliasMap::new(cfg, form),
-            form: form.clone(),
-            admins: cfg
-                .domain_admins
-                .iter()
-                .filter_map(|a| canonical_account(a, form).ok())
-                .collect(),
+            owners: Owners::new(cfg, form),
             table: Table::sparse(NAME, KeyedBy::Account, state.max_accounts, window),
             cap: state.max_entries_per_key.max(cfg.min_foreign_senders),
         }
@@ -266,23 +299,13 @@ impl Detector for SenderMismatch {
         }
         // Almost every message is sent as the account's own address: that
         // is settled without the alias map.
-        let own = &*event.account;
-        let mut aliases = None;
         let mut foreign: Vec<String> = Vec::new();
         for raw in [event.mail_from.as_deref(), event.header_from.as_deref()]
             .into_iter()
             .flatten()
         {
-            // The common case, the login's own address, costs no parse.
-            if raw == own {
-                continue;
-            }
-            for sender in sender_addresses(raw, &self.form) {
-                if sender == own || foreign.contains(&sender) {
-                    continue;
-                }
-            let aliases = aliases.get_or_insert_with(|| self.aliases.current());
-                if !self.allowed(&event.account, &sender, aliases) {
+            for sender in self.owners.foreign(&event.account, raw) {
+                if !foreign.contains(&sender) {
                     foreign.push(sender);
                 }
             }

@@ -41,6 +41,10 @@ crate::section! {
         /// seconds (event time) join the same incident instead of emitting
         /// a new action; only an upgrade from alert to lock is emitted.
         pub cooldown_secs: u64 = 6 * 3600,
+        /// How long the policy servers refuse a locked account, in seconds
+        /// after the lock (0: until an `unlock` event lifts it). Only the
+        /// refusal expires; the lock action stands.
+        pub lock_ttl_secs: u64 = 0,
         /// The lock-storm breaker.
         pub breaker: BreakerConfig = BreakerConfig::default(),
     }

@@ -12,6 +12,9 @@
 //!   their own recent past before they are consumed
 //!   ([`crate::source::kafka::restore`]).
 //! - the **GeoIP watcher** reloads changed database files ([`geoip`]).
+//! - with a policy server configured, the **lock view** reads the whole
+//!   actions topic ([`crate::enforce::feed`]); the judging stage also
+//!   applies its own locks and unlocks to it the moment it decides them.
 //! - librdkafka's own threads, among them the idempotent producer's.
 //!
 //! With `kafka.sources_topic` set and a detector keyed by source address
@@ -33,6 +36,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 
 use crate::config::Settings;
+use crate::enforce::LockView;
 use crate::engine::Engine;
 use crate::geo::GeoError;
 use crate::http::Status;
@@ -74,7 +78,9 @@ pub struct Stage {
 
 impl Status for Stage {
     fn ready(&self) -> bool {
-        self.input.consuming() && self.others.iter().all(|o| o.ready())
+        self.input.consuming()
+            && self.others.iter().all(|o| o.ready())
+            && self.input.locks.as_ref().is_none_or(|l| l.caught_up())
     }
 }
 
@@ -88,6 +94,8 @@ pub struct Service {
     sources: Option<Box<Service>>,
     /// The log stage, when `kafka.log_topics` is set.
     logs: Option<Box<Service>>,
+    /// The lock view's reader of the actions topic, with a policy server.
+    feed: Option<(JoinHandle<()>, Arc<AtomicBool>)>,
 }
 
 /// Where the account stage forwards logins: the topic, and the prefix that
@@ -113,6 +121,8 @@ struct Plan {
     /// The log stage: lines in, events out to this topic.
     lines: Option<lines::LineMode>,
     logs: Option<Box<Service>>,
+    /// The lock view the stage applies its own locks and unlocks to.
+    locks: Option<Arc<LockView>>,
 }
 
 impl Service {
@@ -124,9 +134,39 @@ impl Service {
     /// events to the first input topic, keyed by account; then the
     /// pipeline below judges them like every other event.
     pub fn start(settings: Settings, metrics: Arc<Metrics>) -> Result<Service, ServiceError> {
+        let c = &settings.config;
+        let locks = (c.dovecot_policy.enabled() || c.postfix_policy.enabled())
+            .then(|| Arc::new(LockView::new(c.policy.lock_ttl_secs)));
+        let feed = match &locks {
+            Some(view) => {
+                let stop = Arc::new(AtomicBool::new(false));
+                let h = crate::enforce::feed::start(
+                    view.clone(),
+                    &c.kafka,
+                    metrics.clone(),
+                    stop.clone(),
+                )
+                .map_err(|source| ServiceError::Consumer {
+                    brokers: c.kafka.brokers.clone(),
+                    source,
+                })?;
+                Some((h, stop))
+            }
+            None => None,
+        };
+        let mut service = Self::start_logs_and_pipeline(settings, metrics, locks)?;
+        service.feed = feed;
+        Ok(service)
+    }
+
+    fn start_logs_and_pipeline(
+        settings: Settings,
+        metrics: Arc<Metrics>,
+        locks: Option<Arc<LockView>>,
+    ) -> Result<Service, ServiceError> {
         let k = &settings.config.kafka;
         if k.log_topics.is_empty() {
-            return Self::start_pipeline(settings, metrics, None);
+            return Self::start_pipeline(settings, metrics, None, locks);
         }
         let mut l = settings.clone();
         l.config.kafka.group_id = format!("{}.logs", k.group_id);
@@ -145,7 +185,7 @@ impl Service {
                 ..Plan::default()
             },
         )?;
-        Self::start_pipeline(settings, metrics, Some(Box::new(logs)))
+        Self::start_pipeline(settings, metrics, Some(Box::new(logs)), locks)
     }
 
     /// The judging pipeline: one stage, or the account and source stages.
@@ -159,6 +199,7 @@ impl Service {
         settings: Settings,
         metrics: Arc<Metrics>,
         logs: Option<Box<Service>>,
+        locks: Option<Arc<LockView>>,
     ) -> Result<Service, ServiceError> {
         let k = &settings.config.kafka;
         let topic = k.sources_topic.trim().to_string();
@@ -172,6 +213,7 @@ impl Service {
                     primary: true,
                     others: log_stage,
                     logs,
+                    locks,
                     ..Plan::default()
                 },
             );
@@ -206,6 +248,7 @@ impl Service {
                 others,
                 sources: Some(Box::new(sources)),
                 logs,
+                locks,
                 ..Plan::default()
             },
         )
@@ -252,6 +295,7 @@ impl Service {
             trusts_hints: plan.keyed_by == Some(KeyedBy::Source),
             log: Logger::new("consumer", Some(metrics.clone())),
             primary: plan.primary,
+            locks: plan.locks,
             kafka: settings.config.kafka.clone(),
             events: settings.config.events.clone(),
             geoip: settings.config.geoip.clone(),
@@ -329,6 +373,7 @@ impl Service {
             restorer: Some(restorer),
             sources: plan.sources,
             logs: plan.logs,
+            feed: None,
         })
     }
 
@@ -339,6 +384,11 @@ impl Service {
 
     pub fn status(&self) -> Arc<dyn Status> {
         self.stage.clone()
+    }
+
+    /// The accounts refused now (with a policy server configured).
+    pub fn locks(&self) -> Option<&Arc<LockView>> {
+        self.stage.input.locks.as_ref()
     }
 
     pub fn engine(&self) -> &Arc<Engine> {
@@ -405,6 +455,10 @@ impl Service {
         self.stage.input.producer.flush(Duration::from_secs(5));
         // The source stage last: what the account stage forwarded is
         // acknowledged by now, and is judged after a restart at the latest.
+        if let Some((h, stop)) = self.feed.take() {
+            stop.store(true, Ordering::Relaxed);
+            let _ = h.join();
+        }
         let result = logs.and(result);
         match self.sources.take() {
             Some(src) => result.and(src.shutdown()),

@@ -228,6 +228,12 @@ fn judge_batch(
                                 id = %a.id,
                                 "Action emitted."
                             );
+                            if let Some(c) = s.locks.as_ref().zip(crate::enforce::Change::of(&a)) {
+                                // Refused here at once; every other instance
+                                // within a poll of the actions topic.
+                                c.0.apply(&c.1);
+                                s.metrics.locks_enforced.set(c.0.locked());
+                            }
                             s.producer.produce(Record::action(
                                 &origin(),
                                 s.kafka.actions_topic.as_str().into(),

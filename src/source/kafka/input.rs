@@ -48,6 +48,9 @@ pub struct Input {
     /// The stage that owns the engine gauges and event counts (the source
     /// stage judges the same events again).
     pub(crate) primary: bool,
+    /// The lock view this stage's own locks and unlocks go to at once
+    /// (the judging stage, with a policy server configured).
+    pub(crate) locks: Option<Arc<crate::enforce::LockView>>,
 }
 
 impl Input {

@@ -491,14 +491,28 @@ pub fn read(
     timeout: Duration,
     settle: Duration,
 ) -> Vec<Record> {
+    read_partitions(brokers, topic, 1, want, timeout, settle)
+}
+
+/// [`read`] over the first `partitions` partitions of `topic`.
+pub fn read_partitions(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    want: usize,
+    timeout: Duration,
+    settle: Duration,
+) -> Vec<Record> {
     let c: BaseConsumer = client(brokers)
         .set("group.id", "credwatch-test-reader")
         .set("enable.auto.commit", "false")
         .create()
         .expect("consumer");
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Beginning)
-        .expect("tpl");
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .expect("tpl");
+    }
     c.assign(&tpl).expect("assign");
     let mut out = Vec::new();
     let deadline = Instant::now() + timeout;

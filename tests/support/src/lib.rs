@@ -27,6 +27,7 @@ pub mod flood;
 pub mod kafka;
 pub mod mailstack;
 pub mod parser_contract;
+pub mod policy;
 pub mod prometheus;
 pub mod receiver;
 
