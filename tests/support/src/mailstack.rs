@@ -79,10 +79,26 @@ fn wait_for_banner(port: u16, what: &str, log: &Path) {
     panic!("{what} did not answer on 127.0.0.1:{port} within 15 s; its log:\n{tail}");
 }
 
+/// Where the daemons ask their policy questions: credwatch's servers.
+#[derive(Clone, Debug)]
+pub struct PolicyHooks {
+    /// Dovecot's `auth_policy_server_url` (userinfo carries the secret).
+    pub dovecot_url: String,
+    /// Postfix's `check_policy_service` endpoint (`inet:127.0.0.1:PORT`).
+    pub postfix: String,
+}
+
 impl MailStack {
     /// Starts both daemons in a fresh folder (under `/tmp`, mode 755 as
     /// Postfix wants). Needs root, as the daemons drop to their own users.
     pub fn start() -> MailStack {
+        Self::start_with(None)
+    }
+
+    /// [`MailStack::start`] with Dovecot's auth policy and Postfix's
+    /// policy delegation pointed at `hooks`, configured to fail open as
+    /// docs/enforcement.md tells operators to.
+    pub fn start_with(hooks: Option<PolicyHooks>) -> MailStack {
         need("/usr/sbin/dovecot", "dovecot-core");
         need("/usr/lib/dovecot/imap", "dovecot-imapd");
         need("/usr/sbin/postfix", "postfix");
@@ -165,7 +181,11 @@ service anvil {{
     mode = 0
   }}
 }}
-"#
+{}"#,
+                hooks.as_ref().map_or(String::new(), |h| format!(
+                    "auth_policy_server_url = {}\nauth_policy_hash_nonce = credwatch-tests\nauth_policy_server_timeout_msecs = 500\nauth_policy_reject_on_fail = no\n",
+                    h.dovecot_url
+                ))
             ),
         );
         let dovecot = Command::new("/usr/sbin/dovecot")
@@ -218,7 +238,11 @@ smtpd_peername_lookup = no
 header_checks = regexp:{dir_s}/postfix/header_checks
 maillog_file = {dir_s}/postfix.log
 maillog_file_prefixes = {dir_s}
-"#
+{}"#,
+                hooks.as_ref().map_or(String::new(), |h| {
+                    let p = format!("check_policy_service {{ {}, timeout=2s, default_action=DUNNO }}", h.postfix);
+                    format!("smtpd_recipient_restrictions = {p}\nsmtpd_end_of_data_restrictions = {p}\n")
+                })
             ),
         );
         write(
@@ -308,62 +332,36 @@ maillog_file_prefixes = {dir_s}
         password: &str,
         messages: &[(&str, &str, &[&str])],
     ) -> Result<(), String> {
+        let mut s = self.smtp_open(from, user, password)?;
+        for (env_from, header_from, rcpts) in messages {
+            let _ = s.send(env_from, header_from, rcpts);
+        }
+        s.quit();
+        Ok(())
+    }
+
+    /// An authenticated SMTP session kept open, to send on later.
+    pub fn smtp_open(&self, from: IpAddr, user: &str, password: &str) -> Result<Smtp, String> {
         use base64::Engine as _;
         let s = TcpStream::connect(("127.0.0.1", self.smtp_port)).expect("connect to Postfix");
         s.set_read_timeout(Some(Duration::from_secs(30))).ok();
-        let mut r = BufReader::new(s.try_clone().unwrap());
-        let mut w = s;
-        let reply = |r: &mut BufReader<TcpStream>| -> String {
-            let mut all = String::new();
-            loop {
-                let mut l = String::new();
-                if r.read_line(&mut l).unwrap_or(0) == 0 {
-                    return all;
-                }
-                all.push_str(&l);
-                if l.len() < 4 || l.as_bytes()[3] != b'-' {
-                    return all;
-                }
-            }
+        let mut smtp = Smtp {
+            r: BufReader::new(s.try_clone().unwrap()),
+            w: s,
         };
-        let send = |w: &mut TcpStream, r: &mut BufReader<TcpStream>, text: &str| -> String {
-            write!(w, "{text}\r\n").unwrap();
-            reply(r)
-        };
-        reply(&mut r);
-        send(&mut w, &mut r, "EHLO client.example");
-        let x = send(
-            &mut w,
-            &mut r,
-            &format!("XCLIENT ADDR={from} NAME=[UNAVAILABLE]"),
-        );
+        smtp.reply();
+        smtp.cmd("EHLO client.example");
+        let x = smtp.cmd(&format!("XCLIENT ADDR={from} NAME=[UNAVAILABLE]"));
         assert!(x.starts_with("220"), "XCLIENT refused: {x}");
-        send(&mut w, &mut r, "EHLO client.example");
+        smtp.cmd("EHLO client.example");
         let token =
             base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
-        let auth = send(&mut w, &mut r, &format!("AUTH PLAIN {token}"));
+        let auth = smtp.cmd(&format!("AUTH PLAIN {token}"));
         if !auth.starts_with("235") {
-            send(&mut w, &mut r, "QUIT");
+            smtp.quit();
             return Err(auth);
         }
-        for (env_from, header_from, rcpts) in messages {
-            send(&mut w, &mut r, &format!("MAIL FROM:<{env_from}>"));
-            for to in *rcpts {
-                send(&mut w, &mut r, &format!("RCPT TO:<{to}>"));
-            }
-            let d = send(&mut w, &mut r, "DATA");
-            if !d.starts_with("354") {
-                send(&mut w, &mut r, "RSET");
-                continue;
-            }
-            let body = format!(
-                "From: {header_from}\r\nTo: {}\r\nSubject: credwatch test\r\n\r\nHello.\r\n.",
-                rcpts.first().unwrap_or(&"")
-            );
-            send(&mut w, &mut r, &body);
-        }
-        send(&mut w, &mut r, "QUIT");
-        Ok(())
+        Ok(smtp)
     }
 
     /// Waits until Postfix's queue is empty (every message delivered or
@@ -385,6 +383,73 @@ maillog_file_prefixes = {dir_s}
             std::thread::sleep(Duration::from_millis(200));
         }
         false
+    }
+}
+
+/// An open, authenticated SMTP session.
+pub struct Smtp {
+    r: BufReader<TcpStream>,
+    w: TcpStream,
+}
+
+impl Smtp {
+    fn reply(&mut self) -> String {
+        let mut all = String::new();
+        loop {
+            let mut l = String::new();
+            if self.r.read_line(&mut l).unwrap_or(0) == 0 {
+                return all;
+            }
+            all.push_str(&l);
+            if l.len() < 4 || l.as_bytes()[3] != b'-' {
+                return all;
+            }
+        }
+    }
+
+    fn cmd(&mut self, text: &str) -> String {
+        write!(self.w, "{text}\r\n").unwrap();
+        self.reply()
+    }
+
+    /// Sends one message; `Err` with the first reply that refused it.
+    pub fn send(
+        &mut self,
+        env_from: &str,
+        header_from: &str,
+        rcpts: &[&str],
+    ) -> Result<(), String> {
+        let m = self.cmd(&format!("MAIL FROM:<{env_from}>"));
+        if !m.starts_with("250") {
+            self.cmd("RSET");
+            return Err(m);
+        }
+        let mut refused = None;
+        for to in rcpts {
+            let r = self.cmd(&format!("RCPT TO:<{to}>"));
+            if !r.starts_with("250") {
+                refused.get_or_insert(r);
+            }
+        }
+        let d = self.cmd("DATA");
+        if !d.starts_with("354") {
+            self.cmd("RSET");
+            return Err(refused.unwrap_or(d));
+        }
+        let body = format!(
+            "From: {header_from}\r\nTo: {}\r\nSubject: credwatch test\r\n\r\nHello.\r\n.",
+            rcpts.first().unwrap_or(&"")
+        );
+        let end = self.cmd(&body);
+        match (end.starts_with("250"), refused) {
+            (true, None) => Ok(()),
+            (true, Some(r)) => Err(r),
+            (false, _) => Err(end),
+        }
+    }
+
+    pub fn quit(&mut self) {
+        self.cmd("QUIT");
     }
 }
 
