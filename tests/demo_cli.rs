@@ -26,12 +26,31 @@ fn demo_catches_the_seeds_attacks_and_exits_cleanly() {
         "locked by impossible_travel",
         "locked by send_volume",
         "Stopped cleanly: offsets committed, group left.",
+        // At the door: the locked account's next login and message are
+        // refused by the policy servers, and let through after the unlock.
+        "At the door",
+        " UNLOCK ",
     ] {
         assert!(
             stdout.contains(want),
             "demo output lacks {want:?}:\n{stdout}"
         );
     }
+    let door: Vec<&str> = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("At the door"))
+        .collect();
+    assert_eq!(
+        door.iter().filter(|l| l.contains("REFUSED")).count(),
+        2,
+        "the phisher's next login and message are refused:\n{stdout}"
+    );
+    assert!(
+        door.iter().any(|l| l.contains("owner's next login")
+            && l.contains("let through")
+            && l.contains("DUNNO")),
+        "the unlock lets the owner through:\n{stdout}"
+    );
     assert!(
         !stdout.contains("MISSED"),
         "an attack was missed:\n{stdout}"

@@ -9,6 +9,7 @@
 //! ([`sample`]). Compiled with the `demo` feature (on by default).
 
 pub mod broker;
+mod door;
 mod maillog;
 pub mod sample;
 mod verify;
@@ -102,7 +103,7 @@ fn run(
     let crate::cli::service::Started {
         service,
         hooks,
-        policy: _policy,
+        policy,
     } = crate::cli::service::start(&rt, &settings, &metrics, &endpoint)?;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -199,6 +200,28 @@ fn run(
         }
         timeline.print(out)?;
         all_ok &= summary(&expected, &timeline, day, out)?;
+        if let (Some(p), 0) = (&policy, day) {
+            let last = lines.last().map_or(params.start, |(l, _)| l.ts);
+            let shown = door::show(
+                p,
+                &expected,
+                &producer,
+                INPUT,
+                last,
+                |o| {
+                    timeline.print(o)?;
+                    Ok(timeline.seen())
+                },
+                out,
+            )?;
+            if !shown {
+                writeln!(
+                    out,
+                    "  ✗ the policy servers did not refuse the lock, or did not lift it"
+                )?;
+            }
+            all_ok &= shown;
+        }
         day += 1;
         if !o.follow || stop.load(Ordering::Relaxed) {
             break;
@@ -252,7 +275,8 @@ fn demo_settings(
         "{}\n[kafka]\nbrokers = {brokers:?}\ngroup_id = \"credwatch-demo\"\ninput_topics = [{INPUT:?}]\n{logs}\
          actions_topic = {ACTIONS:?}\ndead_letter_topic = {DLQ:?}\ncommit_interval_ms = 200\n\
          [kafka.properties]\n\"fetch.wait.max.ms\" = \"10\"\n\
-         [webhook]\nurls = [\"http://127.0.0.1:{hook_port}/credwatch\"]\nsecret = {DEMO_SECRET:?}\n",
+         [webhook]\nurls = [\"http://127.0.0.1:{hook_port}/credwatch\"]\nsecret = {DEMO_SECRET:?}\n\
+         [dovecot_policy]\nlisten = \"127.0.0.1:0\"\n[postfix_policy]\nlisten = \"127.0.0.1:0\"\n",
         sample::config_toml(geo)
     );
     Ok(Config::from_toml_with_env(&text, "the demo's config", &[])?)
@@ -410,6 +434,7 @@ impl Timeline {
             let ts = d["last_event_ts"].as_str().unwrap_or("");
             let action = match d["action"].as_str() {
                 Some("lock") => "LOCK",
+                Some("unlock") => "UNLOCK",
                 _ => "alert",
             };
             writeln!(
