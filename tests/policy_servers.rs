@@ -309,3 +309,121 @@ fn tansu_hostile_policy_clients_get_errors_and_counters_not_answers() {
     );
     assert!(!i.bin.log().contains(SECRET), "the secret is never logged");
 }
+
+#[test]
+fn tansu_the_sender_check_the_bounces_and_the_tarpit_as_configured() {
+    let world = World::new();
+    let broker = Tansu::start();
+    create_topics(&broker, 1);
+    let brokers = broker.brokers();
+    let aliases = world.dir.path().join("aliases");
+    std::fs::write(&aliases, "bob@example.jp  sales@example.jp\n").unwrap();
+    let (d, p, q) = (free_port(), free_port(), free_port());
+    let bin = Binary::start_with(
+        &world,
+        &brokers,
+        "checks",
+        &format!(
+            "[dovecot_policy]\nlisten = \"127.0.0.1:{d}\"\ntarpit_secs = 3\ntarpit_failures = 5\ntarpit_accounts = 3\n\
+             [postfix_policy]\nlisten = \"127.0.0.1:{p}\"\nsender_check = \"enforce\"\nhosted_domains = [\"example.jp\"]\n\
+             [detectors.sender_mismatch]\nalias_map = {:?}\n",
+            aliases.display()
+        ),
+        &[],
+    );
+    let i = Instance {
+        bin,
+        dovecot: format!("127.0.0.1:{d}"),
+        postfix: format!("127.0.0.1:{p}"),
+    };
+    assert!(ready(&i), "{}", i.bin.log());
+    let mut pf = Postfix::connect(&i.postfix);
+    let client = "192.0.2.7";
+    // Enforced: bob may send as himself (any spelling) and as his alias,
+    // not as carol.
+    assert_eq!(
+        pf.ask("RCPT", "bob@example.jp", "Bob+news@Example.JP", client),
+        "action=DUNNO"
+    );
+    assert_eq!(
+        pf.ask("RCPT", "bob@example.jp", "sales@example.jp", client),
+        "action=DUNNO"
+    );
+    let carol = pf.ask("RCPT", "bob@example.jp", "carol@example.jp", client);
+    assert!(carol.starts_with("action=REJECT 5.7.1"), "{carol}");
+    // A null-sender recipient of a hosted domain, unauthenticated: a bounce.
+    let bounce = Postfix::request_to("RCPT", "", "", "Dave@Example.JP", client, 0);
+    assert_eq!(pf.send_raw(bounce.as_bytes()).unwrap(), "action=DUNNO");
+
+    // A dry-run instance on the same broker lets carol through, and says so.
+    let dry = Binary::start_with(
+        &world,
+        &brokers,
+        "dry",
+        &format!("[postfix_policy]\nlisten = \"127.0.0.1:{q}\"\nsender_check = \"dry_run\"\n"),
+        &[],
+    );
+    let dry_http = dry.http_addr();
+    assert!(wait_until(Duration::from_secs(60), || http_get(
+        &dry_http, "/readyz"
+    )
+    .0 == 200));
+    let mut pd = Postfix::connect(&format!("127.0.0.1:{q}"));
+    assert_eq!(
+        pd.ask("RCPT", "bob@example.jp", "carol@example.jp", client),
+        "action=DUNNO"
+    );
+    let (_, text) = http_get(&dry_http, "/metrics");
+    assert_eq!(
+        metric(
+            &text,
+            r#"credwatch_policy_requests_total{protocol="smtp",server="postfix",verdict="would_refuse_sender"}"#
+        ),
+        1.0,
+        "{text}"
+    );
+
+    // The tarpit: five failures on three accounts from one address.
+    let mut dv = Dovecot::connect(&i.dovecot, None);
+    let sprayer = "203.0.113.66";
+    assert_eq!(dv.allow("x@example.jp", sprayer, "imap").1["status"], 0);
+    for k in 0..5 {
+        dv.report(
+            &format!("u{}@example.jp", k % 3),
+            sprayer,
+            "imap",
+            &format!("{k:04x}"),
+            false,
+        );
+    }
+    assert_eq!(
+        dv.allow("x@example.jp", sprayer, "imap").1["status"],
+        3,
+        "held 3 s"
+    );
+    assert_eq!(
+        dv.allow("x@example.jp", "203.0.113.67", "imap").1["status"],
+        0,
+        "another address is not"
+    );
+
+    // The events: the refused foreign sender is a submission (evidence for
+    // sender_mismatch), the null-sender recipient a bounce, the failures
+    // auth events with their hashes.
+    let events = read(
+        &brokers,
+        INPUT,
+        7,
+        Duration::from_secs(10),
+        Duration::from_millis(500),
+    );
+    let kinds = |k: &str| {
+        events
+            .iter()
+            .filter(|r| serde_json::from_str::<serde_json::Value>(&r.payload).unwrap()["kind"] == k)
+            .count()
+    };
+    assert_eq!(kinds("submission"), 2, "{events:?}");
+    assert_eq!(kinds("bounce"), 1, "{events:?}");
+    assert_eq!(kinds("auth"), 5, "{events:?}");
+}

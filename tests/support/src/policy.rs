@@ -130,8 +130,20 @@ impl Postfix {
     /// The attributes Postfix 3.7 sends, for a message of `login`
     /// (empty: unauthenticated) from `client` at `state`.
     pub fn request(state: &str, login: &str, sender: &str, client: &str, rcpts: u32) -> String {
+        Self::request_to(state, login, sender, "friend@remote.example", client, rcpts)
+    }
+
+    /// [`Postfix::request`] for another recipient.
+    pub fn request_to(
+        state: &str,
+        login: &str,
+        sender: &str,
+        recipient: &str,
+        client: &str,
+        rcpts: u32,
+    ) -> String {
         format!(
-            "request=smtpd_access_policy\nprotocol_state={state}\nprotocol_name=ESMTP\nclient_address={client}\nclient_name=unknown\nclient_port=40432\nreverse_client_name=unknown\nserver_address=127.0.0.1\nserver_port=587\nhelo_name=client.example\nsender={sender}\nrecipient=friend@remote.example\nrecipient_count={rcpts}\nqueue_id=5741C9B84F8\ninstance=4522.6b0f45b1.55094.0\nsize=1234\netrn_domain=\nstress=\nsasl_method={}\nsasl_username={login}\nsasl_sender=\nccert_subject=\nccert_issuer=\nccert_fingerprint=\nccert_pubkey_fingerprint=\nencryption_protocol=\nencryption_cipher=\nencryption_keysize=0\npolicy_context=\n\n",
+            "request=smtpd_access_policy\nprotocol_state={state}\nprotocol_name=ESMTP\nclient_address={client}\nclient_name=unknown\nclient_port=40432\nreverse_client_name=unknown\nserver_address=127.0.0.1\nserver_port=587\nhelo_name=client.example\nsender={sender}\nrecipient={recipient}\nrecipient_count={rcpts}\nqueue_id=5741C9B84F8\ninstance=4522.6b0f45b1.55094.0\nsize=1234\netrn_domain=\nstress=\nsasl_method={}\nsasl_username={login}\nsasl_sender=\nccert_subject=\nccert_issuer=\nccert_fingerprint=\nccert_pubkey_fingerprint=\nencryption_protocol=\nencryption_cipher=\nencryption_keysize=0\npolicy_context=\n\n",
             if login.is_empty() { "" } else { "PLAIN" }
         )
     }
