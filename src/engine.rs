@@ -530,6 +530,24 @@ impl Engine {
             .chain(self.policy.state())
     }
 
+    /// The tables a partition's durable state holds: every table keyed by
+    /// account (the source stage's tables, keyed by address, are rebuilt
+    /// from input).
+    pub fn durable_tables(&self) -> Vec<&dyn Swept> {
+        self.state()
+            .filter(|t| t.stats().keyed_by == KeyedBy::Account)
+            .collect()
+    }
+
+    /// Whether any table keyed by account holds `key`.
+    pub fn holds(&self, key: u64) -> bool {
+        let mut scratch = Vec::new();
+        self.durable_tables().into_iter().any(|t| {
+            scratch.clear();
+            t.save(key, &mut scratch)
+        })
+    }
+
     /// Every state table with its size and evictions.
     pub fn tables(&self) -> Vec<TableStats> {
         self.state().map(|t| t.stats()).collect()

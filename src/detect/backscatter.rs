@@ -47,6 +47,8 @@ struct Mailbox {
     last_ts: Millis,
 }
 
+crate::codec_fields!(Mailbox { bounces, sent, alerted, last_ts });
+
 impl Entry for Mailbox {
     fn last_seen(&self) -> Millis {
         self.last_ts

@@ -37,6 +37,8 @@ struct Seen {
     last_ts: Millis,
 }
 
+crate::codec_fields!(Seen { failures, last_ts });
+
 impl Entry for Seen {
     fn last_seen(&self) -> Millis {
         self.last_ts

@@ -71,6 +71,9 @@ struct Failures {
     owner_alerted: Millis,
 }
 
+crate::codec_fields!(Failure { ts, pwhash, ip });
+crate::codec_fields!(Failures { items, alerted, owner_alerted });
+
 impl Entry for Failures {
     fn last_seen(&self) -> Millis {
         self.items.last().map_or(Millis::MIN, |f| f.ts)

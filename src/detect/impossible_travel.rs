@@ -71,6 +71,17 @@ struct Login {
 
 struct History(Items<Login>);
 
+crate::codec_fields!(Login { ts, ip, lat, lon, accuracy_km, anonymous });
+
+impl crate::state::codec::Codec for History {
+    fn put(&self, w: &mut Vec<u8>) {
+        self.0.put(w)
+    }
+    fn get(r: &mut crate::state::codec::Reader<'_>) -> Result<Self, crate::state::codec::CodecError> {
+        Ok(History(Items::get(r)?))
+    }
+}
+
 impl Entry for History {
     fn last_seen(&self) -> Millis {
         self.0.last().map_or(Millis::MIN, |l| l.ts)

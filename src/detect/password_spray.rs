@@ -112,6 +112,20 @@ struct Source {
     spraying: Items<Spraying>,
 }
 
+crate::codec_fields!(Failed { key, first, last });
+crate::codec_fields!(Success { ts, account, key, familiar_since, account_since, reported });
+crate::codec_fields!(Spraying { from, until, first_failure, peak });
+crate::codec_fields!(Source { failed, successes, spraying });
+
+impl crate::state::codec::Codec for Recent {
+    fn put(&self, w: &mut Vec<u8>) {
+        self.0.put(w)
+    }
+    fn get(r: &mut crate::state::codec::Reader<'_>) -> Result<Self, crate::state::codec::CodecError> {
+        Ok(Recent(Items::get(r)?))
+    }
+}
+
 impl Entry for Source {
     fn last_seen(&self) -> Millis {
         let f = self.failed.iter().map(|x| x.last).max().unwrap_or(Millis::MIN);

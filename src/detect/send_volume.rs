@@ -132,6 +132,8 @@ impl Sending {
     }
 }
 
+crate::codec_fields!(Sending { sent, bounces, peak, day, today, reported_hour, reported_lock, first_ts, last_ts });
+
 impl Entry for Sending {
     fn last_seen(&self) -> Millis {
         self.last_ts

@@ -194,6 +194,8 @@ struct Foreign {
     locked: Millis,
 }
 
+crate::codec_fields!(Foreign { senders, shown, alerted, locked });
+
 impl Entry for Foreign {
     fn last_seen(&self) -> Millis {
         self.senders.last().map_or(Millis::MIN, |x| x.0)

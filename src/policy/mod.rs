@@ -154,6 +154,76 @@ impl Entry for Incident {
     }
 }
 
+mod durable {
+    //! The incidents' and held locks' binary form (durable state).
+    use super::{Chapter, Held, Incident};
+    use crate::detect::Severity;
+    use crate::state::codec::{detector_name, Codec, CodecError, Reader};
+
+    impl Codec for Chapter {
+        fn put(&self, w: &mut Vec<u8>) {
+            self.ts.put(w);
+            self.detector.to_string().put(w);
+            self.reason.put(w);
+        }
+        fn get(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+            Ok(Chapter {
+                ts: i64::get(r)?,
+                detector: detector_name(r)?,
+                reason: String::get(r)?,
+            })
+        }
+    }
+
+    crate::codec_fields!(Incident { start, first, last, level, story });
+
+    fn severity(s: crate::detect::Severity) -> u8 {
+        s as u8
+    }
+
+    impl Codec for Held {
+        fn put(&self, w: &mut Vec<u8>) {
+            self.detector.to_string().put(w);
+            self.index.put(w);
+            self.network.put(w);
+            self.start.put(w);
+            self.first.put(w);
+            self.last.put(w);
+            severity(self.severity).put(w);
+            self.reason.put(w);
+            self.dry_run.put(w);
+            serde_json::Value::Object(self.evidence.clone())
+                .to_string()
+                .put(w);
+            self.released.put(w);
+        }
+        fn get(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+            Ok(Held {
+                detector: detector_name(r)?,
+                index: usize::get(r)?,
+                network: u64::get(r)?,
+                start: i64::get(r)?,
+                first: i64::get(r)?,
+                last: i64::get(r)?,
+                severity: match u8::get(r)? {
+                    0 => Severity::Low,
+                    1 => Severity::Medium,
+                    2 => Severity::High,
+                    3 => Severity::Critical,
+                    _ => return Err(CodecError::Invalid("severity")),
+                },
+                reason: String::get(r)?,
+                dry_run: bool::get(r)?,
+                evidence: match serde_json::from_str(&String::get(r)?) {
+                    Ok(serde_json::Value::Object(m)) => m,
+                    _ => return Err(CodecError::Invalid("evidence")),
+                },
+                released: bool::get(r)?,
+            })
+        }
+    }
+}
+
 /// A lock the breaker turned into an alert, waiting for the breaker to
 /// close: it is sent then if the account is still used from the network
 /// the finding came from.

@@ -55,6 +55,8 @@ pub struct HourCount {
     prev: u32,
 }
 
+crate::codec_fields!(HourCount { hour, this, prev });
+
 impl HourCount {
     /// Moves to the hour of `ts`; returns the count of the hour that was
     /// completed, if the hour changed.

@@ -19,8 +19,10 @@
 //! Keys are 64-bit keyed hashes (see [`crate::source::event::account_key`]),
 //! so a table never stores the account name itself.
 
+pub mod codec;
 mod items;
 pub mod profile;
+pub mod snapshot;
 mod table;
 
 pub use items::{insert_sorted, prune_sorted, HourCount, Items};
@@ -128,4 +130,9 @@ pub trait Swept: Send + Sync {
     /// Removes one key's entry (an account unlocked, which starts afresh);
     /// true if there was one.
     fn remove(&self, key: u64) -> bool;
+    /// Appends `key`'s entry in its binary form ([`codec`]); false if there
+    /// is none (durable state, [`snapshot`]).
+    fn save(&self, key: u64, out: &mut Vec<u8>) -> bool;
+    /// Installs `key`'s entry read back from its binary form, replacing any.
+    fn load(&self, key: u64, r: &mut codec::Reader<'_>) -> Result<(), codec::CodecError>;
 }

@@ -8,6 +8,7 @@ use std::sync::RwLock;
 
 use dashmap::DashMap;
 
+use super::codec::{Codec, CodecError, Reader};
 use super::{Entry, KeyedBy, Swept, TableStats, SHARDS};
 use crate::time::Millis;
 
@@ -95,7 +96,7 @@ impl Presence {
 
 type Map<V> = DashMap<u64, V, BuildHasherDefault<KeyHasher>>;
 
-impl<V: Entry> Swept for Table<V> {
+impl<V: Entry + Codec> Swept for Table<V> {
     fn sweep(&self, watermark: Millis, slack: Millis) {
         Table::sweep(self, watermark, slack)
     }
@@ -107,6 +108,23 @@ impl<V: Entry> Swept for Table<V> {
     }
     fn remove(&self, key: u64) -> bool {
         Table::remove(self, key).is_some()
+    }
+    fn save(&self, key: u64, out: &mut Vec<u8>) -> bool {
+        if self.absent(key) {
+            return false;
+        }
+        match self.map.get(&key) {
+            Some(e) => {
+                e.put(out);
+                true
+            }
+            None => false,
+        }
+    }
+    fn load(&self, key: u64, r: &mut Reader<'_>) -> Result<(), CodecError> {
+        let v = V::get(r)?;
+        self.put(key, v);
+        Ok(())
     }
 }
 
@@ -185,6 +203,23 @@ impl<V: Entry> Table<V> {
             new()
         });
         f(&mut e)
+    }
+
+    /// Sets the entry of `key` (a restore), replacing any.
+    pub fn put(&self, key: u64, v: V) {
+        if self.absent(key) || !self.map.contains_key(&key) {
+            if self.len() >= self.cap {
+                self.evict_for_cap();
+            }
+        }
+        let _switch = self.presence.as_ref().map(|p| {
+            let g = p.switch.read().unwrap_or_else(|e| e.into_inner());
+            p.set(p.current.load(Ordering::Acquire), key);
+            g
+        });
+        if self.map.insert(key, v).is_none() {
+            stripe(&self.count, key).fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Runs `f` on the entry of `key` if there is one.
@@ -327,6 +362,14 @@ mod tests {
     use crate::state::{insert_sorted, prune_sorted, Items};
 
     struct E(Items<Millis>);
+    impl Codec for E {
+        fn put(&self, w: &mut Vec<u8>) {
+            self.0.put(w)
+        }
+        fn get(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+            Ok(E(Items::get(r)?))
+        }
+    }
     impl Entry for E {
         fn last_seen(&self) -> Millis {
             self.0.last().copied().unwrap_or(0)
@@ -363,6 +406,15 @@ mod tests {
     }
 
     struct W(Millis, usize);
+    impl Codec for W {
+        fn put(&self, w: &mut Vec<u8>) {
+            self.0.put(w);
+            self.1.put(w);
+        }
+        fn get(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+            Ok(W(Millis::get(r)?, usize::get(r)?))
+        }
+    }
     impl Entry for W {
         fn last_seen(&self) -> Millis {
             self.0
