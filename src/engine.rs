@@ -138,6 +138,42 @@ impl Engine {
         decided_at: Option<Millis>,
         out: &mut Vec<Decision>,
     ) {
+        self.process_at(lane, None, event, decided_at, out)
+    }
+
+    /// [`Engine::process_in_lane`] with the lane's time given: the service
+    /// passes the slowest of the worker's partitions' clocks (each moved
+    /// with [`Engine::step_clock`]), so a partition behind is never swept
+    /// by a faster one that shares its worker.
+    pub fn process_clocked(
+        &self,
+        lane: usize,
+        clock: Millis,
+        event: &Event,
+        decided_at: Option<Millis>,
+        out: &mut Vec<Decision>,
+    ) {
+        self.process_at(lane, Some(clock), event, decided_at, out)
+    }
+
+    /// Where a clock at `cur` goes with an event at `ts`: forward by at
+    /// most one sweep interval per event (see `move_lane`), never back.
+    pub fn step_clock(&self, cur: Millis, ts: Millis) -> Millis {
+        if cur == Millis::MIN {
+            ts
+        } else {
+            cur.max(ts.min(cur.saturating_add(self.sweep_every)))
+        }
+    }
+
+    fn process_at(
+        &self,
+        lane: usize,
+        clock: Option<Millis>,
+        event: &Event,
+        decided_at: Option<Millis>,
+        out: &mut Vec<Decision>,
+    ) {
         let kind_idx = match event.kind {
             Kind::Auth => 0,
             Kind::Submission => 1,
@@ -147,7 +183,7 @@ impl Engine {
         if let Some(l) = self.lanes.get(lane) {
             l.events_by_kind[kind_idx].fetch_add(1, Ordering::Relaxed);
         }
-        self.advance(lane, event.ts);
+        self.advance(lane, event.ts, clock);
         if event.kind == Kind::Unlock {
             self.unlock(event, decided_at.unwrap_or(event.ts), out);
             return;
@@ -349,11 +385,19 @@ impl Engine {
     /// may be at different event times. State is swept up to the *slowest*
     /// lane's time, so a lane that is behind never finds state missing that
     /// it still needs.
-    fn advance(&self, lane: usize, ts: Millis) {
+    fn advance(&self, lane: usize, ts: Millis, clock: Option<Millis>) {
         let Some(l) = self.lanes.get(lane) else {
             return;
         };
-        self.move_lane(l, ts);
+        match clock {
+            Some(c) => {
+                if l.idle.load(Ordering::Relaxed) {
+                    l.idle.store(false, Ordering::Relaxed);
+                }
+                l.ts.store(c, Ordering::Relaxed);
+            }
+            None => self.move_lane(l, ts),
+        }
         let since = l.since_sweep.fetch_add(1, Ordering::Relaxed) + 1;
         if since * (self.lanes.len() as u64) < self.sweep_after_events.load(Ordering::Relaxed) {
             return;

@@ -38,6 +38,14 @@ pub struct Metrics {
     pub partitions_assigned: IntGauge,
     pub restore_duration: Histogram,
     pub restored_events: IntCounter,
+    /// Bytes of checkpoint chunks the broker acknowledged.
+    pub state_bytes: IntCounter,
+    /// Checkpoints written, by kind (base, delta).
+    pub checkpoints: IntCounterVec,
+    /// Restores of a partition, by how (checkpoint, input, none, fallback).
+    pub state_restores: IntCounterVec,
+    /// Bytes of checkpoints read back by restores.
+    pub state_restored_bytes: IntCounter,
     pub restoring_partitions: IntGauge,
     pub dead_letters: IntCounterVec,
     pub action_ack_duration: Histogram,
@@ -304,6 +312,28 @@ impl Metrics {
                     "Events read again to rebuild state after an assignment (no actions emitted for them).",
                 )
             },
+            state_bytes: single_counter(
+                &r,
+                "credwatch_state_checkpoint_bytes_total",
+                "Bytes of durable-state checkpoints written to kafka.state_topic (acknowledged by the broker).",
+            ),
+            checkpoints: counter(
+                &r,
+                "credwatch_state_checkpoints_total",
+                "Durable-state checkpoints written, by kind (base: every account of the partition; delta: the accounts changed since the last).",
+                &["kind"],
+            ),
+            state_restores: counter(
+                &r,
+                "credwatch_state_restores_total",
+                "Partition restores, by how the state came back (checkpoint: from kafka.state_topic and the input since; input: kafka.restore_secs of input, no durable state configured or none written yet; fallback: the durable state could not be read or was of another format, so input was re-read).",
+                &["from"],
+            ),
+            state_restored_bytes: single_counter(
+                &r,
+                "credwatch_state_restored_bytes_total",
+                "Bytes of durable-state checkpoints read back by restores.",
+            ),
             restoring_partitions: gauge(
                 &r,
                 "credwatch_state_restoring_partitions",

@@ -114,6 +114,11 @@ impl Tracker {
         self.lock().pending.values().map(|&n| n as usize).sum()
     }
 
+    /// The last offset committed (the next one to read), -1 if none.
+    pub fn committed_offset(&self) -> i64 {
+        self.lock().committed
+    }
+
     /// The highest offset handed over by the worker.
     pub fn processed_offset(&self) -> i64 {
         self.lock().processed

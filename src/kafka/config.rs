@@ -18,11 +18,28 @@ crate::section! {
         pub actions_topic: String = "credwatch.actions".into(),
         /// Where rejected events go, with the reason.
         pub dead_letter_topic: String = "credwatch.dlq".into(),
-        /// How far back (Kafka message time) the state of a newly assigned
-        /// partition is rebuilt from the partition itself, in seconds. A day
-        /// covers every detector's window except the two-week sending
-        /// baseline of `send_volume`. Retention must keep at least this.
+        /// Without durable state (`state_topic`), or when it cannot be read:
+        /// how far back the state of a newly assigned partition is rebuilt
+        /// from the partition itself, in seconds of Kafka message time
+        /// before the group's last committed message (not the wall clock:
+        /// a group that was down for a week still restores). A day covers
+        /// every detector's window except the two-week sending baseline of
+        /// `send_volume`. Retention must keep at least this.
         pub restore_secs: u64 = 86_400,
+        /// Durable state: a compacted topic where each input partition's
+        /// state (every account's tables, profiles and incidents) is
+        /// checkpointed, so a restart or a rebalance restores weeks of
+        /// history from it and re-reads only the input since the last
+        /// checkpoint (docs/durable-state.md). Created with
+        /// `cleanup.policy=compact` if missing; refused if it exists without
+        /// compaction. Empty: no durable state (restore from
+        /// `restore_secs` of input).
+        pub state_topic: String = String::new(),
+        /// How often each partition's changed accounts are checkpointed to
+        /// `state_topic`, in seconds of wall time (also on a revoke and at
+        /// shutdown). After a crash, at most this much input (plus the
+        /// commit interval) is judged again.
+        pub checkpoint_interval_secs: u64 = 30,
         /// Threads that judge events; partitions are spread over them.
         pub workers: usize = 2,
         /// How often processed offsets are committed, in milliseconds.
@@ -60,6 +77,21 @@ impl KafkaConfig {
         c.positive("workers", self.workers as u64);
         c.positive("commit_interval_ms", self.commit_interval_ms);
         c.positive("drain_timeout_secs", self.drain_timeout_secs);
+        c.positive("checkpoint_interval_secs", self.checkpoint_interval_secs);
+        for (key, other) in [
+            ("input_topics", self.input_topics.join(",")),
+            ("actions_topic", self.actions_topic.clone()),
+            ("dead_letter_topic", self.dead_letter_topic.clone()),
+        ] {
+            if !self.state_topic.trim().is_empty()
+                && other.split(',').any(|t| t == self.state_topic.trim())
+            {
+                c.fail(
+                    "state_topic",
+                    format!("is also {key}: the state topic holds credwatch's checkpoints only"),
+                );
+            }
+        }
         if self.input_topics.is_empty() || self.input_topics.iter().any(|t| t.trim().is_empty()) {
             c.fail(
                 "input_topics",

@@ -175,7 +175,13 @@ mod durable {
         }
     }
 
-    crate::codec_fields!(Incident { start, first, last, level, story });
+    crate::codec_fields!(Incident {
+        start,
+        first,
+        last,
+        level,
+        story
+    });
 
     fn severity(s: crate::detect::Severity) -> u8 {
         s as u8

@@ -61,6 +61,8 @@ pub enum ServiceError {
         topics: Vec<String>,
         source: KafkaError,
     },
+    #[error(transparent)]
+    StateTopic(#[from] crate::source::kafka::durable::StateTopicError),
     #[error("the {0} thread panicked")]
     Panicked(&'static str),
 }
@@ -135,6 +137,12 @@ impl Service {
     /// pipeline below judges them like every other event.
     pub fn start(settings: Settings, metrics: Arc<Metrics>) -> Result<Service, ServiceError> {
         let c = &settings.config;
+        // Durable state: the topic, and the hash key every instance keys
+        // its tables with, before anything is keyed.
+        if !c.kafka.state_topic.trim().is_empty() {
+            crate::source::kafka::durable::ensure_topic(&c.kafka)?;
+            crate::source::kafka::durable::establish_key(&c.kafka)?;
+        }
         let locks = (c.dovecot_policy.enabled() || c.postfix_policy.enabled())
             .then(|| Arc::new(LockView::new(c.policy.lock_ttl_secs)));
         let feed = match &locks {
@@ -276,6 +284,17 @@ impl Service {
             senders.push(tx);
             receivers.push(rx);
         }
+        // Durable state: the judging stages keyed by account (the source
+        // stage's state, keyed by address, is rebuilt from its input).
+        let durable = !k.state_topic.trim().is_empty()
+            && plan.lines.is_none()
+            && plan.keyed_by != Some(KeyedBy::Source);
+        let (state_topic, state_partitions) = if durable {
+            let n = crate::source::kafka::durable::ensure_topic(k)?;
+            (Some(Arc::<str>::from(k.state_topic.trim())), n)
+        } else {
+            (None, 0)
+        };
         let (restore_tx, restore_rx) = mpsc::channel();
         let generation = Duration::from_secs(k.restore_secs.max(3600));
         let shared = Arc::new(Input {
@@ -296,6 +315,8 @@ impl Service {
             log: Logger::new("consumer", Some(metrics.clone())),
             primary: plan.primary,
             locks: plan.locks,
+            state_topic,
+            state_partitions,
             kafka: settings.config.kafka.clone(),
             events: settings.config.events.clone(),
             geoip: settings.config.geoip.clone(),

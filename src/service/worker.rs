@@ -10,8 +10,9 @@ use super::Forward;
 use crate::policy::Decision;
 use crate::sink::kafka::{Origin, Record};
 use crate::source::event::{parse_event, Kind, ParseLimits, Reject};
-use crate::source::kafka::{Batch, Input, Work};
-use crate::time::now_millis;
+use crate::source::kafka::{durable, Batch, Input, Part, Work};
+use crate::time::{now_millis, Millis};
+use std::sync::Arc;
 
 /// A worker: judges the events of its partitions.
 pub(super) fn run(
@@ -40,6 +41,11 @@ pub(super) fn run(
             Ok(Work::Revoke(parts, done)) => {
                 if let Some(l) = lines.as_mut() {
                     l.revoke(&parts);
+                }
+                // The next owner restores from this checkpoint and reads
+                // nothing of the input again.
+                for p in &parts {
+                    durable::checkpoint(p, s, true);
                 }
                 let mut keys: HashSet<u64> = HashSet::new();
                 for p in &parts {
@@ -71,6 +77,9 @@ pub(super) fn run(
                 s.resume.lock().unwrap_or_else(|e| e.into_inner()).push(p);
             }
             Ok(Work::Drain(done)) => {
+                for p in s.all_parts().iter().filter(|p| p.worker == lane) {
+                    durable::checkpoint(p, s, true);
+                }
                 let _ = done.send(());
             }
             Ok(Work::Stop) | Err(RecvTimeoutError::Disconnected) => return,
@@ -100,6 +109,13 @@ fn judge(lane: usize, b: &Batch, s: &Input, decisions: &mut Vec<Decision>, local
         return;
     }
     judge_batch(lane, b, s, decisions, local);
+    if s.state_topic.is_some() {
+        part.chain
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .dirty
+            .extend(local.keys.iter().copied());
+    }
     let refused = part.seen_all(&local.keys, s.generation, &s.keys);
     if refused > 0 {
         s.metrics
@@ -122,6 +138,26 @@ fn judge(lane: usize, b: &Batch, s: &Input, decisions: &mut Vec<Decision>, local
     local.events.flush(&s.metrics);
     local.decision.flush();
     local.lag.flush();
+    if !b.restore {
+        durable::checkpoint(part, s, false);
+    }
+}
+
+/// A partition that has had no batch for this long does not hold the
+/// sweep back (its next event is judged against the others' time).
+const QUIET: Duration = Duration::from_secs(30);
+
+/// The slowest clock of the worker's other partitions that are not quiet
+/// (`Millis::MAX`: none).
+fn others_clock(lane: usize, part: &Arc<Part>, s: &Input) -> Millis {
+    s.all_parts()
+        .iter()
+        .filter(|p| p.worker == lane && !Arc::ptr_eq(p, part))
+        .filter(|p| p.active.lock().unwrap_or_else(|e| e.into_inner()).elapsed() < QUIET)
+        .map(|p| p.clock.load(Ordering::Relaxed))
+        .filter(|&c| c != Millis::MIN)
+        .min()
+        .unwrap_or(Millis::MAX)
 }
 
 fn judge_batch(
@@ -134,6 +170,9 @@ fn judge_batch(
     let part = &b.part;
     let now = now_millis();
     let limits = ParseLimits::new(s.events.max_bytes, now).with_form(s.events.form());
+    *part.active.lock().unwrap_or_else(|e| e.into_inner()) = std::time::Instant::now();
+    let others = others_clock(lane, part, s);
+    let mut clock = part.clock.load(Ordering::Relaxed);
     for m in &b.msgs {
         let origin = || Origin {
             part: part.clone(),
@@ -181,7 +220,10 @@ fn judge_batch(
                     event.hint = m.hint;
                 }
                 local.keys.push(event.key);
-                s.engine.process_in_lane(lane, &event, Some(now), decisions);
+                clock = s.engine.step_clock(clock, event.ts);
+                part.clock.store(clock, Ordering::Relaxed);
+                s.engine
+                    .process_clocked(lane, clock.min(others), &event, Some(now), decisions);
                 if b.restore {
                     decisions.clear();
                     s.metrics.restored_events.inc();

@@ -64,6 +64,9 @@ pub enum RecordKind {
     DeadLetter,
     /// A login forwarded to `kafka.sources_topic`, keyed by its address.
     Forward,
+    /// A chunk of a partition's checkpoint on `kafka.state_topic` (or a
+    /// tombstone removing one).
+    State,
 }
 
 /// A record being produced because of one input message; carried through
@@ -78,6 +81,10 @@ pub struct Record {
     payload: Arc<[u8]>,
     headers: Vec<(&'static str, String)>,
     attempts: u32,
+    /// The topic partition to write to (state chunks); `None`: by key.
+    partition: Option<i32>,
+    /// Written without a value (a tombstone).
+    tombstone: bool,
 }
 
 /// Where a record comes from: an input message.
@@ -106,7 +113,31 @@ impl Record {
             payload,
             headers: Vec::new(),
             attempts: 0,
+            partition: None,
+            tombstone: false,
         })
+    }
+
+    /// A chunk of a checkpoint (`None`: a tombstone for `key`), to one
+    /// partition of the state topic.
+    pub fn state(
+        origin: &Origin,
+        topic: Arc<str>,
+        partition: i32,
+        key: &str,
+        chunk: Option<Vec<u8>>,
+    ) -> Box<Record> {
+        let tombstone = chunk.is_none();
+        let mut r = Self::new(
+            origin,
+            RecordKind::State,
+            topic,
+            key.as_bytes().into(),
+            chunk.unwrap_or_default().into(),
+        );
+        r.partition = Some(partition);
+        r.tombstone = tombstone;
+        r
     }
 
     /// An action, keyed by its account.
@@ -210,6 +241,9 @@ impl ProducerContext for ProduceCtx {
                         .action_ack_duration
                         .observe(record.received.elapsed().as_secs_f64()),
                     RecordKind::Forward => {}
+                    RecordKind::State => {
+                        self.metrics.state_bytes.inc_by(record.payload.len() as u64)
+                    }
                 }
             }
             Err((e, _)) => self.retry(record, e),
@@ -272,10 +306,16 @@ impl Producer {
         let key = record.key.clone();
         let payload = record.payload.clone();
         let headers = owned_headers(&record.headers);
+        let (partition, tombstone) = (record.partition, record.tombstone);
         let mut base = BaseRecord::with_opaque_to(&topic, record)
             .key(&*key)
-            .payload(&*payload)
             .headers(headers);
+        if !tombstone {
+            base = base.payload(&*payload);
+        }
+        if let Some(p) = partition {
+            base = base.partition(p);
+        }
         loop {
             match self.producer.send(base) {
                 Ok(()) => return,

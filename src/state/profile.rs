@@ -66,13 +66,21 @@ struct Network {
 
 pub struct Networks(Items<Network>);
 
-crate::codec_fields!(Network { prefix, asn, country, first, last });
+crate::codec_fields!(Network {
+    prefix,
+    asn,
+    country,
+    first,
+    last
+});
 
 impl crate::state::codec::Codec for Networks {
     fn put(&self, w: &mut Vec<u8>) {
         self.0.put(w)
     }
-    fn get(r: &mut crate::state::codec::Reader<'_>) -> Result<Self, crate::state::codec::CodecError> {
+    fn get(
+        r: &mut crate::state::codec::Reader<'_>,
+    ) -> Result<Self, crate::state::codec::CodecError> {
         Ok(Networks(Items::get(r)?))
     }
 }

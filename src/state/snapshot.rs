@@ -279,7 +279,9 @@ pub struct Found {
 impl Found {
     pub fn complete(&self) -> bool {
         let Some(n) = self.chunks.values().last().and_then(|(_, v)| {
-            Header::read(&mut Reader::new(v)).ok().and_then(|h| h.chunks)
+            Header::read(&mut Reader::new(v))
+                .ok()
+                .and_then(|h| h.chunks)
         }) else {
             return false;
         };

@@ -207,10 +207,8 @@ impl<V: Entry> Table<V> {
 
     /// Sets the entry of `key` (a restore), replacing any.
     pub fn put(&self, key: u64, v: V) {
-        if self.absent(key) || !self.map.contains_key(&key) {
-            if self.len() >= self.cap {
-                self.evict_for_cap();
-            }
+        if (self.absent(key) || !self.map.contains_key(&key)) && self.len() >= self.cap {
+            self.evict_for_cap();
         }
         let _switch = self.presence.as_ref().map(|p| {
             let g = p.switch.read().unwrap_or_else(|e| e.into_inner());

@@ -10,6 +10,7 @@
 
 mod backscatter;
 mod config_reference;
+mod durable;
 mod failed_login_burst;
 mod impossible_travel;
 mod layout;

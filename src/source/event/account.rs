@@ -1,27 +1,52 @@
 //! Accounts and addresses: normalised as the contract compares them, and
 //! keyed for the state tables by a keyed hash an outsider cannot aim.
 
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, Hasher};
 use std::net::IpAddr;
 use std::sync::OnceLock;
+
+use siphasher::sip::SipHasher13;
 
 use super::{Reject, RejectReason};
 
 /// The longest account the contract accepts.
 pub(super) const MAX_ACCOUNT_BYTES: usize = 320;
 
-fn account_hasher() -> &'static std::hash::RandomState {
-    static H: OnceLock<std::hash::RandomState> = OnceLock::new();
-    H.get_or_init(std::hash::RandomState::new)
+/// The secret key of the state tables' hash: random per process, unless
+/// durable state gave one that every instance shares ([`set_state_key`]).
+static KEY: OnceLock<[u64; 2]> = OnceLock::new();
+
+fn key() -> &'static [u64; 2] {
+    KEY.get_or_init(|| {
+        let r = std::hash::RandomState::new();
+        [r.hash_one(1u8), r.hash_one(2u8)]
+    })
+}
+
+fn hasher() -> SipHasher13 {
+    let k = key();
+    SipHasher13::new_with_keys(k[0], k[1])
+}
+
+/// Sets the hash key every instance of a group shares, so that durable
+/// state written by one process is found by another. Must come before any
+/// key is computed; false if another key is already in use.
+pub fn set_state_key(k: [u64; 2]) -> bool {
+    *KEY.get_or_init(|| k) == k
 }
 
 /// The state-map key of a normalised (trimmed, lower-cased) account.
 ///
-/// A keyed SipHash with a per-process random key: 64 bits, so two accounts
-/// share state only with probability about n²/2⁶⁵ (10 M accounts: 3·10⁻⁶),
-/// and an outsider cannot aim a collision because the key is secret.
+/// A keyed SipHash-1-3 with a secret key (random per process, or the one
+/// the group's durable state holds): 64 bits, so two accounts share state
+/// only with probability about n²/2⁶⁵ (10 M accounts: 3·10⁻⁶), and an
+/// outsider cannot aim a collision because the key is secret.
 pub fn account_key(normalised: &str) -> u64 {
-    account_hasher().hash_one(normalised)
+    let mut h = hasher();
+    h.write(normalised.as_bytes());
+    // UTF-8 never has 0xff (nor 0xfe, which ends an address's input).
+    h.write_u8(0xff);
+    h.finish()
 }
 
 /// The state-map key of a source address (same secret key as accounts; the
@@ -38,7 +63,10 @@ pub fn address_key(ip: IpAddr) -> u64 {
             b[1..17].copy_from_slice(&v6.octets());
         }
     }
-    account_hasher().hash_one(b)
+    let mut h = hasher();
+    h.write(&b);
+    h.write_u8(0xfe);
+    h.finish()
 }
 
 /// How logins are spelled on this platform: what [`canonical_account`]

@@ -14,7 +14,7 @@ use std::net::IpAddr;
 
 pub use account::{
     account_key, address_key, canonical_account, network_key, normalise_account, parse_ip,
-    truncate, AccountForm,
+    set_state_key, truncate, AccountForm,
 };
 pub use mailbox::{mailboxes, MAX_MAILBOXES};
 pub use parse::{

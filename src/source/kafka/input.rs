@@ -51,6 +51,9 @@ pub struct Input {
     /// The lock view this stage's own locks and unlocks go to at once
     /// (the judging stage, with a policy server configured).
     pub(crate) locks: Option<Arc<crate::enforce::LockView>>,
+    /// `kafka.state_topic` (durable state), and its partition count.
+    pub(crate) state_topic: Option<Arc<str>>,
+    pub(crate) state_partitions: usize,
 }
 
 impl Input {

@@ -9,6 +9,7 @@
 
 pub mod batch;
 pub mod consumer;
+pub mod durable;
 mod input;
 mod partition;
 pub mod restore;

@@ -2,7 +2,7 @@
 //! bookkeeping, and the accounts it brought (dropped when it moves away).
 
 use std::collections::HashSet;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicI64};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,16 @@ pub struct Part {
     /// ([`KeyBudget`]): an account not remembered here is not dropped on a
     /// revoke, and leaves the tables by their own time and size bounds.
     pub(crate) accounts: Mutex<Accounts>,
+    /// Its durable state's chain and changed accounts (`kafka.state_topic`).
+    pub(crate) chain: Mutex<super::durable::Chain>,
+    /// The partition's own event-time clock: the time its events have
+    /// reached, moving as a lane's does ([`crate::engine::Engine::step_clock`]).
+    /// State is swept by the slowest partition's clock, never by a faster
+    /// one that shares its worker.
+    pub(crate) clock: AtomicI64,
+    /// When its worker last judged a batch of it: a partition quiet for
+    /// long does not hold the sweep back.
+    pub(crate) active: Mutex<Instant>,
 }
 
 /// How many account keys a stage's partitions may remember in all
@@ -89,6 +99,9 @@ impl Part {
                 previous: HashSet::new(),
                 since: Instant::now(),
             }),
+            chain: Mutex::new(Default::default()),
+            clock: AtomicI64::new(crate::time::Millis::MIN),
+            active: Mutex::new(Instant::now()),
         }
     }
 

@@ -87,13 +87,18 @@ struct Range {
     /// The committed offset: everything before it was already acted on.
     end: i64,
     done: bool,
+    /// Messages older than this (Kafka message time) are not re-read
+    /// (`Millis::MIN`: from a checkpoint, every message after it is).
+    since: Millis,
+    /// Restored from a checkpoint: re-read from this offset.
+    from: Option<i64>,
 }
 
 /// Re-reads the recent past of `parts` into the engine; returns the number
 /// of messages read.
 fn restore(parts: &[Arc<Part>], s: &Arc<Input>) -> Result<u64, RestoreError> {
     let k = &s.kafka;
-    if k.restore_secs == 0 {
+    if k.restore_secs == 0 && s.state_topic.is_none() {
         return Ok(0);
     }
     let t0 = Instant::now();
@@ -125,6 +130,8 @@ fn restore(parts: &[Arc<Part>], s: &Arc<Input>) -> Result<u64, RestoreError> {
                             part: p.clone(),
                             end,
                             done: false,
+                            since: Millis::MIN,
+                            from: None,
                         },
                     );
                 }
@@ -138,30 +145,105 @@ fn restore(parts: &[Arc<Part>], s: &Arc<Input>) -> Result<u64, RestoreError> {
     if ranges.is_empty() {
         return Ok(0);
     }
-    let since: Millis = now_millis() - k.restore_secs as Millis * SECOND;
+    // Durable state first: a partition restored from a checkpoint re-reads
+    // only the input after it.
+    if s.state_topic.is_some() {
+        let with: Vec<(Arc<Part>, i64)> =
+            ranges.values().map(|r| (r.part.clone(), r.end)).collect();
+        let got = super::durable::restore(s, &with);
+        for r in ranges.values_mut() {
+            let label = match got.get(&(r.part.topic.clone(), r.part.partition)) {
+                Some(super::durable::Restored::Checkpoint {
+                    offset,
+                    accounts,
+                    bytes,
+                }) => {
+                    s.metrics.state_restored_bytes.inc_by(*bytes as u64);
+                    tracing::info!(
+                        topic = %r.part.topic,
+                        partition = r.part.partition,
+                        checkpoint_offset = offset,
+                        committed = r.end,
+                        accounts,
+                        bytes,
+                        "Durable state read; re-reading the input after its checkpoint."
+                    );
+                    r.from = Some(*offset);
+                    if *offset >= r.end {
+                        r.done = true;
+                    }
+                    "checkpoint"
+                }
+                Some(super::durable::Restored::Failed(why)) => {
+                    tracing::warn!(
+                        topic = %r.part.topic,
+                        partition = r.part.partition,
+                        error = %why,
+                        restore_secs = k.restore_secs,
+                        "The durable state of this partition cannot be used; its state is rebuilt from kafka.restore_secs of its input instead."
+                    );
+                    "fallback"
+                }
+                _ => "input",
+            };
+            s.metrics.state_restores.with_label_values(&[label]).inc();
+        }
+    } else {
+        s.metrics
+            .state_restores
+            .with_label_values(&["input"])
+            .inc_by(ranges.len() as u64);
+    }
+    // The rest: `restore_secs` of message time before the last committed
+    // message (event time, as everything else: a group that was down for
+    // longer than the window still restores its last window).
+    let last = last_times(&consumer, &ranges);
     let mut by_time = TopicPartitionList::new();
-    for (t, p) in ranges.keys() {
+    for ((t, p), r) in ranges.iter_mut() {
+        if r.from.is_some() {
+            continue;
+        }
+        if k.restore_secs == 0 {
+            r.done = true;
+            continue;
+        }
+        let Some(&end_ts) = last.get(&(t.clone(), *p)) else {
+            r.done = true;
+            continue;
+        };
+        r.since = end_ts - k.restore_secs as Millis * SECOND;
         by_time
-            .add_partition_offset(t, *p, Offset::Offset(since))
+            .add_partition_offset(t, *p, Offset::Offset(r.since))
             .map_err(RestoreError::Offsets)?;
     }
-    let starts = match consumer.offsets_for_times(by_time, ADMIN_TIMEOUT) {
-        Ok(t) => t,
-        Err(e) => {
-            tracing::warn!(error = %e, "The broker cannot look up offsets by time; restoring from the start of each partition, filtered by message time.");
-            let mut t = TopicPartitionList::new();
-            for (topic, p) in ranges.keys() {
-                t.add_partition_offset(topic, *p, Offset::Beginning)
-                    .map_err(RestoreError::Offsets)?;
+    let mut assign = TopicPartitionList::new();
+    for ((t, p), r) in &ranges {
+        if let (Some(from), false) = (r.from, r.done) {
+            assign
+                .add_partition_offset(t, *p, Offset::Offset(from))
+                .map_err(RestoreError::Assign)?;
+        }
+    }
+    let starts = if by_time.count() == 0 {
+        by_time
+    } else {
+        match consumer.offsets_for_times(by_time, ADMIN_TIMEOUT) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "The broker cannot look up offsets by time; restoring from the start of each partition, filtered by message time.");
+                let mut t = TopicPartitionList::new();
+                for (topic, p) in ranges.keys() {
+                    t.add_partition_offset(topic, *p, Offset::Beginning)
+                        .map_err(RestoreError::Offsets)?;
+                }
+                t
             }
-            t
         }
     };
     tracing::debug!(
         elapsed_ms = t0.elapsed().as_millis() as u64,
         "restore: offsets by time read"
     );
-    let mut assign = TopicPartitionList::new();
     for e in starts.elements() {
         let key = (e.topic().to_string(), e.partition());
         let Some(r) = ranges.get_mut(&key) else {
@@ -223,7 +305,7 @@ fn restore(parts: &[Arc<Part>], s: &Arc<Input>) -> Result<u64, RestoreError> {
                     r.done = true;
                     continue;
                 }
-                let in_window = m.timestamp().to_millis().is_none_or(|t| t >= since);
+                let in_window = m.timestamp().to_millis().is_none_or(|t| t >= r.since);
                 if in_window {
                     batcher.push(
                         &|b| s.send_batch(b),
@@ -271,4 +353,42 @@ fn restore(parts: &[Arc<Part>], s: &Arc<Input>) -> Result<u64, RestoreError> {
         "restore: read"
     );
     Ok(read)
+}
+
+/// The Kafka timestamp of each range's last committed message (the one
+/// before its committed offset): where its restore window ends.
+fn last_times(
+    consumer: &BaseConsumer<Quiet>,
+    ranges: &HashMap<(String, i32), Range>,
+) -> HashMap<(String, i32), Millis> {
+    let mut out = HashMap::new();
+    let mut tpl = TopicPartitionList::new();
+    for ((t, p), r) in ranges {
+        if r.from.is_none() && !r.done {
+            let _ = tpl.add_partition_offset(t, *p, Offset::Offset(r.end - 1));
+        }
+    }
+    if tpl.count() == 0 || consumer.assign(&tpl).is_err() {
+        return out;
+    }
+    let deadline = Instant::now() + ADMIN_TIMEOUT;
+    while out.len() < tpl.count() && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(RESTORE_POLL) {
+            let key = (m.topic().to_string(), m.partition());
+            if let Some(r) = ranges.get(&key) {
+                if m.offset() == r.end - 1 {
+                    // A message without a timestamp: the wall clock, as before.
+                    out.insert(key, m.timestamp().to_millis().unwrap_or_else(now_millis));
+                }
+            }
+        }
+    }
+    for ((t, p), r) in ranges {
+        if r.from.is_none() && !r.done && !out.contains_key(&(t.clone(), *p)) {
+            tracing::warn!(topic = %t, partition = p, "Could not read the last committed message's time; restoring the window before the wall clock.");
+            out.insert((t.clone(), *p), now_millis());
+        }
+    }
+    let _ = consumer.unassign();
+    out
 }

@@ -423,6 +423,21 @@ pub fn produce_paced_lingering(
     lines: &[Line],
     rate: usize,
     linger_ms: u32,
+    before_send: impl FnMut(usize, &str),
+) -> f64 {
+    produce_paced_at(brokers, lines, rate, linger_ms, false, before_send)
+}
+
+/// [`produce_paced_lingering`], with each message's Kafka timestamp set
+/// to its event's time when `stamped` (as a shipper that forwards events
+/// as they happen does: a history produced at once then still spans days
+/// of message time).
+pub fn produce_paced_at(
+    brokers: &str,
+    lines: &[Line],
+    rate: usize,
+    linger_ms: u32,
+    stamped: bool,
     mut before_send: impl FnMut(usize, &str),
 ) -> f64 {
     let p: ThreadedProducer<DefaultProducerContext> = client(brokers)
@@ -438,6 +453,9 @@ pub fn produce_paced_lingering(
         let key = account_of(&l.json);
         before_send(i, &key);
         let mut rec = BaseRecord::to(INPUT).key(&key).payload(&l.json);
+        if stamped {
+            rec = rec.timestamp(l.ts);
+        }
         while let Err((_, r)) = p.send(rec) {
             rec = r;
             std::thread::sleep(Duration::from_micros(100));
@@ -631,12 +649,24 @@ impl Binary {
         extra: &str,
         env: &[(&str, &str)],
     ) -> Binary {
+        Self::start_keyed(world, brokers, name, "", extra, env)
+    }
+
+    /// The same with `kafka_keys` in its `[kafka]` section.
+    pub fn start_keyed(
+        world: &World,
+        brokers: &str,
+        name: &str,
+        kafka_keys: &str,
+        extra: &str,
+        env: &[(&str, &str)],
+    ) -> Binary {
         let config = world.dir.path().join(format!("{name}.toml"));
         std::fs::write(
             &config,
             world.toml(&format!(
                 "{}[http]\nlisten = \"127.0.0.1:0\"\n{extra}\n",
-                kafka_toml(brokers, "binary", "", "")
+                kafka_toml(brokers, "binary", kafka_keys, "")
             )),
         )
         .expect("write config");

@@ -1,0 +1,326 @@
+//! Durable state (`kafka.state_topic`) on the real broker with durable
+//! storage (tansu on S3), with the real `credwatch run` binary: a fortnight
+//! of history on four partitions, where the two-week `send_volume`
+//! baseline decides the outcome (a weekly newsletter is normal; a real
+//! surge locks), and messages stamped with their events' times, as a
+//! shipper forwarding events as they happen would stamp them.
+//!
+//! - credwatch killed with `kill -9` on day 13 and started again;
+//! - a second instance joining on day 10 and leaving on day 13, so that
+//!   partitions move both ways;
+//!
+//! each gives exactly replay's actions. And the control: without durable
+//! state, the same kill makes the newsletter of day 14 alert, because a
+//! day of input (`kafka.restore_secs`) does not hold its baseline. That is
+//! what makes the two tests above able to fail.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use credwatch::demo::sample::{submission, Line};
+use credwatch_testkit::kafka::*;
+use credwatch_testkit::{ip, ok, World, T0};
+
+const PARTITIONS: i32 = 4;
+const MINUTE: i64 = 60_000;
+const HOUR: i64 = 60 * MINUTE;
+const DAY: i64 = 24 * HOUR;
+/// Day 0 of the history: two weeks and a day before the sample clock.
+const BASE: i64 = T0 - 15 * DAY;
+
+/// librdkafka's default partitioner (`consistent_random`): CRC-32 of the
+/// key, modulo the partition count.
+fn partition_of(key: &str) -> i32 {
+    let mut crc = !0u32;
+    for &b in key.as_bytes() {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    ((!crc) % PARTITIONS as u32) as i32
+}
+
+/// One account named `{prefix}{k}@fort.example` per input partition.
+fn one_per_partition(prefix: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for k in 0.. {
+        let a = format!("{prefix}{k}@fort.example");
+        if !out.iter().any(|o| partition_of(o) == partition_of(&a)) {
+            out.push(a);
+        }
+        if out.len() == PARTITIONS as usize {
+            return out;
+        }
+    }
+    unreachable!()
+}
+
+/// When the faults strike: day 13 at noon, and the joiner's day 10.
+const KILL_AT: i64 = BASE + 13 * DAY + 12 * HOUR;
+const JOIN_AT: i64 = BASE + 10 * DAY + 12 * HOUR;
+
+/// Fifteen days: ordinary accounts logging in and sending a little every
+/// day; newsletter accounts sending 600 recipients every Monday (days 0, 7
+/// and 14); accounts that send a few a day and then 1,500 in one hour on
+/// day 14; and an impossible travel per partition straddling the kill.
+fn fortnight() -> Vec<Line> {
+    let mut v = Vec::new();
+    for day in 0..15 {
+        let d = BASE + day * DAY;
+        for i in 0..240u16 {
+            let a = format!("user{i}@fort.example");
+            let home = ip("Berlin", 10 + i);
+            v.push(ok(d + 8 * HOUR + i64::from(i) * 1000, &a, home));
+            if i % 3 == 0 {
+                v.push(submission(
+                    d + 9 * HOUR + i64::from(i) * 1000,
+                    &a,
+                    home,
+                    &a,
+                    Some(&a),
+                    3,
+                ));
+            }
+        }
+        for (k, a) in one_per_partition("news").iter().enumerate() {
+            let home = ip("Berlin", 500 + k as u16);
+            v.push(ok(d + 7 * HOUR + k as i64, a, home));
+            if day % 7 == 0 {
+                for m in 0..4 {
+                    v.push(submission(
+                        d + 10 * HOUR + m * 10 * MINUTE + k as i64,
+                        a,
+                        home,
+                        a,
+                        Some(a),
+                        150,
+                    ));
+                }
+            }
+        }
+        for (k, a) in one_per_partition("surge").iter().enumerate() {
+            let home = ip("Berlin", 600 + k as u16);
+            v.push(ok(d + 7 * HOUR + 30 * MINUTE + k as i64, a, home));
+            if day < 14 {
+                v.push(submission(d + 11 * HOUR + k as i64, a, home, a, Some(a), 5));
+            } else {
+                for m in 0..6 {
+                    v.push(submission(
+                        d + 11 * HOUR + m * 8 * MINUTE + k as i64,
+                        a,
+                        home,
+                        a,
+                        Some(a),
+                        250,
+                    ));
+                }
+            }
+        }
+    }
+    for (k, a) in one_per_partition("trav").iter().enumerate() {
+        v.push(ok(KILL_AT - 20 * MINUTE + k as i64, a, ip("London", 77)));
+        v.push(ok(KILL_AT + 40 * MINUTE + k as i64, a, ip("Sydney", 77)));
+    }
+    v.sort_by_key(|l| l.ts);
+    v
+}
+
+/// (account, detector, action) of the newsletter accounts' actions.
+fn newsletter(set: &Actions) -> BTreeSet<(String, String, String)> {
+    set.iter()
+        .filter(|a| a.1.starts_with("news"))
+        .map(|a| (a.0.clone(), a.2.clone(), a.3.clone()))
+        .collect()
+}
+
+enum Fault {
+    Kill9,
+    JoinThenLeave,
+}
+
+/// One at a time: each runs a durable broker, its S3 and one or two
+/// credwatch processes (as the fault tests do).
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+const DURABLE: &str = "state_topic = \"credwatch.state\"\ncheckpoint_interval_secs = 1\n";
+
+/// Plays the fortnight through `credwatch run` with `fault`; returns the
+/// actions on the topic, replay's, and the last instance's log.
+fn play(fault: Fault, kafka_keys: &str) -> (Actions, Actions, String) {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut b = Tansu::start_durable();
+    let world = World::new();
+    create_topics(&b, PARTITIONS);
+    let brokers = b.brokers();
+    let lines = fortnight();
+    let want = replay_set(&credwatch_testkit::run(&world.engine(""), &lines));
+    // DURABLE_DEBUG=1: the instances log at debug level, and the test
+    // prints the newsletters' actions.
+    let env: Vec<(&str, &str)> = match std::env::var("DURABLE_DEBUG") {
+        Ok(_) => vec![("RUST_LOG", "credwatch=debug")],
+        Err(_) => Vec::new(),
+    };
+    let mut svc = Some(Binary::start_keyed(
+        &world, &brokers, "first", kafka_keys, "", &env,
+    ));
+    let first = svc.as_ref().expect("first");
+    assert!(
+        wait_until(Duration::from_secs(60), || first
+            .log()
+            .contains("State restored")),
+        "credwatch did not join the group within 60 s:\n{}",
+        first.log()
+    );
+    let kill = lines
+        .iter()
+        .position(|l| l.ts >= KILL_AT)
+        .expect("kill point");
+    let join = lines
+        .iter()
+        .position(|l| l.ts >= JOIN_AT)
+        .expect("join point");
+    let mut joiner: Option<Binary> = None;
+    let mut logs = String::new();
+    produce_paced_at(&brokers, &lines, 400, 50, true, |i, _| match fault {
+        Fault::Kill9 if i == kill => {
+            let first = svc.take().expect("first instance");
+            // Let a checkpoint or two land after the newest events.
+            std::thread::sleep(Duration::from_millis(2500));
+            first.signal("-KILL");
+            logs.push_str(&first.log());
+            drop(first);
+            svc = Some(Binary::start_keyed(
+                &world, &brokers, "second", kafka_keys, "", &env,
+            ));
+        }
+        Fault::JoinThenLeave if i == join => {
+            let j = Binary::start_keyed(&world, &brokers, "joiner", kafka_keys, "", &[]);
+            assert!(
+                wait_until(Duration::from_secs(60), || j
+                    .log()
+                    .contains("State restored")),
+                "the joiner got no partition within 60 s:\n{}",
+                j.log()
+            );
+            joiner = Some(j);
+        }
+        Fault::JoinThenLeave if i == kill => {
+            let j = joiner.take().expect("joiner");
+            j.signal("-TERM");
+            assert!(
+                wait_until(Duration::from_secs(40), || j.exited().is_some()),
+                "the joiner did not leave within 40 s of SIGTERM:\n{}",
+                j.log()
+            );
+            logs.push_str(&j.log());
+        }
+        _ => {}
+    });
+    // Until every action of replay is there, or a while after.
+    let mut set = Actions::new();
+    wait_until(Duration::from_secs(120), || {
+        set = action_set(&read_actions(&brokers));
+        want.is_subset(&set)
+    });
+    // Anything extra would come within moments of the last event.
+    std::thread::sleep(Duration::from_secs(3));
+    let records = read_actions(&brokers);
+    set = action_set(&records);
+    if std::env::var("DURABLE_DEBUG").is_ok() {
+        for r in records.iter().filter(|r| r.key.starts_with("news")) {
+            eprintln!("ACTION {}", r.payload);
+        }
+    }
+    let s = svc.take().expect("instance");
+    logs.push_str(&s.log());
+    s.signal("-TERM");
+    wait_until(Duration::from_secs(40), || s.exited().is_some());
+    b.kill_9();
+    (set, want, logs)
+}
+
+fn replay_is_as_planned(want: &Actions) {
+    // Replay itself: the newsletters alert once, on day 0, when there is no
+    // baseline yet; the surges lock; the travels lock.
+    let news = newsletter(want);
+    assert_eq!(news.len(), PARTITIONS as usize, "{news:?}");
+    assert!(
+        news.iter().all(|a| a.1 == "send_volume" && a.2 == "alert"),
+        "{news:?}"
+    );
+    for prefix in ["surge", "trav"] {
+        let locked = want
+            .iter()
+            .filter(|a| a.1.starts_with(prefix) && a.3 == "lock")
+            .map(|a| a.1.clone())
+            .collect::<BTreeSet<_>>();
+        assert_eq!(locked.len(), PARTITIONS as usize, "{prefix}: {want:?}");
+    }
+}
+
+#[test]
+fn killed_with_sigkill_on_day_13_it_restores_two_weeks_from_durable_state() {
+    let (got, want, log) = play(Fault::Kill9, DURABLE);
+    replay_is_as_planned(&want);
+    assert!(
+        log.contains("Durable state read"),
+        "the restarted instance did not restore from durable state:\n{log}"
+    );
+    if got != want {
+        eprintln!("{}", restores(&log));
+    }
+    assert_same_as_replay(&got, &want);
+}
+
+/// The log lines about restores and durable state, for a failure.
+fn restores(log: &str) -> String {
+    log.lines()
+        .filter(|l| {
+            [
+                "restore",
+                "Durable",
+                "durable",
+                "Partitions",
+                "state",
+                "Checkpoint",
+            ]
+            .iter()
+            .any(|w| l.contains(w))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn partitions_moving_both_ways_keep_their_two_weeks() {
+    let (got, want, log) = play(Fault::JoinThenLeave, DURABLE);
+    replay_is_as_planned(&want);
+    assert!(
+        log.matches("Durable state read").count() >= 2,
+        "partitions did not move with their durable state:\n{log}"
+    );
+    if got != want {
+        eprintln!("{}", restores(&log));
+    }
+    assert_same_as_replay(&got, &want);
+}
+
+#[test]
+fn without_durable_state_the_same_kill_forgets_the_baseline() {
+    let (got, want, _) = play(Fault::Kill9, "");
+    replay_is_as_planned(&want);
+    let extra: Vec<_> = got
+        .difference(&want)
+        .filter(|a| a.1.starts_with("news"))
+        .collect();
+    assert!(
+        !extra.is_empty(),
+        "a day of input should not hold a weekly baseline; the newsletter of day 14 should have alerted after the restart: {:?}",
+        newsletter(&got)
+    );
+}
