@@ -75,6 +75,15 @@ pub struct Header {
     pub chunks: Option<u32>,
     /// The tables the entries name, by index.
     pub tables: Vec<String>,
+    /// A fingerprint of the hash key the accounts are keyed with
+    /// ([`key_check`]): a chunk keyed otherwise is of no use (its accounts
+    /// would never be found) and is refused.
+    pub key_check: u64,
+}
+
+/// The fingerprint of the process's state hash key that checkpoints carry.
+pub fn key_check() -> u64 {
+    crate::source::event::account_key("\u{0}credwatch state key check")
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +92,8 @@ pub enum SnapshotError {
     NotOurs,
     #[error("state format {found}, and this credwatch reads format {FORMAT}")]
     Format { found: u32 },
+    #[error("the state was keyed with another hash key (the state topic's key record was lost or replaced while it was written)")]
+    OtherKey,
     #[error(transparent)]
     Codec(#[from] CodecError),
 }
@@ -99,6 +110,7 @@ impl Header {
         self.chunk.put(w);
         self.chunks.put(w);
         self.tables.put(w);
+        w.extend_from_slice(&self.key_check.to_le_bytes());
     }
 
     /// Reads a chunk's header; the reader is left at its entries.
@@ -120,6 +132,7 @@ impl Header {
             chunk: u32::get(r)?,
             chunks: Option::<u32>::get(r)?,
             tables: Vec::<String>::get(r)?,
+            key_check: r.fixed64("key check")?,
         })
     }
 }
@@ -155,6 +168,7 @@ impl<'a> Writer<'a> {
             chunk: 0,
             chunks: None,
             tables: names,
+            key_check: key_check(),
         };
         let mut w = Writer {
             head,

@@ -627,6 +627,11 @@ fn read_topic(
                 }
             }
             Some(v) => match Header::read(&mut Reader::new(v)) {
+                Ok(h) if h.key_check != snapshot::key_check() => {
+                    // Of no use: skipped (without a usable checkpoint the
+                    // partition is rebuilt from its input).
+                    tracing::warn!(key, error = %SnapshotError::OtherKey, "A checkpoint chunk on the state topic is skipped.");
+                }
                 Ok(h) => {
                     let f = cps.by_seq.entry(seq).or_default();
                     f.head = Some(h);

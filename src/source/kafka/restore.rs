@@ -184,7 +184,15 @@ fn restore(parts: &[Arc<Part>], s: &Arc<Input>) -> Result<u64, RestoreError> {
                     );
                     "fallback"
                 }
-                _ => "input",
+                _ => {
+                    tracing::info!(
+                        topic = %r.part.topic,
+                        partition = r.part.partition,
+                        restore_secs = k.restore_secs,
+                        "No durable state for this partition at or before its committed offset (the first start with kafka.state_topic, or the topic was lost); its state is rebuilt from kafka.restore_secs of its input."
+                    );
+                    "input"
+                }
             };
             s.metrics.state_restores.with_label_values(&[label]).inc();
         }
