@@ -156,6 +156,40 @@ impl Engine {
         self.process_at(lane, Some(clock), event, decided_at, out)
     }
 
+    /// Judges `event` with the detectors keyed by source address only, and
+    /// drops their findings: a restore from a checkpoint rebuilds their
+    /// windows from the input before it (the accounts' state is in the
+    /// checkpoint and must not see these events twice).
+    pub fn process_sources(&self, lane: usize, clock: Millis, event: &Event) {
+        self.advance(lane, event.ts, Some(clock));
+        if event.kind == Kind::Unlock {
+            return;
+        }
+        let geo = self.geo.load();
+        let ctx = Context::new(&geo, &self.trusted, event).with_profile(self.profile.as_ref());
+        let mut findings = Vec::new();
+        for reg in self
+            .detectors
+            .iter()
+            .filter(|r| r.keyed_by == KeyedBy::Source)
+        {
+            reg.detector.observe(event, &ctx, &mut findings);
+            findings.clear();
+        }
+    }
+
+    /// How far back the tables keyed by source address reach (their
+    /// longest time-to-live and the allowed disorder); 0 without any.
+    pub fn source_window(&self) -> Millis {
+        self.detectors
+            .iter()
+            .filter(|r| r.keyed_by == KeyedBy::Source)
+            .flat_map(|r| r.detector.state())
+            .map(|t| t.stats().ttl)
+            .max()
+            .map_or(0, |ttl| ttl + self.slack)
+    }
+
     /// Where a clock at `cur` goes with an event at `ts`: forward by at
     /// most one sweep interval per event (see `move_lane`), never back.
     pub fn step_clock(&self, cur: Millis, ts: Millis) -> Millis {

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use credwatch::demo::sample::{submission, Line};
 use credwatch_testkit::kafka::*;
-use credwatch_testkit::{ip, ok, World, T0};
+use credwatch_testkit::{fail, http_get, ip, metric, ok, World, T0};
 
 const PARTITIONS: i32 = 4;
 const MINUTE: i64 = 60_000;
@@ -126,6 +126,22 @@ fn fortnight() -> Vec<Line> {
         v.push(ok(KILL_AT - 20 * MINUTE + k as i64, a, ip("London", 77)));
         v.push(ok(KILL_AT + 40 * MINUTE + k as i64, a, ip("Sydney", 77)));
     }
+    // A sprayer: one password on 20 accounts (on every partition) just
+    // before the kill, then into one of them with it just after. Its
+    // window is keyed by its address, which no partition's checkpoint
+    // holds: the restore rebuilds it from the input before the checkpoint.
+    let sprayer = ip("Changchun", 99);
+    for j in 0..20 {
+        let a = format!("sprayed{j}@fort.example");
+        v.push(ok(BASE + 9 * HOUR + j, &a, ip("Berlin", 700 + j as u16)));
+        v.push(fail(
+            KILL_AT - 12 * MINUTE + j * 1000,
+            &a,
+            sprayer,
+            Some("summer2026"),
+        ));
+    }
+    v.push(ok(KILL_AT + 20 * MINUTE, "sprayed3@fort.example", sprayer));
     v.sort_by_key(|l| l.ts);
     v
 }
@@ -189,7 +205,14 @@ fn play(fault: Fault, kafka_keys: &str) -> (Actions, Actions, String) {
     produce_paced_at(&brokers, &lines, 400, 50, true, |i, _| match fault {
         Fault::Kill9 if i == kill => {
             let first = svc.take().expect("first instance");
-            // Let a checkpoint or two land after the newest events.
+            // Strike when everything produced is judged and checkpointed,
+            // so that the restart has only the durable state to go on.
+            let addr = first.http_addr();
+            let judged = || metric(&http_get(&addr, "/metrics").1, "credwatch_events_total");
+            assert!(
+                wait_until(Duration::from_secs(120), || judged() >= i as f64),
+                "the first instance did not catch up before the kill"
+            );
             std::thread::sleep(Duration::from_millis(2500));
             first.signal("-KILL");
             logs.push_str(&first.log());
@@ -252,6 +275,11 @@ fn replay_is_as_planned(want: &Actions) {
     assert!(
         news.iter().all(|a| a.1 == "send_volume" && a.2 == "alert"),
         "{news:?}"
+    );
+    assert!(
+        want.iter()
+            .any(|a| a.1 == "sprayed3@fort.example" && a.2 == "password_spray" && a.3 == "lock"),
+        "the sprayer's success is locked: {want:?}"
     );
     for prefix in ["surge", "trav"] {
         let locked = want

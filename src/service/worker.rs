@@ -219,9 +219,15 @@ fn judge_batch(
                     // topic's header, which credwatch itself wrote.
                     event.hint = m.hint;
                 }
-                local.keys.push(event.key);
                 clock = s.engine.step_clock(clock, event.ts);
                 part.clock.store(clock, Ordering::Relaxed);
+                if b.restore && m.offset < part.tail_until.load(Ordering::Relaxed) {
+                    // Before the partition's checkpoint: its accounts'
+                    // state already holds this event.
+                    s.engine.process_sources(lane, clock.min(others), &event);
+                    continue;
+                }
+                local.keys.push(event.key);
                 s.engine
                     .process_clocked(lane, clock.min(others), &event, Some(now), decisions);
                 if b.restore {

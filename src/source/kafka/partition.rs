@@ -32,6 +32,10 @@ pub struct Part {
     /// When its worker last judged a batch of it: a partition quiet for
     /// long does not hold the sweep back.
     pub(crate) active: Mutex<Instant>,
+    /// Restored from a checkpoint at this offset: restore messages before
+    /// it are judged by the detectors keyed by source only (their state is
+    /// not in checkpoints); `i64::MIN`: none.
+    pub(crate) tail_until: AtomicI64,
 }
 
 /// How many account keys a stage's partitions may remember in all
@@ -102,6 +106,7 @@ impl Part {
             chain: Mutex::new(Default::default()),
             clock: AtomicI64::new(crate::time::Millis::MIN),
             active: Mutex::new(Instant::now()),
+            tail_until: AtomicI64::new(i64::MIN),
         }
     }
 

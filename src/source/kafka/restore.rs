@@ -204,44 +204,54 @@ fn restore(parts: &[Arc<Part>], s: &Arc<Input>) -> Result<u64, RestoreError> {
     }
     // The rest: `restore_secs` of message time before the last committed
     // message (event time, as everything else: a group that was down for
-    // longer than the window still restores its last window).
-    let last = last_times(&consumer, &ranges);
+    // longer than the window still restores its last window). A partition
+    // restored from a checkpoint re-reads the input after it, and, when
+    // detectors keyed by source address run here (their state mixes every
+    // partition's events, so no checkpoint holds it), the window before it
+    // for those detectors only.
+    let tail = s.engine.source_window();
+    let last = last_times(&consumer, &ranges, tail > 0);
     let mut by_time = TopicPartitionList::new();
-    for ((t, p), r) in ranges.iter_mut() {
-        if r.from.is_some() {
-            continue;
-        }
-        if k.restore_secs == 0 {
-            r.done = true;
-            continue;
-        }
-        let Some(&end_ts) = last.get(&(t.clone(), *p)) else {
-            r.done = true;
-            continue;
-        };
-        r.since = end_ts - k.restore_secs as Millis * SECOND;
-        by_time
-            .add_partition_offset(t, *p, Offset::Offset(r.since))
-            .map_err(RestoreError::Offsets)?;
-    }
     let mut assign = TopicPartitionList::new();
-    for ((t, p), r) in &ranges {
-        if let (Some(from), false) = (r.from, r.done) {
-            assign
-                .add_partition_offset(t, *p, Offset::Offset(from))
-                .map_err(RestoreError::Assign)?;
+    for ((t, p), r) in ranges.iter_mut() {
+        if r.done {
+            continue;
+        }
+        let window = match r.from {
+            Some(_) if tail == 0 => None,
+            Some(_) => Some(tail),
+            None if k.restore_secs == 0 => {
+                r.done = true;
+                continue;
+            }
+            None => Some(k.restore_secs as Millis * SECOND),
+        };
+        let reference = last.get(&(t.clone(), *p));
+        match (window, reference, r.from) {
+            (Some(w), Some(&ts), _) => {
+                r.since = ts - w;
+                by_time
+                    .add_partition_offset(t, *p, Offset::Offset(r.since))
+                    .map_err(RestoreError::Offsets)?;
+            }
+            (_, _, Some(from)) => {
+                assign
+                    .add_partition_offset(t, *p, Offset::Offset(from))
+                    .map_err(RestoreError::Assign)?;
+            }
+            (_, _, None) => r.done = true,
         }
     }
     let starts = if by_time.count() == 0 {
         by_time
     } else {
-        match consumer.offsets_for_times(by_time, ADMIN_TIMEOUT) {
+        match consumer.offsets_for_times(by_time.clone(), ADMIN_TIMEOUT) {
             Ok(t) => t,
             Err(e) => {
                 tracing::warn!(error = %e, "The broker cannot look up offsets by time; restoring from the start of each partition, filtered by message time.");
                 let mut t = TopicPartitionList::new();
-                for (topic, p) in ranges.keys() {
-                    t.add_partition_offset(topic, *p, Offset::Beginning)
+                for e in by_time.elements() {
+                    t.add_partition_offset(e.topic(), e.partition(), Offset::Beginning)
                         .map_err(RestoreError::Offsets)?;
                 }
                 t
@@ -257,24 +267,34 @@ fn restore(parts: &[Arc<Part>], s: &Arc<Input>) -> Result<u64, RestoreError> {
         let Some(r) = ranges.get_mut(&key) else {
             continue;
         };
-        match e.offset() {
-            Offset::Offset(start) if start < r.end => {
-                assign
-                    .add_partition_offset(e.topic(), e.partition(), Offset::Offset(start))
-                    .map_err(RestoreError::Assign)?;
-            }
-            // Everything before the committed offset is older than the window.
-            Offset::Offset(_) => r.done = true,
-            // Nothing within the window before the committed offset, or a
-            // broker without a time index (librdkafka's mock cluster and
-            // tansu answer "end" to every time): read from the start of
-            // retention, keeping only messages within the window.
-            _ => {
-                assign
-                    .add_partition_offset(e.topic(), e.partition(), Offset::Beginning)
-                    .map_err(RestoreError::Assign)?;
+        // Where the window ends: the checkpoint, or the committed offset.
+        let upto = r.from.unwrap_or(r.end);
+        let at = match e.offset() {
+            Offset::Offset(start) if start < upto => Offset::Offset(start),
+            // Nothing of the window before its end.
+            Offset::Offset(_) => match r.from {
+                Some(from) => Offset::Offset(from),
+                None => {
+                    r.done = true;
+                    continue;
+                }
+            },
+            // Nothing within the window before its end, or a broker without
+            // a time index (librdkafka's mock cluster and tansu answer "end"
+            // to every time): read from the start of retention, keeping
+            // only messages within the window.
+            _ => Offset::Beginning,
+        };
+        if let Some(from) = r.from {
+            if !matches!(at, Offset::Offset(start) if start >= from) {
+                // What comes before the checkpoint is judged by the
+                // detectors keyed by source only.
+                r.part.tail_until.store(from, Ordering::Relaxed);
             }
         }
+        assign
+            .add_partition_offset(e.topic(), e.partition(), at)
+            .map_err(RestoreError::Assign)?;
     }
     if assign.count() == 0 {
         return Ok(0);
@@ -313,7 +333,8 @@ fn restore(parts: &[Arc<Part>], s: &Arc<Input>) -> Result<u64, RestoreError> {
                     r.done = true;
                     continue;
                 }
-                let in_window = m.timestamp().to_millis().is_none_or(|t| t >= r.since);
+                let in_window = r.from.is_some_and(|f| m.offset() >= f)
+                    || m.timestamp().to_millis().is_none_or(|t| t >= r.since);
                 if in_window {
                     batcher.push(
                         &|b| s.send_batch(b),
@@ -368,12 +389,13 @@ fn restore(parts: &[Arc<Part>], s: &Arc<Input>) -> Result<u64, RestoreError> {
 fn last_times(
     consumer: &BaseConsumer<Quiet>,
     ranges: &HashMap<(String, i32), Range>,
+    tails: bool,
 ) -> HashMap<(String, i32), Millis> {
     let mut out = HashMap::new();
     let mut tpl = TopicPartitionList::new();
     for ((t, p), r) in ranges {
-        if r.from.is_none() && !r.done {
-            let _ = tpl.add_partition_offset(t, *p, Offset::Offset(r.end - 1));
+        if let Some(at) = reference(r, tails) {
+            let _ = tpl.add_partition_offset(t, *p, Offset::Offset(at));
         }
     }
     if tpl.count() == 0 || consumer.assign(&tpl).is_err() {
@@ -384,7 +406,7 @@ fn last_times(
         if let Some(Ok(m)) = consumer.poll(RESTORE_POLL) {
             let key = (m.topic().to_string(), m.partition());
             if let Some(r) = ranges.get(&key) {
-                if m.offset() == r.end - 1 {
+                if Some(m.offset()) == reference(r, tails) {
                     // A message without a timestamp: the wall clock, as before.
                     out.insert(key, m.timestamp().to_millis().unwrap_or_else(now_millis));
                 }
@@ -392,11 +414,25 @@ fn last_times(
         }
     }
     for ((t, p), r) in ranges {
-        if r.from.is_none() && !r.done && !out.contains_key(&(t.clone(), *p)) {
+        if reference(r, tails).is_some() && !out.contains_key(&(t.clone(), *p)) {
             tracing::warn!(topic = %t, partition = p, "Could not read the last committed message's time; restoring the window before the wall clock.");
             out.insert((t.clone(), *p), now_millis());
         }
     }
     let _ = consumer.unassign();
     out
+}
+
+/// The offset whose message time a range's window is measured back from:
+/// the last committed message, or the last one a checkpoint holds (when
+/// the detectors keyed by source need the window before it).
+fn reference(r: &Range, tails: bool) -> Option<i64> {
+    if r.done {
+        return None;
+    }
+    match r.from {
+        Some(from) if tails && from > 0 => Some(from - 1),
+        Some(_) => None,
+        None => Some(r.end - 1),
+    }
 }
