@@ -13,9 +13,10 @@
 //! It prints both throughputs (goal: with durable state ≥ 0.8× without),
 //! both restore times (goal: ≥ 10× faster, ≤ 10 s at 1 M accounts), the
 //! checkpoint bytes per account, and the broker bytes they add per event.
-//! The day here has 3 events per account; a provider's day has about 30
-//! (the seed's 4.5 M mailboxes): the table also gives the re-read of such a
-//! day at the measured rate.
+//! The day here has CREDWATCH_BENCH_DURABLE_EVENTS events per account
+//! (default 10); a provider's day has about 30 (the seed's 4.5 M
+//! mailboxes): the table also gives the re-read of such a day at the
+//! measured rate.
 //!
 //! Size: CREDWATCH_BENCH_DURABLE_ACCOUNTS (default 1,000,000).
 
@@ -38,18 +39,24 @@ fn env(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// Three events per account over a day: a login in the morning, a message,
-/// a login in the evening.
-fn day(accounts: usize) -> Vec<Line> {
-    let mut v = Vec::with_capacity(accounts * 3);
+/// `per` events per account over a day: logins spread over the day (a
+/// mail client polling), and one message in three events.
+fn day(accounts: usize, per: usize) -> Vec<Line> {
+    let mut v = Vec::with_capacity(accounts * per);
     let span = 12 * 60 * MINUTE;
+    let step = 12 * 60 * MINUTE / per as i64;
     for i in 0..accounts {
         let a = format!("u{i}@bench.example");
         let home = ip("Berlin", (i % 60_000) as u16);
         let t = T0 + (i as i64 * span) / accounts as i64;
-        v.push(ok(t, &a, home));
-        v.push(submission(t + 5 * MINUTE, &a, home, &a, Some(&a), 3));
-        v.push(ok(t + span, &a, home));
+        for e in 0..per {
+            let at = t + e as i64 * step;
+            v.push(if e % 3 == 1 {
+                submission(at, &a, home, &a, Some(&a), 3)
+            } else {
+                ok(at, &a, home)
+            });
+        }
     }
     v.sort_by_key(|l| l.ts);
     v
@@ -107,11 +114,12 @@ fn restart(world: &World, brokers: &str, group: &str, keys: &str) -> Restart {
 fn main() {
     init_logs();
     let accounts = env("CREDWATCH_BENCH_DURABLE_ACCOUNTS", 1_000_000);
+    let per = env("CREDWATCH_BENCH_DURABLE_EVENTS", 10);
     let broker = Tansu::start();
     let brokers = broker.brokers();
     let world = World::new();
     create_topics(&broker, 4);
-    let lines = day(accounts);
+    let lines = day(accounts, per);
     let n = lines.len();
     eprintln!("producing {n} events ({accounts} accounts) to tansu at {brokers} ...");
     produce(&brokers, INPUT, &lines);
@@ -148,7 +156,7 @@ fn main() {
 
     let rate = from_input.events as f64 / from_input.restore_secs.max(1e-9);
     let real_day = accounts as f64 * 30.0 / rate;
-    println!("Durable state on Kafka (tansu on loopback, 4 input partitions, 2 judge threads, {accounts} accounts, {n} events)");
+    println!("Durable state on Kafka (tansu on loopback, 4 input partitions, 2 judge threads, {accounts} accounts, {n} events: {per} per account)");
     println!();
     println!("| measure | value |");
     println!("|---|---|");

@@ -138,7 +138,7 @@ fn fortnight() -> Vec<Line> {
             KILL_AT - 12 * MINUTE + j * 1000,
             &a,
             sprayer,
-            Some("summer2026"),
+            Some("5e884898da28"),
         ));
     }
     v.push(ok(KILL_AT + 20 * MINUTE, "sprayed3@fort.example", sprayer));

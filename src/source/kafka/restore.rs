@@ -168,10 +168,9 @@ fn restore(parts: &[Arc<Part>], s: &Arc<Input>) -> Result<u64, RestoreError> {
                         bytes,
                         "Durable state read; re-reading the input after its checkpoint."
                     );
+                    // Nothing after it to re-read, perhaps; the window
+                    // before it may still be (below).
                     r.from = Some(*offset);
-                    if *offset >= r.end {
-                        r.done = true;
-                    }
                     "checkpoint"
                 }
                 Some(super::durable::Restored::Failed(why)) => {
@@ -234,12 +233,12 @@ fn restore(parts: &[Arc<Part>], s: &Arc<Input>) -> Result<u64, RestoreError> {
                     .add_partition_offset(t, *p, Offset::Offset(r.since))
                     .map_err(RestoreError::Offsets)?;
             }
-            (_, _, Some(from)) => {
+            (_, _, Some(from)) if from < r.end => {
                 assign
                     .add_partition_offset(t, *p, Offset::Offset(from))
                     .map_err(RestoreError::Assign)?;
             }
-            (_, _, None) => r.done = true,
+            _ => r.done = true,
         }
     }
     let starts = if by_time.count() == 0 {
@@ -273,8 +272,8 @@ fn restore(parts: &[Arc<Part>], s: &Arc<Input>) -> Result<u64, RestoreError> {
             Offset::Offset(start) if start < upto => Offset::Offset(start),
             // Nothing of the window before its end.
             Offset::Offset(_) => match r.from {
-                Some(from) => Offset::Offset(from),
-                None => {
+                Some(from) if from < r.end => Offset::Offset(from),
+                _ => {
                     r.done = true;
                     continue;
                 }
