@@ -1,0 +1,184 @@
+//! Durable state on Kafka (`kafka.state_topic`): each partition's
+//! checkpoints written by the worker that judges it, and read back by the
+//! restorer when the partition is assigned ([`read`]), and the topic
+//! itself: created, checked, and holding the group's hash key ([`topic`]).
+//! The model and the format are in [`crate::state::snapshot`].
+
+mod read;
+mod topic;
+
+pub(crate) use read::{restore, Restored};
+pub use topic::{ensure_topic, establish_key, StateTopicError};
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{Input, Part};
+use crate::sink::kafka::{Origin, Record};
+use crate::state::snapshot::{chunk_key, Writer};
+
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long reading a state partition may take before the restore falls
+/// back to the input.
+const READ_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// What a partition knows of its durable state (kept on its [`Part`]).
+#[derive(Debug)]
+pub(crate) struct Chain {
+    /// Every account of the partition that a table may hold: a base writes
+    /// them all, and drops those nothing holds any more.
+    pub(crate) all: HashSet<u64>,
+    /// Accounts whose entries may have changed since the last checkpoint.
+    pub(crate) dirty: HashSet<u64>,
+    /// The chain's base and its last checkpoint (`None`: no base yet).
+    base: Option<u64>,
+    prev: u64,
+    next_seq: u64,
+    base_bytes: usize,
+    delta_bytes: usize,
+    /// The record keys of the chain, and of superseded chains waiting for
+    /// the committed offset to pass `.0` before they are removed.
+    keys: Vec<String>,
+    retiring: Vec<(i64, Vec<String>)>,
+    last: Instant,
+    last_offset: i64,
+}
+
+impl Default for Chain {
+    fn default() -> Self {
+        Chain {
+            all: HashSet::new(),
+            dirty: HashSet::new(),
+            base: None,
+            prev: 0,
+            next_seq: 1,
+            base_bytes: 0,
+            delta_bytes: 0,
+            keys: Vec::new(),
+            retiring: Vec::new(),
+            last: Instant::now(),
+            last_offset: -1,
+        }
+    }
+}
+
+/// Takes a checkpoint of `part` if one is due (`force`: now, if anything
+/// changed). Called by the partition's own worker between batches, so the
+/// state is exactly that after every message it has handed over.
+pub(crate) fn checkpoint(part: &Arc<Part>, s: &Input, force: bool) {
+    let Some(topic) = s.state_topic.as_ref() else {
+        return;
+    };
+    if part.restoring.load(std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
+    let processed = part.tracker.processed_offset();
+    if processed < 0 {
+        return;
+    }
+    let offset = processed + 1;
+    let mut c = part.chain.lock().unwrap_or_else(|e| e.into_inner());
+    let every = Duration::from_secs(s.kafka.checkpoint_interval_secs);
+    if !force && c.last.elapsed() < every {
+        return;
+    }
+    c.last = Instant::now();
+    let origin = Origin {
+        part: part.clone(),
+        offset: processed,
+        received: Instant::now(),
+    };
+    let state_partition = part.partition.rem_euclid(s.state_partitions as i32);
+    retire(&mut c, part, s, topic, state_partition, &origin);
+    if offset == c.last_offset && c.dirty.is_empty() {
+        return;
+    }
+    let base = c.base.is_none() || c.delta_bytes > c.base_bytes;
+    let seq = c.next_seq;
+    let prev = if base { seq } else { c.prev };
+    let tables = s.engine.durable_tables();
+    let clock = part.clock.load(std::sync::atomic::Ordering::Relaxed);
+    let mut w = Writer::new(&tables, base, seq, prev, offset, clock);
+    let started = Instant::now();
+    if base {
+        // Every account known, and every one changed since the last
+        // checkpoint (which the base is the first to write).
+        let mut all = std::mem::take(&mut c.all);
+        all.extend(c.dirty.drain());
+        c.all = all.into_iter().filter(|&k| w.account(k)).collect();
+    } else {
+        let dirty = std::mem::take(&mut c.dirty);
+        for k in &dirty {
+            if w.account(*k) {
+                c.all.insert(*k);
+            }
+        }
+    }
+    c.dirty.clear();
+    let accounts = w.accounts;
+    let chunks = w.finish();
+    let bytes: usize = chunks.iter().map(Vec::len).sum();
+    let keys: Vec<String> = (0..chunks.len())
+        .map(|i| chunk_key(&part.topic, part.partition, seq, i as u32))
+        .collect();
+    part.tracker.begin(processed, chunks.len() as u32);
+    for (chunk, key) in chunks.into_iter().zip(&keys) {
+        s.producer.produce(Record::state(
+            &origin,
+            topic.clone(),
+            state_partition,
+            key,
+            Some(chunk),
+        ));
+    }
+    if base {
+        let old = std::mem::replace(&mut c.keys, keys);
+        if !old.is_empty() {
+            c.retiring.push((offset, old));
+        }
+        c.base = Some(seq);
+        c.base_bytes = bytes;
+        c.delta_bytes = 0;
+    } else {
+        c.keys.extend(keys);
+        c.delta_bytes += bytes;
+    }
+    c.prev = seq;
+    c.next_seq = seq + 1;
+    c.last_offset = offset;
+    s.metrics
+        .checkpoints
+        .with_label_values(&[if base { "base" } else { "delta" }])
+        .inc();
+    tracing::debug!(
+        topic = %part.topic,
+        partition = part.partition,
+        seq,
+        base,
+        offset,
+        accounts,
+        bytes,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "Checkpoint written."
+    );
+}
+
+/// Removes superseded chains once the committed offset has passed the base
+/// that replaced them (a restart until then may still need them).
+fn retire(c: &mut Chain, part: &Arc<Part>, s: &Input, topic: &Arc<str>, sp: i32, origin: &Origin) {
+    let committed = part.tracker.committed_offset();
+    let (due, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut c.retiring)
+        .into_iter()
+        .partition(|(at, _)| committed >= *at);
+    c.retiring = keep;
+    let keys: Vec<String> = due.into_iter().flat_map(|(_, k)| k).collect();
+    if keys.is_empty() {
+        return;
+    }
+    part.tracker.begin(origin.offset, keys.len() as u32);
+    for k in keys {
+        s.producer
+            .produce(Record::state(origin, topic.clone(), sp, &k, None));
+    }
+}
