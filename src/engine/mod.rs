@@ -50,6 +50,8 @@ impl Lane {
     }
 }
 
+mod lanes;
+
 pub struct Engine {
     /// Swapped whole when the database files change (see `reload_geo`).
     geo: arc_swap::ArcSwap<GeoIp>,
@@ -188,16 +190,6 @@ impl Engine {
             .map(|t| t.stats().ttl)
             .max()
             .map_or(0, |ttl| ttl + self.slack)
-    }
-
-    /// Where a clock at `cur` goes with an event at `ts`: forward by at
-    /// most one sweep interval per event (see `move_lane`), never back.
-    pub fn step_clock(&self, cur: Millis, ts: Millis) -> Millis {
-        if cur == Millis::MIN {
-            ts
-        } else {
-            cur.max(ts.min(cur.saturating_add(self.sweep_every)))
-        }
     }
 
     fn process_at(
@@ -411,134 +403,6 @@ impl Engine {
         })
     }
 
-    /// Moves the event-time watermark and sweeps expired state every
-    /// `state.sweep_interval_secs` of event time (and only after enough
-    /// events, see `sweep_after_events`).
-    ///
-    /// Several threads (lanes: replay's judges, the service's partitions)
-    /// may be at different event times. State is swept up to the *slowest*
-    /// lane's time, so a lane that is behind never finds state missing that
-    /// it still needs.
-    fn advance(&self, lane: usize, ts: Millis, clock: Option<Millis>) {
-        let Some(l) = self.lanes.get(lane) else {
-            return;
-        };
-        match clock {
-            Some(c) => {
-                if l.idle.load(Ordering::Relaxed) {
-                    l.idle.store(false, Ordering::Relaxed);
-                }
-                l.ts.store(c, Ordering::Relaxed);
-            }
-            None => self.move_lane(l, ts),
-        }
-        let since = l.since_sweep.fetch_add(1, Ordering::Relaxed) + 1;
-        if since * (self.lanes.len() as u64) < self.sweep_after_events.load(Ordering::Relaxed) {
-            return;
-        }
-        let low = self.low_watermark();
-        let due = self.next_sweep.load(Ordering::Relaxed);
-        if due == Millis::MIN {
-            let _ = self.next_sweep.compare_exchange(
-                due,
-                low.saturating_add(self.sweep_every),
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            );
-            return;
-        }
-        if low >= due
-            && self
-                .next_sweep
-                .compare_exchange(
-                    due,
-                    low + self.sweep_every,
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                )
-                .is_ok()
-        {
-            self.sweep(low);
-        }
-    }
-
-    /// The event time every lane has reached.
-    pub fn low_watermark(&self) -> Millis {
-        self.lanes
-            .iter()
-            .filter(|l| !l.idle.load(Ordering::Relaxed))
-            .map(|l| l.ts.load(Ordering::Relaxed))
-            .min()
-            .unwrap_or(Millis::MIN)
-    }
-
-    /// Declares `n` lanes (threads that each judge a share of the events).
-    pub fn set_lanes(&mut self, n: usize) {
-        self.lanes = (0..n.max(1)).map(|_| Lane::new()).collect();
-    }
-
-    pub fn lanes(&self) -> usize {
-        self.lanes.len()
-    }
-
-    /// Tells the engine that `lane` has seen everything up to `ts`, also
-    /// when none of it was its own (a batch with no events of its shard).
-    pub fn lane_progress(&self, lane: usize, ts: Millis) {
-        if let Some(l) = self.lanes.get(lane) {
-            self.move_lane(l, ts);
-        }
-    }
-
-    /// A lane's time moves forward by at most one sweep interval per event:
-    /// a single event stamped hours ahead (the contract accepts up to 24 h)
-    /// then cannot make the next sweep forget what the detectors still
-    /// need. A real jump (a replay with a gap) is caught up within a few
-    /// hundred events; meanwhile state is only kept a little longer.
-    fn move_lane(&self, l: &Lane, ts: Millis) {
-        if l.idle.load(Ordering::Relaxed) {
-            l.idle.store(false, Ordering::Relaxed);
-        }
-        let cur = l.ts.load(Ordering::Relaxed);
-        let target = if cur == Millis::MIN {
-            ts
-        } else {
-            ts.min(cur.saturating_add(self.sweep_every))
-        };
-        if target > cur {
-            l.ts.fetch_max(target, Ordering::Relaxed);
-        }
-    }
-
-    /// Declares `lane` idle (the service: its worker owns no partition): it
-    /// no longer holds the sweep watermark back. It is active again with
-    /// [`Engine::lane_wake`] or its next event; events it then judges that
-    /// are older than the watermark may find their state swept.
-    pub fn lane_idle(&self, lane: usize) {
-        if let Some(l) = self.lanes.get(lane) {
-            l.idle.store(true, Ordering::Relaxed);
-        }
-    }
-
-    /// Forgets `lane`'s time and declares it idle (the service: its worker
-    /// lost every partition, and their state with them). When it is woken
-    /// again it starts from the time of its next event, so a partition
-    /// re-read from an older offset rebuilds its windows instead of having
-    /// them swept against a time its lane had reached before.
-    pub fn lane_reset(&self, lane: usize) {
-        if let Some(l) = self.lanes.get(lane) {
-            l.idle.store(true, Ordering::Relaxed);
-            l.ts.store(Millis::MIN, Ordering::Relaxed);
-        }
-    }
-
-    /// `lane` holds the watermark back again, at the time it had reached
-    /// (the service: its worker owns partitions again).
-    pub fn lane_wake(&self, lane: usize) {
-        if let Some(l) = self.lanes.get(lane) {
-            l.idle.store(false, Ordering::Relaxed);
-        }
-    }
-
     /// Removes every account that `drop` picks from every per-account
     /// table (the accounts of a partition revoked from this instance);
     /// returns the entries removed.
@@ -615,15 +479,6 @@ impl Engine {
         self.state()
             .filter(|t| t.stats().keyed_by == KeyedBy::Account)
             .collect()
-    }
-
-    /// Whether any table keyed by account holds `key`.
-    pub fn holds(&self, key: u64) -> bool {
-        let mut scratch = Vec::new();
-        self.durable_tables().into_iter().any(|t| {
-            scratch.clear();
-            t.save(key, &mut scratch)
-        })
     }
 
     /// Every state table with its size and evictions.
