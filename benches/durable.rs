@@ -122,7 +122,11 @@ fn main() {
     let lines = day(accounts, per);
     let n = lines.len();
     eprintln!("producing {n} events ({accounts} accounts) to tansu at {brokers} ...");
-    produce(&brokers, INPUT, &lines);
+    // Stamped with the events' times, as a shipper forwarding them as they
+    // happen would: the windows measured in message time (the input
+    // restore's day, the source windows before a checkpoint) are then the
+    // day's, not the few seconds it took to produce it.
+    produce_at(&brokers, INPUT, &lines, true);
     drop(lines);
     // Checkpoints every 5 s (the default is 30): the run pays for several
     // rounds of them, not only the final one.

@@ -225,6 +225,7 @@ fn judge_batch(
                     // Before the partition's checkpoint: its accounts'
                     // state already holds this event.
                     s.engine.process_sources(lane, clock.min(others), &event);
+                    s.metrics.restored_events.inc();
                     continue;
                 }
                 local.keys.push(event.key);

@@ -371,6 +371,12 @@ fn client(brokers: &str) -> ClientConfig {
 
 /// Produces lines (keyed by account) and waits until all are acknowledged.
 pub fn produce(brokers: &str, topic: &str, lines: &[Line]) {
+    produce_at(brokers, topic, lines, false)
+}
+
+/// [`produce`], with each message's Kafka timestamp its event's time when
+/// `stamped` (as a shipper forwarding events as they happen stamps them).
+pub fn produce_at(brokers: &str, topic: &str, lines: &[Line], stamped: bool) {
     let p: ThreadedProducer<DefaultProducerContext> = client(brokers)
         .set("linger.ms", "5")
         .set("enable.idempotence", "true")
@@ -379,6 +385,9 @@ pub fn produce(brokers: &str, topic: &str, lines: &[Line]) {
     for l in lines {
         let key = account_of(&l.json);
         let mut rec = BaseRecord::to(topic).key(&key).payload(&l.json);
+        if stamped {
+            rec = rec.timestamp(l.ts);
+        }
         loop {
             match p.send(rec) {
                 Ok(()) => break,
