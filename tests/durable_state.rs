@@ -18,7 +18,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use credwatch::demo::sample::{submission, Line};
-use credwatch_testkit::kafka::*;
+use credwatch_testkit::kafka::{self, *};
 use credwatch_testkit::{fail, http_get, ip, metric, ok, World, T0};
 
 const PARTITIONS: i32 = 4;
@@ -28,36 +28,9 @@ const DAY: i64 = 24 * HOUR;
 /// Day 0 of the history: two weeks and a day before the sample clock.
 const BASE: i64 = T0 - 15 * DAY;
 
-/// librdkafka's default partitioner (`consistent_random`): CRC-32 of the
-/// key, modulo the partition count.
-fn partition_of(key: &str) -> i32 {
-    let mut crc = !0u32;
-    for &b in key.as_bytes() {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    ((!crc) % PARTITIONS as u32) as i32
-}
-
 /// One account named `{prefix}{k}@fort.example` per input partition.
 fn one_per_partition(prefix: &str) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for k in 0.. {
-        let a = format!("{prefix}{k}@fort.example");
-        if !out.iter().any(|o| partition_of(o) == partition_of(&a)) {
-            out.push(a);
-        }
-        if out.len() == PARTITIONS as usize {
-            return out;
-        }
-    }
-    unreachable!()
+    kafka::one_per_partition(prefix, "fort.example", PARTITIONS)
 }
 
 /// When the faults strike: day 13 at noon, and the joiner's day 10.
@@ -223,23 +196,12 @@ fn play(fault: Fault, kafka_keys: &str) -> (Actions, Actions, String) {
         }
         Fault::JoinThenLeave if i == join => {
             let j = Binary::start_keyed(&world, &brokers, "joiner", kafka_keys, "", &[]);
-            assert!(
-                wait_until(Duration::from_secs(60), || j
-                    .log()
-                    .contains("State restored")),
-                "the joiner got no partition within 60 s:\n{}",
-                j.log()
-            );
+            j.wait_joined("the joiner");
             joiner = Some(j);
         }
         Fault::JoinThenLeave if i == kill => {
             let j = joiner.take().expect("joiner");
-            j.signal("-TERM");
-            assert!(
-                wait_until(Duration::from_secs(40), || j.exited().is_some()),
-                "the joiner did not leave within 40 s of SIGTERM:\n{}",
-                j.log()
-            );
+            j.stop("the joiner");
             logs.push_str(&j.log());
         }
         _ => {}

@@ -28,38 +28,11 @@ use receiver::*;
 
 const PARTITIONS: i32 = 4;
 
-/// librdkafka's default partitioner (`consistent_random`): CRC-32 of the
-/// key, modulo the partition count.
-fn partition_of(key: &str) -> i32 {
-    let mut crc = !0u32;
-    for &b in key.as_bytes() {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    ((!crc) % PARTITIONS as u32) as i32
-}
-
 /// One account per input partition whose incident straddles the fault, so
 /// that whichever partitions a rebalance moves, one such incident moves
 /// with them.
 fn straddlers() -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for k in 0.. {
-        let a = format!("straddle{k}@fault.example");
-        if !out.iter().any(|o| partition_of(o) == partition_of(&a)) {
-            out.push(a);
-        }
-        if out.len() == PARTITIONS as usize {
-            return out;
-        }
-    }
-    unreachable!()
+    one_per_partition("straddle", "fault.example", PARTITIONS)
 }
 
 enum Fault {
@@ -154,23 +127,12 @@ fn survive(fault: Fault) {
         Fault::ReceiverDown if i == at => rx.kill(),
         Fault::InstanceJoinsThenLeaves if i == at - 100 => {
             let j = Binary::start_with(&world, &brokers, "joiner", &hooks, &[]);
-            assert!(
-                wait_until(Duration::from_secs(60), || j
-                    .log()
-                    .contains("State restored")),
-                "the joiner got no partition within 60 s:\n{}",
-                j.log()
-            );
+            j.wait_joined("the joiner");
             joiner = Some(j);
         }
         Fault::InstanceJoinsThenLeaves if i == back_at => {
             let j = joiner.take().expect("joiner");
-            j.signal("-TERM");
-            assert!(
-                wait_until(Duration::from_secs(40), || j.exited().is_some()),
-                "the joiner did not leave within 40 s of SIGTERM:\n{}",
-                j.log()
-            );
+            j.stop("the joiner");
             assert!(j.exited().is_some_and(|s| s.success()), "{}", j.log());
             joiner_log = j.log();
         }

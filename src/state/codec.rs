@@ -239,12 +239,17 @@ impl<T: Codec> Codec for Option<T> {
     }
 }
 
+/// A list: its length, then each item.
+fn put_list<T: Codec>(w: &mut Vec<u8>, items: &[T]) {
+    put_varint(w, items.len() as u64);
+    for x in items {
+        x.put(w);
+    }
+}
+
 impl<T: Codec> Codec for Vec<T> {
     fn put(&self, w: &mut Vec<u8>) {
-        put_varint(w, self.len() as u64);
-        for x in self {
-            x.put(w);
-        }
+        put_list(w, self)
     }
     fn get(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let n = r.len("list")?;
@@ -257,10 +262,7 @@ where
     [T; N]: smallvec::Array<Item = T>,
 {
     fn put(&self, w: &mut Vec<u8>) {
-        put_varint(w, self.len() as u64);
-        for x in self {
-            x.put(w);
-        }
+        put_list(w, self)
     }
     fn get(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let n = r.len("list")?;

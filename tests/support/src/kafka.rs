@@ -769,3 +769,64 @@ pub fn assert_same_except_spray(got: &Actions, want: &Actions) {
     let extra: Vec<_> = got.difference(want).filter(not_spray).collect();
     assert!(extra.is_empty(), "actions replay does not give: {extra:?}");
 }
+
+/// librdkafka's default partitioner (`consistent_random`): CRC-32 of the
+/// key, modulo the partition count.
+pub fn partition_of(key: &str, partitions: i32) -> i32 {
+    let mut crc = !0u32;
+    for &b in key.as_bytes() {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    ((!crc) % partitions as u32) as i32
+}
+
+/// One account `{prefix}{k}@{domain}` per input partition, so that
+/// whichever partitions a fault moves, one of them moves with it.
+pub fn one_per_partition(prefix: &str, domain: &str, partitions: i32) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for k in 0.. {
+        let a = format!("{prefix}{k}@{domain}");
+        if !out
+            .iter()
+            .any(|o| partition_of(o, partitions) == partition_of(&a, partitions))
+        {
+            out.push(a);
+        }
+        if out.len() == partitions as usize {
+            return out;
+        }
+    }
+    unreachable!()
+}
+
+impl Binary {
+    /// Waits up to 60 s for its first restore (it joined the group and got
+    /// partitions); panics with its log if it did not.
+    pub fn wait_joined(&self, who: &str) {
+        assert!(
+            wait_until(Duration::from_secs(60), || self
+                .log()
+                .contains("State restored")),
+            "{who} got no partition within 60 s:\n{}",
+            self.log()
+        );
+    }
+
+    /// SIGTERM, then waits up to 40 s for it to leave; panics with its log
+    /// if it did not.
+    pub fn stop(&self, who: &str) {
+        self.signal("-TERM");
+        assert!(
+            wait_until(Duration::from_secs(40), || self.exited().is_some()),
+            "{who} did not leave within 40 s of SIGTERM:\n{}",
+            self.log()
+        );
+    }
+}
