@@ -274,6 +274,16 @@ where
     }
 }
 
+impl<A: Codec, B: Codec> Codec for (A, B) {
+    fn put(&self, w: &mut Vec<u8>) {
+        self.0.put(w);
+        self.1.put(w);
+    }
+    fn get(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        Ok((A::get(r)?, B::get(r)?))
+    }
+}
+
 impl<A: Codec, B: Codec, C: Codec> Codec for (A, B, C) {
     fn put(&self, w: &mut Vec<u8>) {
         self.0.put(w);

@@ -49,7 +49,12 @@ use super::Swept;
 
 /// The snapshot format this build writes and reads. Bump it with any
 /// change to the chunk layout or to any entry's [`Codec`].
-pub const FORMAT: u32 = 1;
+///
+/// - 1: the first.
+/// - 2: a base's first chunk names the checkpoints it supersedes, so that a
+///   restore that reads the state partition from the base on (not from its
+///   beginning) can still remove them.
+pub const FORMAT: u32 = 2;
 
 /// Chunks stay below Kafka's default `message.max.bytes` (1 MB) with room
 /// for the record's framing.
@@ -79,6 +84,10 @@ pub struct Header {
     /// ([`key_check`]): a chunk keyed otherwise is of no use (its accounts
     /// would never be found) and is refused.
     pub key_check: u64,
+    /// On a base's first chunk: the checkpoints of this input partition
+    /// written before it and not yet removed, as (seq, chunks). The chain
+    /// it starts removes them once the committed offset passes it.
+    pub supersedes: Vec<(u64, u32)>,
 }
 
 /// The fingerprint of the process's state hash key that checkpoints carry.
@@ -111,6 +120,7 @@ impl Header {
         self.chunks.put(w);
         self.tables.put(w);
         w.extend_from_slice(&self.key_check.to_le_bytes());
+        self.supersedes.put(w);
     }
 
     /// Reads a chunk's header; the reader is left at its entries.
@@ -133,6 +143,7 @@ impl Header {
             chunks: Option::<u32>::get(r)?,
             tables: Vec::<String>::get(r)?,
             key_check: r.fixed64("key check")?,
+            supersedes: Vec::<(u64, u32)>::get(r)?,
         })
     }
 }
@@ -144,6 +155,8 @@ pub struct Writer<'a> {
     cur: Vec<u8>,
     entry: Vec<u8>,
     tables: &'a [&'a dyn Swept],
+    /// What the first chunk's header names as superseded.
+    supersedes: Vec<(u64, u32)>,
     /// Accounts written (with entries, or as gone).
     pub accounts: usize,
 }
@@ -169,6 +182,7 @@ impl<'a> Writer<'a> {
             chunks: None,
             tables: names,
             key_check: key_check(),
+            supersedes: Vec::new(),
         };
         let mut w = Writer {
             head,
@@ -176,16 +190,34 @@ impl<'a> Writer<'a> {
             cur: Vec::new(),
             entry: Vec::new(),
             tables,
+            supersedes: Vec::new(),
             accounts: 0,
         };
         w.start_chunk();
         w
     }
 
+    /// Names the checkpoints this base supersedes (in its first chunk).
+    pub fn supersedes(&mut self, old: Vec<(u64, u32)>) {
+        assert!(self.head.base && self.chunks.is_empty() && self.accounts == 0);
+        self.supersedes = old;
+        self.start_chunk();
+    }
+
     fn start_chunk(&mut self) {
         self.cur.clear();
         self.head.chunk = self.chunks.len() as u32;
-        self.head.put(&mut self.cur);
+        self.put_head();
+    }
+
+    fn put_head(&mut self) {
+        if self.head.chunk == 0 {
+            self.head.supersedes = std::mem::take(&mut self.supersedes);
+            self.head.put(&mut self.cur);
+            self.supersedes = std::mem::take(&mut self.head.supersedes);
+        } else {
+            self.head.put(&mut self.cur);
+        }
     }
 
     /// Writes `key`: its entries, or (in a delta) that it is gone. Returns
@@ -224,14 +256,14 @@ impl<'a> Writer<'a> {
     pub fn finish(mut self) -> Vec<Vec<u8>> {
         // The last chunk's header says how many there are: rewrite it.
         let body_at = {
-            let mut probe = Vec::new();
-            self.head.put(&mut probe);
-            probe.len()
+            let cur = std::mem::take(&mut self.cur);
+            self.put_head();
+            std::mem::replace(&mut self.cur, cur).len()
         };
         let body = self.cur.split_off(body_at);
         self.head.chunks = Some(self.chunks.len() as u32 + 1);
         self.cur.clear();
-        self.head.put(&mut self.cur);
+        self.put_head();
         self.cur.extend_from_slice(&body);
         let last = std::mem::take(&mut self.cur);
         self.chunks.push(last);
@@ -457,6 +489,37 @@ mod tests {
             load_all(&into, &all[&s]);
         }
         same(&src, &dst, (0..50_001).chain([99_999]));
+    }
+
+    #[test]
+    fn a_base_names_what_it_supersedes_in_its_first_chunk_only() {
+        let src = two();
+        for k in 0..50_000u64 {
+            src[0].put(k, N(k as i64, k));
+        }
+        let tables: Vec<&dyn Swept> = src.iter().map(|t| t as &dyn Swept).collect();
+        for (accounts, chunks) in [(50_000u64, 2..100), (10, 1..2)] {
+            let mut w = Writer::new(&tables, true, 9, 9, 100, 5);
+            w.supersedes(vec![(3, 4), (7, 1)]);
+            for k in 0..accounts {
+                w.account(k);
+            }
+            let out = w.finish();
+            assert!(chunks.contains(&out.len()), "{}", out.len());
+            let heads: Vec<Header> = out
+                .iter()
+                .map(|c| Header::read(&mut Reader::new(c)).unwrap())
+                .collect();
+            assert_eq!(heads[0].supersedes, vec![(3, 4), (7, 1)]);
+            assert!(heads[1..].iter().all(|h| h.supersedes.is_empty()));
+            assert_eq!(heads.last().unwrap().chunks, Some(out.len() as u32));
+            let dst = two();
+            let into: Vec<&dyn Swept> = dst.iter().map(|t| t as &dyn Swept).collect();
+            let f = found(out);
+            assert!(f.complete());
+            load_all(&into, &f);
+            assert_eq!(dst[0].len(), accounts as usize);
+        }
     }
 
     #[test]

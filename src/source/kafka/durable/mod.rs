@@ -37,10 +37,11 @@ pub(crate) struct Chain {
     next_seq: u64,
     base_bytes: usize,
     delta_bytes: usize,
-    /// The record keys of the chain, and of superseded chains waiting for
-    /// the committed offset to pass `.0` before they are removed.
-    keys: Vec<String>,
-    retiring: Vec<(i64, Vec<String>)>,
+    /// The checkpoints of the chain as (seq, chunks), and those of
+    /// superseded chains waiting for the committed offset to pass `.0`
+    /// before they are removed.
+    keys: Vec<(u64, u32)>,
+    retiring: Vec<(i64, Vec<(u64, u32)>)>,
     last: Instant,
     last_offset: i64,
 }
@@ -102,6 +103,12 @@ pub(crate) fn checkpoint(part: &Arc<Part>, s: &Input, force: bool) {
     let mut w = Writer::new(&tables, base, seq, prev, offset, clock);
     let started = Instant::now();
     if base {
+        // A restore reads the state partition from this base on: it names
+        // what it supersedes, so that a restart before they are removed
+        // does not leave them on the topic for ever.
+        let mut old = c.keys.clone();
+        old.extend(c.retiring.iter().flat_map(|(_, k)| k.iter().copied()));
+        w.supersedes(old);
         // Every account known, and every one changed since the last
         // checkpoint (which the base is the first to write).
         let mut all = std::mem::take(&mut c.all);
@@ -119,19 +126,18 @@ pub(crate) fn checkpoint(part: &Arc<Part>, s: &Input, force: bool) {
     let accounts = w.accounts;
     let chunks = w.finish();
     let bytes: usize = chunks.iter().map(Vec::len).sum();
-    let keys: Vec<String> = (0..chunks.len())
-        .map(|i| chunk_key(&part.topic, part.partition, seq, i as u32))
-        .collect();
-    part.tracker.begin(processed, chunks.len() as u32);
-    for (chunk, key) in chunks.into_iter().zip(&keys) {
+    let n = chunks.len() as u32;
+    part.tracker.begin(processed, n);
+    for (i, chunk) in chunks.into_iter().enumerate() {
         s.producer.produce(Record::state(
             &origin,
             topic.clone(),
             state_partition,
-            key,
+            &chunk_key(&part.topic, part.partition, seq, i as u32),
             Some(chunk),
         ));
     }
+    let keys = vec![(seq, n)];
     if base {
         let old = std::mem::replace(&mut c.keys, keys);
         if !old.is_empty() {
@@ -172,7 +178,11 @@ fn retire(c: &mut Chain, part: &Arc<Part>, s: &Input, topic: &Arc<str>, sp: i32,
         .into_iter()
         .partition(|(at, _)| committed >= *at);
     c.retiring = keep;
-    let keys: Vec<String> = due.into_iter().flat_map(|(_, k)| k).collect();
+    let keys: Vec<String> = due
+        .into_iter()
+        .flat_map(|(_, k)| k)
+        .flat_map(|(seq, n)| (0..n).map(move |i| chunk_key(&part.topic, part.partition, seq, i)))
+        .collect();
     if keys.is_empty() {
         return;
     }

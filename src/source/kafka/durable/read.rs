@@ -39,9 +39,9 @@ pub(crate) fn restore(s: &Input, parts: &[(Arc<Part>, i64)]) -> HashMap<(Arc<str
         return out;
     };
     let n = s.state_partitions as i32;
-    let wanted: HashSet<(Arc<str>, i32)> = parts
+    let wanted: HashMap<(Arc<str>, i32), i64> = parts
         .iter()
-        .map(|(p, _)| (p.topic.clone(), p.partition))
+        .map(|(p, committed)| ((p.topic.clone(), p.partition), *committed))
         .collect();
     let found = match read_topic(
         s,
@@ -58,7 +58,7 @@ pub(crate) fn restore(s: &Input, parts: &[(Arc<Part>, i64)]) -> HashMap<(Arc<str
         }
     };
     let tables = s.engine.durable_tables();
-    for (p, committed) in parts {
+    for (p, _) in parts {
         let id = (p.topic.clone(), p.partition);
         let Some(checkpoints) = found.get(&id) else {
             out.insert(id, Restored::Nothing);
@@ -68,7 +68,7 @@ pub(crate) fn restore(s: &Input, parts: &[(Arc<Part>, i64)]) -> HashMap<(Arc<str
             out.insert(id, Restored::Failed(e.clone()));
             continue;
         }
-        let chain = snapshot::choose(&checkpoints.by_seq, *committed);
+        let chain = &checkpoints.chain;
         if chain.is_empty() {
             out.insert(id, Restored::Nothing);
             continue;
@@ -78,7 +78,7 @@ pub(crate) fn restore(s: &Input, parts: &[(Arc<Part>, i64)]) -> HashMap<(Arc<str
         let mut bytes = 0;
         let mut last: Option<Header> = None;
         let mut failed = None;
-        'chain: for seq in &chain {
+        'chain: for seq in chain {
             for (_, value) in checkpoints.by_seq[seq].chunks.values() {
                 bytes += value.len();
                 let mut r = Reader::new(value);
@@ -108,7 +108,7 @@ pub(crate) fn restore(s: &Input, parts: &[(Arc<Part>, i64)]) -> HashMap<(Arc<str
             } else {
                 c.delta_bytes += size;
             }
-            c.keys.extend(f.chunks.values().map(|(k, _)| k.clone()));
+            c.keys.push((*seq, f.chunks.len() as u32));
         }
         if let Some(e) = failed {
             s.engine.forget_accounts(&|k| loaded.contains(&k));
@@ -120,14 +120,20 @@ pub(crate) fn restore(s: &Input, parts: &[(Arc<Part>, i64)]) -> HashMap<(Arc<str
         c.prev = last.seq;
         c.next_seq = checkpoints.by_seq.keys().max().copied().unwrap_or(0) + 1;
         c.last_offset = last.offset;
-        // Everything else of this partition on the topic (older chains,
-        // checkpoints cut short, ones past the committed offset) goes.
-        let stale: Vec<String> = checkpoints
+        // Everything else of this partition read from the topic
+        // (checkpoints cut short, ones past the committed offset), and what
+        // the base says it supersedes (written before it, so not read) goes.
+        let mut stale: Vec<(u64, u32)> = checkpoints
             .by_seq
             .iter()
             .filter(|(s, _)| !chain.contains(s))
-            .flat_map(|(_, f)| f.chunks.values().map(|(k, _)| k.clone()))
+            .filter_map(|(s, f)| f.chunks.keys().last().map(|&i| (*s, i + 1)))
             .collect();
+        if let Some((_, first)) = checkpoints.by_seq[&chain[0]].chunks.get(&0) {
+            if let Ok(h) = Header::read(&mut Reader::new(first)) {
+                stale.extend(h.supersedes);
+            }
+        }
         if !stale.is_empty() {
             c.retiring.push((last.offset, stale));
         }
@@ -174,114 +180,231 @@ fn collect_keys(value: &[u8], at: usize, into: &mut HashSet<u64>) -> Result<(), 
 #[derive(Default)]
 struct Checkpoints {
     by_seq: BTreeMap<u64, Found>,
+    /// Chunk keys removed by a tombstone (a key is written once, so a
+    /// tombstone read before its chunk, in a later window, still counts).
+    gone: HashSet<String>,
     error: Option<String>,
+    /// The chain found so far (empty: read further back).
+    chain: Vec<u64>,
 }
 
-/// Reads the state topic's `partitions` to their end, keeping the chunks of
-/// the `wanted` input partitions (a tombstone removes a chunk).
+/// How many records of a state partition the first window reads back from
+/// its end; each further window reads twice as many.
+const FIRST_WINDOW: i64 = 16;
+
+/// One state partition being read backwards.
+struct Window {
+    low: i64,
+    /// The window now read is `[from, to)`; everything from `to` on is read.
+    from: i64,
+    to: i64,
+    width: i64,
+    done: bool,
+    /// Records and bytes read, and windows.
+    records: u64,
+    bytes: u64,
+    windows: u32,
+    high: i64,
+}
+
+/// Reads the chunks of the `wanted` input partitions (with their committed
+/// offsets) from the state topic's `partitions`, backwards from their ends
+/// in widening windows, until each one's chain is found or the partition's
+/// beginning is reached. A chain is whole once its base is read (every
+/// checkpoint and tombstone of it comes after its base), so a restore reads
+/// what the chain takes, however much older state an uncompacted topic
+/// still holds.
 fn read_topic(
     s: &Input,
     topic: &str,
     partitions: impl Iterator<Item = i32>,
-    wanted: &HashSet<(Arc<str>, i32)>,
+    wanted: &HashMap<(Arc<str>, i32), i64>,
 ) -> Result<HashMap<(Arc<str>, i32), Checkpoints>, String> {
     let consumer: BaseConsumer<Quiet> = client_config(&s.kafka, Role::Restorer)
         .set("fetch.max.bytes", "52428800")
         .set("max.partition.fetch.bytes", "8388608")
         .create_with_context(Quiet(Logger::new("state-restore", None)))
         .map_err(|e| format!("cannot create the state reader: {e}"))?;
-    let mut ends: HashMap<i32, i64> = HashMap::new();
-    let mut tpl = TopicPartitionList::new();
+    let n = s.state_partitions as i32;
+    let mut windows: BTreeMap<i32, Window> = BTreeMap::new();
     for p in partitions.collect::<HashSet<_>>() {
         let (low, high) = consumer
             .fetch_watermarks(topic, p, ADMIN_TIMEOUT)
             .map_err(|e| format!("reading the ends of {topic}[{p}]: {e}"))?;
         if high > low {
-            ends.insert(p, high);
-            tpl.add_partition_offset(topic, p, Offset::Beginning)
-                .map_err(|e| e.to_string())?;
+            windows.insert(
+                p,
+                Window {
+                    low,
+                    from: high,
+                    to: high,
+                    width: FIRST_WINDOW / 2,
+                    done: false,
+                    records: 0,
+                    bytes: 0,
+                    windows: 0,
+                    high,
+                },
+            );
         }
     }
     let mut out: HashMap<(Arc<str>, i32), Checkpoints> = HashMap::new();
-    if ends.is_empty() {
-        return Ok(out);
-    }
-    consumer.assign(&tpl).map_err(|e| e.to_string())?;
     let deadline = Instant::now() + READ_TIMEOUT;
-    while !ends.is_empty() {
-        if Instant::now() > deadline {
-            return Err(format!(
-                "reading {topic} took longer than {} s",
-                READ_TIMEOUT.as_secs()
-            ));
+    loop {
+        // The next window of every partition not done yet.
+        let mut tpl = TopicPartitionList::new();
+        for (p, w) in windows.iter_mut().filter(|(_, w)| !w.done) {
+            w.to = w.from;
+            w.width = w.width.saturating_mul(2);
+            w.from = w.to.saturating_sub(w.width).max(w.low);
+            w.windows += 1;
+            tpl.add_partition_offset(topic, *p, Offset::Offset(w.from))
+                .map_err(|e| e.to_string())?;
         }
-        let m = match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => m,
-            Some(Err(KafkaError::PartitionEOF(p))) => {
-                let at = consumer.position().ok().and_then(|t| {
-                    t.find_partition(topic, p).and_then(|e| match e.offset() {
-                        Offset::Offset(o) => Some(o),
-                        _ => None,
-                    })
-                });
-                if at.is_some_and(|o| ends.get(&p).is_some_and(|end| o >= *end)) {
-                    ends.remove(&p);
-                }
-                continue;
+        if tpl.count() == 0 {
+            for (p, w) in &windows {
+                tracing::info!(
+                    topic,
+                    partition = p,
+                    records = w.records,
+                    bytes = w.bytes,
+                    windows = w.windows,
+                    from = w.from,
+                    low = w.low,
+                    high = w.high,
+                    "State partition read back to its chains."
+                );
             }
-            Some(Err(e)) => {
-                tracing::debug!(error = %e, "state read poll");
-                continue;
+            return Ok(out);
+        }
+        consumer.assign(&tpl).map_err(|e| e.to_string())?;
+        // Paused at the end of the last window.
+        let _ = consumer.resume(&tpl);
+        let mut reading: HashSet<i32> = windows
+            .iter()
+            .filter(|(_, w)| !w.done)
+            .map(|(p, _)| *p)
+            .collect();
+        while !reading.is_empty() {
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "reading {topic} took longer than {} s",
+                    READ_TIMEOUT.as_secs()
+                ));
             }
-            None => continue,
-        };
-        if ends
-            .get(&m.partition())
-            .is_some_and(|end| m.offset() + 1 >= *end)
-        {
-            ends.remove(&m.partition());
-        }
-        let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
-            continue;
-        };
-        let Some((t, p, seq, chunk)) = parse_key(key) else {
-            continue;
-        };
-        let id = (Arc::<str>::from(t), p);
-        if !wanted.contains(&id) {
-            continue;
-        }
-        let cps = out.entry(id).or_default();
-        match m.payload() {
-            None => {
-                if let Some(f) = cps.by_seq.get_mut(&seq) {
-                    f.chunks.remove(&chunk);
-                    if f.chunks.is_empty() {
-                        cps.by_seq.remove(&seq);
+            let m = match consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => m,
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    // Past the window's end (a compacted partition has gaps).
+                    let at = consumer.position().ok().and_then(|t| {
+                        t.find_partition(topic, p).and_then(|e| match e.offset() {
+                            Offset::Offset(o) => Some(o),
+                            _ => None,
+                        })
+                    });
+                    if at.is_some_and(|o| windows.get(&p).is_some_and(|w| o >= w.to)) {
+                        reading.remove(&p);
                     }
+                    continue;
                 }
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "state read poll");
+                    continue;
+                }
+                None => continue,
+            };
+            let Some(w) = windows.get_mut(&m.partition()) else {
+                continue;
+            };
+            if m.offset() >= w.to {
+                // Read before, in a later window.
+                if reading.remove(&m.partition()) {
+                    let mut one = TopicPartitionList::new();
+                    one.add_partition(topic, m.partition());
+                    let _ = consumer.pause(&one);
+                }
+                continue;
             }
-            Some(v) => match Header::read(&mut Reader::new(v)) {
-                Ok(h) if h.key_check != snapshot::key_check() => {
-                    // Of no use: skipped (without a usable checkpoint the
-                    // partition is rebuilt from its input).
-                    tracing::warn!(key, error = %SnapshotError::OtherKey, "A checkpoint chunk on the state topic is skipped.");
-                }
-                Ok(h) => {
-                    let f = cps.by_seq.entry(seq).or_default();
-                    f.head = Some(h);
-                    f.chunks.insert(chunk, (key.to_string(), v.to_vec()));
-                }
-                Err(e @ SnapshotError::Format { .. }) => {
-                    cps.error = Some(format!(
-                        "{e}; the partition is rebuilt from its input instead"
-                    ));
-                }
-                Err(e) => {
-                    tracing::warn!(key, error = %e, "A record on the state topic is not a checkpoint chunk; ignored.");
-                }
-            },
+            if m.offset() + 1 >= w.to {
+                reading.remove(&m.partition());
+            }
+            w.records += 1;
+            w.bytes += m.payload_len() as u64;
+            take(&m, wanted, &mut out);
+        }
+        // Which input partitions have their chain now; a state partition
+        // whose input partitions all have one (or that is read to its
+        // beginning) is done.
+        for (id, cps) in out.iter_mut() {
+            if cps.chain.is_empty() && cps.error.is_none() {
+                cps.chain = snapshot::choose(&cps.by_seq, wanted[id]);
+            }
+        }
+        for (p, w) in windows.iter_mut().filter(|(_, w)| !w.done) {
+            let open = wanted.keys().any(|id| {
+                id.1.rem_euclid(n) == *p
+                    && out
+                        .get(id)
+                        .is_none_or(|c| c.chain.is_empty() && c.error.is_none())
+            });
+            w.done = !open || w.from <= w.low;
         }
     }
-    Ok(out)
+}
+
+/// Keeps one record of the state topic if it is a chunk (or a tombstone)
+/// of a wanted input partition.
+fn take(
+    m: &rdkafka::message::BorrowedMessage<'_>,
+    wanted: &HashMap<(Arc<str>, i32), i64>,
+    out: &mut HashMap<(Arc<str>, i32), Checkpoints>,
+) {
+    let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
+        return;
+    };
+    let Some((t, p, seq, chunk)) = parse_key(key) else {
+        return;
+    };
+    let id = (Arc::<str>::from(t), p);
+    if !wanted.contains_key(&id) {
+        return;
+    }
+    let cps = out.entry(id).or_default();
+    if !cps.chain.is_empty() {
+        return;
+    }
+    match m.payload() {
+        None => {
+            if let Some(f) = cps.by_seq.get_mut(&seq) {
+                f.chunks.remove(&chunk);
+                if f.chunks.is_empty() {
+                    cps.by_seq.remove(&seq);
+                }
+            }
+            cps.gone.insert(key.to_string());
+        }
+        Some(_) if cps.gone.contains(key) => {}
+        Some(v) => match Header::read(&mut Reader::new(v)) {
+            Ok(h) if h.key_check != snapshot::key_check() => {
+                // Of no use: skipped (without a usable checkpoint the
+                // partition is rebuilt from its input).
+                tracing::warn!(key, error = %SnapshotError::OtherKey, "A checkpoint chunk on the state topic is skipped.");
+            }
+            Ok(h) => {
+                let f = cps.by_seq.entry(seq).or_default();
+                if f.head.as_ref().is_none_or(|old| old.chunk < h.chunk) {
+                    f.head = Some(h);
+                }
+                f.chunks.insert(chunk, (key.to_string(), v.to_vec()));
+            }
+            Err(e @ SnapshotError::Format { .. }) => {
+                cps.error = Some(format!(
+                    "{e}; the partition is rebuilt from its input instead"
+                ));
+            }
+            Err(e) => {
+                tracing::warn!(key, error = %e, "A record on the state topic is not a checkpoint chunk; ignored.");
+            }
+        },
+    }
 }
