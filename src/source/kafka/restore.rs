@@ -261,6 +261,58 @@ fn restore(parts: &[Arc<Part>], s: &Arc<Input>) -> Result<u64, RestoreError> {
         elapsed_ms = t0.elapsed().as_millis() as u64,
         "restore: offsets by time read"
     );
+    // A broker without a time index (tansu answers the start of the
+    // partition, or "end", to every time): the window's first offset by a
+    // binary search over message times.
+    let target = |e: &rdkafka::topic_partition_list::TopicPartitionListElem<'_>| {
+        ranges
+            .get(&(e.topic().to_string(), e.partition()))
+            .map(|r| (r.since - SEARCH_MARGIN, r.from.unwrap_or(r.end)))
+    };
+    let answered: Vec<(String, i32, i64, Millis)> = starts
+        .elements()
+        .iter()
+        .filter_map(|e| match (e.offset(), target(e)) {
+            (Offset::Offset(o), Some((since, _))) => {
+                Some((e.topic().to_string(), e.partition(), o, since))
+            }
+            _ => None,
+        })
+        .collect();
+    // Single messages, fetched as soon as they are there.
+    let prober: Option<BaseConsumer<Quiet>> = (starts.count() > 0)
+        .then(|| {
+            client_config(k, Role::Restorer)
+                .set("fetch.wait.max.ms", "5")
+                .create_with_context(Quiet(Logger::new("restorer", None)))
+                .ok()
+        })
+        .flatten();
+    let wrong = match &prober {
+        Some(c) if !answered.is_empty() => wrong_answers(c, &answered),
+        _ => Vec::new(),
+    };
+    tracing::debug!(
+        ?answered,
+        ?wrong,
+        "restore: the broker's offsets by time checked"
+    );
+    let unanswered: Vec<(String, i32, Millis, i64)> = starts
+        .elements()
+        .iter()
+        .filter(|e| {
+            !matches!(e.offset(), Offset::Offset(_))
+                || wrong.contains(&(e.topic().to_string(), e.partition()))
+        })
+        .filter_map(|e| {
+            let (since, upto) = target(e)?;
+            Some((e.topic().to_string(), e.partition(), since, upto))
+        })
+        .collect();
+    let searched = match &prober {
+        Some(c) if !unanswered.is_empty() => search_by_time(c, &unanswered),
+        _ => HashMap::new(),
+    };
     for e in starts.elements() {
         let key = (e.topic().to_string(), e.partition());
         let Some(r) = ranges.get_mut(&key) else {
@@ -268,7 +320,11 @@ fn restore(parts: &[Arc<Part>], s: &Arc<Input>) -> Result<u64, RestoreError> {
         };
         // Where the window ends: the checkpoint, or the committed offset.
         let upto = r.from.unwrap_or(r.end);
-        let at = match e.offset() {
+        let offset = match (searched.get(&key), e.offset()) {
+            (Some(&o), _) => Offset::Offset(o),
+            (None, o) => o,
+        };
+        let at = match offset {
             Offset::Offset(start) if start < upto => Offset::Offset(start),
             // Nothing of the window before its end.
             Offset::Offset(_) => match r.from {
@@ -381,6 +437,134 @@ fn restore(parts: &[Arc<Part>], s: &Arc<Input>) -> Result<u64, RestoreError> {
         "restore: read"
     );
     Ok(read)
+}
+
+/// How much earlier than its window a searched start is taken: message
+/// times are only about in the order of their offsets.
+const SEARCH_MARGIN: Millis = 10 * 60 * SECOND;
+
+/// A probed message's offset and time.
+type Probed = (i64, Option<Millis>);
+
+/// The first message at or after each `(topic, partition) → offset`:
+/// its offset and time (`None`: nothing there before the end). Missing
+/// from the answer: it could not be read in time.
+fn probe(
+    consumer: &BaseConsumer<Quiet>,
+    at: &HashMap<(String, i32), i64>,
+) -> HashMap<(String, i32), Option<Probed>> {
+    let mut out = HashMap::new();
+    let mut tpl = TopicPartitionList::new();
+    for ((t, p), o) in at {
+        let _ = tpl.add_partition_offset(t, *p, Offset::Offset(*o));
+    }
+    if tpl.count() == 0 || consumer.assign(&tpl).is_err() {
+        return out;
+    }
+    let deadline = Instant::now() + ADMIN_TIMEOUT;
+    while out.len() < at.len() && Instant::now() < deadline {
+        match consumer.poll(RESTORE_POLL) {
+            Some(Ok(m)) => {
+                let key = (m.topic().to_string(), m.partition());
+                // Not fetched for an earlier probe.
+                if at.get(&key).is_some_and(|o| m.offset() >= *o) {
+                    out.entry(key)
+                        .or_insert(Some((m.offset(), m.timestamp().to_millis())));
+                }
+            }
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                for key in at.keys().filter(|k| k.1 == p) {
+                    out.entry(key.clone()).or_insert(None);
+                }
+            }
+            _ => {}
+        }
+    }
+    let _ = consumer.unassign();
+    out
+}
+
+/// Whether the broker's answers to "the first offset at this time" hold:
+/// a broker without a time index (tansu) answers the start of the
+/// partition whatever the time. Returns the answers that do not (their
+/// first message is older than the time asked for).
+fn wrong_answers(
+    consumer: &BaseConsumer<Quiet>,
+    answers: &[(String, i32, i64, Millis)],
+) -> Vec<(String, i32)> {
+    let at: HashMap<(String, i32), i64> = answers
+        .iter()
+        .map(|(t, p, o, _)| ((t.clone(), *p), *o))
+        .collect();
+    let found = probe(consumer, &at);
+    answers
+        .iter()
+        .filter(|(t, p, _, target)| {
+            matches!(found.get(&(t.clone(), *p)), Some(Some((_, Some(ts)))) if ts < target)
+        })
+        .map(|(t, p, _, _)| (t.clone(), *p))
+        .collect()
+}
+
+/// The first offset of each `(topic, partition, target, upto)` whose
+/// message time is at or after `target`, before `upto`, found by a binary
+/// search over single messages (all partitions a step at a time): for a
+/// broker without a time index. Message times are only about in offset
+/// order: the search errs early (reading more), never late. A partition
+/// the search cannot finish is left out (read from its start, filtered by
+/// message time, as before).
+fn search_by_time(
+    consumer: &BaseConsumer<Quiet>,
+    wanted: &[(String, i32, Millis, i64)],
+) -> HashMap<(String, i32), i64> {
+    struct Search {
+        lo: i64,
+        hi: i64,
+        target: Millis,
+    }
+    let mut all: HashMap<(String, i32), Search> = HashMap::new();
+    for (t, p, target, upto) in wanted {
+        if let Ok((low, _)) = consumer.fetch_watermarks(t, *p, ADMIN_TIMEOUT) {
+            let s = Search {
+                lo: low,
+                hi: *upto,
+                target: *target,
+            };
+            all.insert((t.clone(), *p), s);
+        }
+    }
+    let mut steps = 0;
+    loop {
+        let mids: HashMap<(String, i32), i64> = all
+            .iter()
+            .filter(|(_, s)| s.lo < s.hi)
+            .map(|(k, s)| (k.clone(), s.lo + (s.hi - s.lo) / 2))
+            .collect();
+        if mids.is_empty() || steps > 64 {
+            break;
+        }
+        steps += 1;
+        let found = probe(consumer, &mids);
+        if found.len() < mids.len() {
+            tracing::warn!("The restore window's first offsets could not be found by message time; reading from the start of the partitions.");
+            return HashMap::new();
+        }
+        for (key, mid) in mids {
+            let s = all.get_mut(&key).expect("searched");
+            match found.get(&key) {
+                Some(Some((o, Some(ts)))) if *ts < s.target => s.lo = o + 1,
+                _ => s.hi = mid,
+            }
+        }
+    }
+    tracing::debug!(steps, "restore: window starts found by message time");
+    wanted
+        .iter()
+        .filter_map(|(t, p, _, upto)| {
+            let s = all.get(&(t.clone(), *p))?;
+            Some(((t.clone(), *p), s.lo.min(*upto)))
+        })
+        .collect()
 }
 
 /// The Kafka timestamp of each range's last committed message (the one
