@@ -497,6 +497,10 @@ fn wrong_answers(
         .map(|(t, p, o, _)| ((t.clone(), *p), *o))
         .collect();
     let found = probe(consumer, &at);
+    tracing::debug!(
+        ?found,
+        "restore: the messages at the broker's offsets by time"
+    );
     answers
         .iter()
         .filter(|(t, p, _, target)| {
@@ -557,7 +561,11 @@ fn search_by_time(
             }
         }
     }
-    tracing::debug!(steps, "restore: window starts found by message time");
+    tracing::info!(
+        steps,
+        partitions = all.len(),
+        "The broker's offsets by time were wrong (it has no time index): found the restore windows' first offsets by a search over message times."
+    );
     wanted
         .iter()
         .filter_map(|(t, p, _, upto)| {

@@ -69,6 +69,25 @@ pub(crate) fn restore(s: &Input, parts: &[(Arc<Part>, i64)]) -> HashMap<(Arc<str
             continue;
         }
         let chain = &checkpoints.chain;
+        tracing::debug!(
+            topic = %p.topic,
+            partition = p.partition,
+            ?chain,
+            found = ?checkpoints
+                .by_seq
+                .iter()
+                .map(|(seq, f)| {
+                    let h = f.head.as_ref();
+                    (
+                        *seq,
+                        h.map(|h| (h.base, h.prev, h.offset, h.chunks)),
+                        f.chunks.keys().copied().collect::<Vec<_>>().len(),
+                        f.complete(),
+                    )
+                })
+                .collect::<Vec<_>>(),
+            "restore: checkpoints found (seq, (base, prev, offset, chunks), chunks read, complete)"
+        );
         if chain.is_empty() {
             out.insert(id, Restored::Nothing);
             continue;
@@ -220,11 +239,17 @@ fn read_topic(
     partitions: impl Iterator<Item = i32>,
     wanted: &HashMap<(Arc<str>, i32), i64>,
 ) -> Result<HashMap<(Arc<str>, i32), Checkpoints>, String> {
-    let consumer: BaseConsumer<Quiet> = client_config(&s.kafka, Role::Restorer)
-        .set("fetch.max.bytes", "52428800")
-        .set("max.partition.fetch.bytes", "8388608")
-        .create_with_context(Quiet(Logger::new("state-restore", None)))
-        .map_err(|e| format!("cannot create the state reader: {e}"))?;
+    // A reader per window: one reused across windows delivered end-of-
+    // partition events and positions of the window before, which ended the
+    // next one before it was read.
+    let reader = || -> Result<BaseConsumer<Quiet>, String> {
+        client_config(&s.kafka, Role::Restorer)
+            .set("fetch.max.bytes", "52428800")
+            .set("max.partition.fetch.bytes", "8388608")
+            .create_with_context(Quiet(Logger::new("state-restore", None)))
+            .map_err(|e| format!("cannot create the state reader: {e}"))
+    };
+    let consumer = reader()?;
     let n = s.state_partitions as i32;
     let mut windows: BTreeMap<i32, Window> = BTreeMap::new();
     for p in partitions.collect::<HashSet<_>>() {
@@ -277,9 +302,8 @@ fn read_topic(
             }
             return Ok(out);
         }
+        let consumer = reader()?;
         consumer.assign(&tpl).map_err(|e| e.to_string())?;
-        // Paused at the end of the last window.
-        let _ = consumer.resume(&tpl);
         let mut reading: HashSet<i32> = windows
             .iter()
             .filter(|(_, w)| !w.done)
@@ -302,7 +326,10 @@ fn read_topic(
                             _ => None,
                         })
                     });
-                    if at.is_some_and(|o| windows.get(&p).is_some_and(|w| o >= w.to)) {
+                    let Some(w) = windows.get_mut(&p) else {
+                        continue;
+                    };
+                    if at.is_some_and(|o| o >= w.to) && !grown(&consumer, topic, p, w) {
                         reading.remove(&p);
                     }
                     continue;
@@ -316,16 +343,23 @@ fn read_topic(
             let Some(w) = windows.get_mut(&m.partition()) else {
                 continue;
             };
+            let newest = w.to == w.high;
             if m.offset() >= w.to {
-                // Read before, in a later window.
-                if reading.remove(&m.partition()) {
-                    let mut one = TopicPartitionList::new();
-                    one.add_partition(topic, m.partition());
-                    let _ = consumer.pause(&one);
+                if newest {
+                    // Written since the end was asked for: read it too.
+                    w.to = m.offset() + 1;
+                    w.high = w.to;
+                } else {
+                    // Read before, in a later window.
+                    if reading.remove(&m.partition()) {
+                        let mut one = TopicPartitionList::new();
+                        one.add_partition(topic, m.partition());
+                        let _ = consumer.pause(&one);
+                    }
+                    continue;
                 }
-                continue;
             }
-            if m.offset() + 1 >= w.to {
+            if m.offset() + 1 >= w.to && !(newest && grown(&consumer, topic, m.partition(), w)) {
                 reading.remove(&m.partition());
             }
             w.records += 1;
@@ -349,6 +383,21 @@ fn read_topic(
             });
             w.done = !open || w.from <= w.low;
         }
+    }
+}
+
+/// Whether the newest window's partition has grown since its end was
+/// asked for (the last checkpoint of the instance before may still be
+/// arriving, and a broker's end can lag what it acknowledged): if so, the
+/// window reaches to the new end.
+fn grown(consumer: &BaseConsumer<Quiet>, topic: &str, p: i32, w: &mut Window) -> bool {
+    match consumer.fetch_watermarks(topic, p, ADMIN_TIMEOUT) {
+        Ok((_, high)) if high > w.to => {
+            w.to = high;
+            w.high = high;
+            true
+        }
+        _ => false,
     }
 }
 
