@@ -265,7 +265,7 @@ fn main() {
         &|r| format!("{:.0}", r.parse),
     );
     row(
-        "replay --threads 1: parse, validate, GeoIP, all 6 detectors, policy, JSON out, events/s",
+        "replay --threads 1: parse, validate, GeoIP, all 9 detectors, policy, JSON out, events/s",
         &|r| format!("{:.0}", r.seq),
     );
     row(&format!("replay --threads {threads}, events/s"), &|r| {

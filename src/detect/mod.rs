@@ -19,6 +19,9 @@ registry! {
     send_volume::SendVolume,
     sender_mismatch::SenderMismatch,
     backscatter::Backscatter,
+    unfamiliar_login::UnfamiliarLogin,
+    slow_guessing::SlowGuessing,
+    credential_stuffing::CredentialStuffing,
     // A throwaway detector that proves the line above is all it takes
     // (see its tests); compiled into tests only.
     #[cfg(test)]
@@ -140,13 +143,31 @@ impl<'a> Context<'a> {
         self.profile.map(|p| p.network(ip))
     }
 
-    /// Learns the event (a successful login from an untrusted address)
-    /// into the account's profile.
+    /// The accounts' profiles (`None`: a stage keyed by source address).
+    pub fn profile(&self) -> Option<&'a Profile> {
+        self.profile
+    }
+
+    /// Learns the event (a successful login or a submission from an
+    /// untrusted address) into the account's profile.
     pub fn learn(&self, event: &Event) {
-        if let (Some(p), Some(ip)) = (self.profile, self.ip) {
-            if event.is_auth(AuthResult::Success) && !self.source_trusted() {
-                p.learn(self.key, ip, self.point().as_ref(), event.ts);
-            }
+        let (Some(p), Some(ip)) = (self.profile, self.ip) else {
+            return;
+        };
+        if self.source_trusted() {
+            return;
+        }
+        if event.is_auth(AuthResult::Success) {
+            p.learn(
+                self.key,
+                ip,
+                self.point().as_ref(),
+                event.ts,
+                event.protocol,
+                event.client.as_deref(),
+            );
+        } else if event.kind == crate::source::event::Kind::Submission {
+            p.learn_sent(self.key, event.ts);
         }
     }
 

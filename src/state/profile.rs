@@ -1,38 +1,54 @@
-//! What each account normally looks like: the networks and countries it has
-//! logged in from successfully, kept for weeks.
+//! What each account normally looks like, kept for weeks: the networks and
+//! countries it logs in from, the clients and protocols it uses, the hours
+//! of the day it is used at, when it was last used, and whether it sends.
 //!
-//! A detector asks what the account had used *before* an attack began
-//! ([`Seen`]): a success after a burst of guessing is tied to the guessing
-//! only if it comes from somewhere the owner does not (`failed_login_burst`),
-//! and an address the owner has used for days is not a sprayer's address to
-//! that owner (`password_spray`). The engine learns every successful login
-//! from an untrusted address after the detectors have judged it, so a login
-//! never vouches for itself.
+//! A detector asks what the account had used *before* an event: a success
+//! after a burst of guessing is tied to the guessing only if it comes from
+//! somewhere the owner does not (`failed_login_burst`); an address the owner
+//! has used for days is not a sprayer's address to that owner
+//! (`password_spray`); a login new on several axes at once is
+//! `unfamiliar_login`. The engine learns every successful login and every
+//! submission from an untrusted address after the detectors have judged it,
+//! so an event never vouches for itself.
 //!
 //! Each network is remembered with when it was *first* and last seen; first
 //! is the earliest of the logins judged, whatever their order, so what a
 //! detector concludes does not depend on which thread judged what first.
-//! An account keeps at most `max_networks` networks (the least recently used
-//! goes): 32 bytes each.
+//!
+//! **Bounds.** An account keeps at most `max_networks` networks (32 bytes
+//! each) and `max_clients` clients (24 bytes each), the least recently used
+//! going first, and what it has not used for `history_days` *of its own
+//! use* (an account that falls silent keeps what it used before, which is
+//! what its first login after the silence is compared with). The whole
+//! profile of an account silent for `keep_silent_days` goes. Fixed part:
+//! 24 hour counters, the protocols, first and last use, active days.
 
 use std::net::IpAddr;
 
 use crate::geo::Point;
 use crate::section::Checks;
-use crate::source::event::network_key;
+use crate::source::event::{network_key, Protocol};
 use crate::state::{Entry, Items, KeyedBy, StateConfig, Swept, Table};
-use crate::time::{Millis, DAY};
+use crate::time::{Millis, DAY, HOUR};
 
 crate::section! {
-    /// `[profile]`: what is remembered of each account's own successful
-    /// logins (its networks and countries), for weeks.
+    /// `[profile]`: what is remembered of each account's own use (its
+    /// networks, countries, clients, protocols and hours), for weeks.
     pub struct ProfileConfig {
-        /// How long a network stays familiar after the account's last
-        /// successful login from it, in days.
+        /// How long a network or client stays familiar after the account
+        /// last used it, in days of the account's own use (30: Entra ID
+        /// Protection's and Okta's behaviour profiles look back about a
+        /// month).
         pub history_days: u64 = 30,
+        /// How long the profile of an account that stopped logging in is
+        /// kept, in days: its first login after a silence this long is
+        /// still compared with what it used before.
+        pub keep_silent_days: u64 = 90,
         /// Networks remembered per account; the least recently used is
         /// forgotten first.
         pub max_networks: usize = 8,
+        /// Client programs (IMAP ID, user agent) remembered per account.
+        pub max_clients: usize = 4,
         /// IPv4 addresses sharing this prefix are one network (an ISP's
         /// customer block, an office).
         pub network_prefix_v4: u8 = 24,
@@ -44,7 +60,9 @@ crate::section! {
 impl ProfileConfig {
     pub fn check(&self, c: &mut Checks) {
         c.at_least("history_days", self.history_days, 1);
+        c.at_least("keep_silent_days", self.keep_silent_days, 1);
         c.at_least("max_networks", self.max_networks as u64, 1);
+        c.at_least("max_clients", self.max_clients as u64, 1);
         if !(1..=32).contains(&self.network_prefix_v4) {
             c.fail("network_prefix_v4", "must be a prefix length from 1 to 32");
         }
@@ -55,16 +73,41 @@ impl ProfileConfig {
 }
 
 #[derive(Debug, Clone, Copy)]
-struct Network {
+pub struct Network {
     /// Keyed hash of the address's network prefix.
-    prefix: u64,
-    asn: u32,
-    country: [u8; 2],
-    first: Millis,
-    last: Millis,
+    pub prefix: u64,
+    pub asn: u32,
+    pub country: [u8; 2],
+    pub first: Millis,
+    pub last: Millis,
 }
 
-pub struct Networks(Items<Network>);
+/// A client program, by a hash of its name without version numbers.
+#[derive(Debug, Clone, Copy)]
+pub struct Client {
+    pub hash: u64,
+    pub first: Millis,
+    pub last: Millis,
+}
+
+/// One account's profile.
+pub struct Habits {
+    pub networks: Items<Network>,
+    pub clients: Items<Client>,
+    /// Successful logins by hour of the day (UTC), saturating; halved
+    /// when one fills up, so old habits fade.
+    pub hours: [u8; 24],
+    /// The protocols it has logged in with (bit `1 << protocol`).
+    pub protocols: u8,
+    /// Its first successful login remembered, and its last one.
+    pub since: Millis,
+    pub last: Millis,
+    /// Days with a successful login (the day of `last` counted once).
+    pub days: u16,
+    /// Days it submitted mail on, and its last submission.
+    pub sent_days: u16,
+    pub last_sent: Millis,
+}
 
 crate::codec_fields!(Network {
     prefix,
@@ -73,29 +116,105 @@ crate::codec_fields!(Network {
     first,
     last
 });
+crate::codec_fields!(Client { hash, first, last });
+crate::codec_fields!(Habits {
+    networks,
+    clients,
+    hours,
+    protocols,
+    since,
+    last,
+    days,
+    sent_days,
+    last_sent
+});
 
-impl crate::state::codec::Codec for Networks {
-    fn put(&self, w: &mut Vec<u8>) {
-        self.0.put(w)
+impl Entry for Habits {
+    fn last_seen(&self) -> Millis {
+        self.last.max(self.last_sent)
     }
-    fn get(
-        r: &mut crate::state::codec::Reader<'_>,
-    ) -> Result<Self, crate::state::codec::CodecError> {
-        Ok(Networks(Items::get(r)?))
+    fn weight(&self) -> usize {
+        self.networks.len() + self.clients.len()
+    }
+    fn prune(&mut self, horizon: Millis) -> bool {
+        // What is forgotten within a profile goes at learning time,
+        // measured from the account's own last use; the sweep removes
+        // profiles silent for `keep_silent_days`.
+        self.last_seen() < horizon
     }
 }
 
-impl Entry for Networks {
-    fn last_seen(&self) -> Millis {
-        self.0.iter().map(|n| n.last).max().unwrap_or(Millis::MIN)
+impl Habits {
+    fn empty() -> Habits {
+        Habits {
+            networks: Items::new(),
+            clients: Items::new(),
+            hours: [0; 24],
+            protocols: 0,
+            since: Millis::MAX,
+            last: Millis::MIN,
+            days: 0,
+            sent_days: 0,
+            last_sent: Millis::MIN,
+        }
     }
-    fn weight(&self) -> usize {
-        self.0.len()
+
+    /// Whether the profile is old enough to be trusted at `ts`: its first
+    /// login `learning_days` before, with logins on `min_days` days.
+    pub fn established(&self, ts: Millis, learning_days: u64, min_days: u64) -> bool {
+        self.since <= ts - learning_days as Millis * DAY && u64::from(self.days) >= min_days
     }
-    fn prune(&mut self, horizon: Millis) -> bool {
-        self.0.retain(|n| n.last >= horizon);
-        self.0.is_empty()
+
+    /// Successful logins counted over the hours (saturating).
+    pub fn logins(&self) -> u32 {
+        self.hours.iter().map(|&h| u32::from(h)).sum()
     }
+
+    /// True when it has logged in with `p`.
+    pub fn used(&self, p: Protocol) -> bool {
+        self.protocols & protocol_bit(p) != 0
+    }
+
+    /// Logins at `hour` and the hours either side of it.
+    pub fn near_hour(&self, hour: usize) -> u32 {
+        [23, 0, 1]
+            .iter()
+            .map(|d| u32::from(self.hours[(hour + d) % 24]))
+            .sum()
+    }
+}
+
+fn protocol_bit(p: Protocol) -> u8 {
+    1 << (p as u8)
+}
+
+/// The hour of the day (UTC) of `ts`.
+pub fn hour_of(ts: Millis) -> usize {
+    ts.rem_euclid(DAY).div_euclid(HOUR) as usize
+}
+
+/// A client program's name without its version (`Thunderbird 115.3.1`
+/// and `Thunderbird 128.0` are one client), hashed; `None` for an empty
+/// name.
+pub fn client_key(client: &str) -> Option<u64> {
+    let name: String = client
+        .chars()
+        .take(64)
+        .take_while(|c| !c.is_ascii_digit())
+        .filter(|c| c.is_alphabetic() || *c == ' ')
+        .flat_map(char::to_lowercase)
+        .collect();
+    let name = name.split_whitespace().collect::<Vec<_>>().join(" ");
+    if name.is_empty() {
+        return None;
+    }
+    // FNV-1a: stable across processes and releases (profiles are durable).
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x100_0000_01b3);
+    }
+    Some(h)
 }
 
 /// Since when the account has used what an event shows: each is the first
@@ -126,18 +245,20 @@ impl Seen {
 
 pub struct Profile {
     cfg: ProfileConfig,
-    table: Table<Networks>,
+    history: Millis,
+    table: Table<Habits>,
 }
 
 impl Profile {
     pub fn new(cfg: &ProfileConfig, state: &StateConfig) -> Profile {
         Profile {
             cfg: cfg.clone(),
+            history: cfg.history_days as Millis * DAY,
             table: Table::new(
-                "profile_networks",
+                "account_profile",
                 KeyedBy::Account,
                 state.max_accounts,
-                cfg.history_days as Millis * DAY,
+                cfg.keep_silent_days as Millis * DAY,
             ),
         }
     }
@@ -153,12 +274,12 @@ impl Profile {
         let asn = point.and_then(Point::asn);
         let country = point.and_then(Point::country);
         self.table
-            .with(account, |n| {
+            .with(account, |h| {
                 let mut s = Seen::default();
                 let min = |slot: &mut Option<Millis>, t: Millis| {
                     *slot = Some(slot.map_or(t, |x: Millis| x.min(t)));
                 };
-                for net in &n.0 {
+                for net in &h.networks {
                     min(&mut s.any, net.first);
                     if net.prefix == prefix {
                         min(&mut s.network, net.first);
@@ -175,59 +296,123 @@ impl Profile {
             .unwrap_or_default()
     }
 
+    /// Reads `account`'s profile (`None`: it has none).
+    pub fn with_habits<R>(&self, account: u64, f: impl FnOnce(&Habits) -> R) -> Option<R> {
+        self.table.with(account, |h| f(h))
+    }
+
     /// When `account` first logged in successfully (among what is remembered).
     pub fn first_seen(&self, account: u64) -> Option<Millis> {
         self.table
-            .with(account, |n| n.0.iter().map(|x| x.first).min())
+            .with(account, |h| h.networks.iter().map(|x| x.first).min())
             .flatten()
     }
 
     /// Learns a successful login of `account` from `ip` at `ts`.
-    pub fn learn(&self, account: u64, ip: IpAddr, point: Option<&Point>, ts: Millis) {
+    pub fn learn(
+        &self,
+        account: u64,
+        ip: IpAddr,
+        point: Option<&Point>,
+        ts: Millis,
+        protocol: Option<Protocol>,
+        client: Option<&str>,
+    ) {
         let prefix = self.network(ip);
         let asn = point.map_or(0, |p| p.asn);
         let country = point.map_or([0, 0], |p| p.country);
-        let max = self.cfg.max_networks;
-        self.table.update(
-            account,
-            || Networks(Items::new()),
-            |n| {
-                if let Some(net) = n.0.iter_mut().find(|x| x.prefix == prefix) {
-                    net.first = net.first.min(ts);
-                    net.last = net.last.max(ts);
-                    if net.asn == 0 {
-                        net.asn = asn;
-                    }
-                    if net.country == [0, 0] {
-                        net.country = country;
-                    }
-                    return;
+        let client = client.and_then(client_key);
+        let (max, max_clients, history) =
+            (self.cfg.max_networks, self.cfg.max_clients, self.history);
+        self.table.update(account, Habits::empty, |h| {
+            if ts > h.last {
+                // Forget what the account has not used for `history` of
+                // its own use.
+                let horizon = ts - history;
+                h.networks.retain(|n| n.last >= horizon);
+                h.clients.retain(|c| c.last >= horizon);
+                if h.last == Millis::MIN || ts.div_euclid(DAY) != h.last.div_euclid(DAY) {
+                    h.days = h.days.saturating_add(1);
                 }
-                if n.0.len() >= max {
-                    // The least recently used network goes.
-                    if let Some(i) = (0..n.0.len()).min_by_key(|&i| n.0[i].last) {
-                        n.0.swap_remove(i);
+                h.last = ts;
+            }
+            h.since = h.since.min(ts);
+            if let Some(p) = protocol {
+                h.protocols |= protocol_bit(p);
+            }
+            let hour = hour_of(ts);
+            if h.hours[hour] == u8::MAX {
+                h.hours.iter_mut().for_each(|x| *x /= 2);
+            }
+            h.hours[hour] += 1;
+            if let Some(c) = client {
+                match h.clients.iter_mut().find(|x| x.hash == c) {
+                    Some(x) => {
+                        x.first = x.first.min(ts);
+                        x.last = x.last.max(ts);
+                    }
+                    None => {
+                        if h.clients.len() >= max_clients {
+                            if let Some(i) = (0..h.clients.len()).min_by_key(|&i| h.clients[i].last)
+                            {
+                                h.clients.swap_remove(i);
+                            }
+                        }
+                        h.clients.push(Client {
+                            hash: c,
+                            first: ts,
+                            last: ts,
+                        });
                     }
                 }
-                n.0.push(Network {
-                    prefix,
-                    asn,
-                    country,
-                    first: ts,
-                    last: ts,
-                });
-            },
-        );
+            }
+            if let Some(net) = h.networks.iter_mut().find(|x| x.prefix == prefix) {
+                net.first = net.first.min(ts);
+                net.last = net.last.max(ts);
+                if net.asn == 0 {
+                    net.asn = asn;
+                }
+                if net.country == [0, 0] {
+                    net.country = country;
+                }
+                return;
+            }
+            if h.networks.len() >= max {
+                // The least recently used network goes.
+                if let Some(i) = (0..h.networks.len()).min_by_key(|&i| h.networks[i].last) {
+                    h.networks.swap_remove(i);
+                }
+            }
+            h.networks.push(Network {
+                prefix,
+                asn,
+                country,
+                first: ts,
+                last: ts,
+            });
+        });
     }
 
-    /// Forgets the networks `account` first used at or after `since` (an
-    /// attacker's, learned during an incident that an unlock has ended);
-    /// returns how many.
+    /// Learns a message `account` submitted at `ts` (its profile only: an
+    /// account that never logged in successfully has none to add it to).
+    pub fn learn_sent(&self, account: u64, ts: Millis) {
+        self.table.with(account, |h| {
+            if h.last_sent == Millis::MIN || ts.div_euclid(DAY) > h.last_sent.div_euclid(DAY) {
+                h.sent_days = h.sent_days.saturating_add(1);
+            }
+            h.last_sent = h.last_sent.max(ts);
+        });
+    }
+
+    /// Forgets the networks and clients `account` first used at or after
+    /// `since` (an attacker's, learned during an incident that an unlock has
+    /// ended); returns how many networks.
     pub fn forget_since(&self, account: u64, since: Millis) -> usize {
-        let left = self.table.with(account, |n| {
-            let before = n.0.len();
-            n.0.retain(|x| x.first < since);
-            (before - n.0.len(), n.0.is_empty())
+        let left = self.table.with(account, |h| {
+            let before = h.networks.len();
+            h.networks.retain(|x| x.first < since);
+            h.clients.retain(|x| x.first < since);
+            (before - h.networks.len(), h.networks.is_empty())
         });
         match left {
             Some((gone, true)) => {
@@ -266,7 +451,7 @@ mod tests {
         let home_next: IpAddr = "198.51.100.200".parse().unwrap();
         let far: IpAddr = "203.0.113.9".parse().unwrap();
         let t = 1_800_000_000_000;
-        p.learn(a, home, Some(&point(b"JP", 64500)), t);
+        p.learn(a, home, Some(&point(b"JP", 64500)), t, None, None);
         let s = p.seen(a, home_next, Some(&point(b"JP", 64500)));
         assert_eq!(s.network, Some(t), "one /24 is one network");
         assert!(s.familiar_before(t + HOUR, Some(&point(b"JP", 64500))));
@@ -281,7 +466,7 @@ mod tests {
         let s = p.seen(a, far, Some(&point(b"NG", 64999)));
         assert!(!s.familiar_before(t + HOUR, Some(&point(b"NG", 64999))));
         // Learned out of order, the first use is still the earliest.
-        p.learn(a, home, None, t - HOUR);
+        p.learn(a, home, None, t - HOUR, None, None);
         assert_eq!(p.seen(a, home, None).network, Some(t - HOUR));
     }
 
@@ -298,12 +483,89 @@ mod tests {
             .iter()
             .enumerate()
         {
-            p.learn(a, ip.parse().unwrap(), None, t + i as Millis);
+            p.learn(a, ip.parse().unwrap(), None, t + i as Millis, None, None);
         }
         assert_eq!(p.seen(a, "192.0.2.1".parse().unwrap(), None).network, None);
         assert!(p
             .seen(a, "203.0.113.1".parse().unwrap(), None)
             .network
             .is_some());
+    }
+
+    #[test]
+    fn a_mail_program_is_one_whatever_its_version() {
+        assert_eq!(
+            client_key("Thunderbird 115.3.1"),
+            client_key("thunderbird 128.0")
+        );
+        assert_eq!(
+            client_key("iPhone Mail (20G75)"),
+            client_key("iPhone Mail (21A329)")
+        );
+        assert_ne!(client_key("Thunderbird 115"), client_key("K-9 Mail 6.7"));
+        assert_eq!(client_key("  1.0 "), None);
+        assert_eq!(client_key(""), None);
+    }
+
+    #[test]
+    fn what_is_forgotten_is_measured_by_the_accounts_own_use() {
+        let p = Profile::new(&ProfileConfig::default(), &StateConfig::default());
+        let a = account_key("a@example.net");
+        let t = 1_800_000_000_000;
+        let home: IpAddr = "198.51.100.7".parse().unwrap();
+        let once: IpAddr = "203.0.113.9".parse().unwrap();
+        p.learn(a, once, None, t, Some(Protocol::Imap), Some("Old Client 1"));
+        for d in 0..40 {
+            p.learn(
+                a,
+                home,
+                None,
+                t + d * DAY,
+                Some(Protocol::Imap),
+                Some("Thunderbird 115"),
+            );
+        }
+        // 39 days of use later, the network and program used once are gone.
+        assert_eq!(p.seen(a, once, None).network, None);
+        let clients = p.with_habits(a, |h| h.clients.len()).unwrap();
+        assert_eq!(clients, 1);
+        // Then a silence of 60 days: nothing is forgotten by silence alone,
+        // so the first login after it is compared with the habits before.
+        let back = t + 99 * DAY;
+        assert!(p.seen(a, home, None).familiar_before(back, None));
+        let h = p
+            .with_habits(a, |h| {
+                (
+                    h.days,
+                    h.last,
+                    h.used(Protocol::Imap),
+                    h.used(Protocol::Smtp),
+                )
+            })
+            .unwrap();
+        assert_eq!(h, (40, t + 39 * DAY, true, false));
+        // And a profile is swept only after `keep_silent_days` of silence.
+        let mut probe = Habits::empty();
+        probe.last = t;
+        assert!(!probe.prune(t + 1 - 90 * DAY));
+        assert!(probe.prune(t + 1));
+    }
+
+    #[test]
+    fn hours_fade_when_one_fills_up() {
+        let p = Profile::new(&ProfileConfig::default(), &StateConfig::default());
+        let a = account_key("a@example.net");
+        let home: IpAddr = "198.51.100.7".parse().unwrap();
+        let t = 1_800_000_000_000 - 1_800_000_000_000 % DAY + 9 * HOUR;
+        p.learn(a, home, None, t - 12 * HOUR, None, None);
+        for d in 0..300 {
+            p.learn(a, home, None, t + d * DAY, None, None);
+        }
+        let (nine, nine_pm, near) = p
+            .with_habits(a, |h| (h.hours[9], h.hours[21], h.near_hour(10)))
+            .unwrap();
+        assert!(nine > 100 && nine < 255, "{nine}");
+        assert_eq!(nine_pm, 0, "the one login at 21:00 faded with the halving");
+        assert_eq!(near, u32::from(nine));
     }
 }

@@ -13,6 +13,7 @@ mod config_reference;
 mod durable;
 mod failed_login_burst;
 mod impossible_travel;
+mod known_accounts;
 mod layout;
 mod maillog_corpora;
 mod maillog_roundtrip;
