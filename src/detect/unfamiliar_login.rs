@@ -38,7 +38,7 @@ use super::{ev, place_evidence, Context, Detector, DetectorConfig, Finding, Regi
 use crate::geo::Point;
 use crate::section::Checks;
 use crate::source::event::{AccountForm, AuthResult, Event, Kind, Protocol};
-use crate::state::profile::{client_key, hour_of, Habits};
+use crate::state::profile::{client_key, hour_of, Habits, Seen};
 use crate::state::{Entry, KeyedBy, StateConfig, Swept, Table};
 use crate::time::{format_rfc3339, human_duration, Millis, DAY, HOUR, MINUTE};
 
@@ -205,7 +205,7 @@ impl UnfamiliarLogin {
     }
 
     /// Compares a login with `h` (`None`: the profile is still learning).
-    fn judge(&self, h: &Habits, event: &Event, point: Option<&Point>, ctx: &Context<'_>) -> Option<Judged> {
+    fn judge(&self, h: &Habits, event: &Event, point: Option<&Point>, seen: Seen) -> Option<Judged> {
         let ts = event.ts;
         if !h.established(ts, self.cfg.learning_days, self.cfg.min_active_days) {
             return None;
@@ -215,7 +215,6 @@ impl UnfamiliarLogin {
         if country.is_some_and(|c| !h.networks.iter().any(|n| n.country == c)) {
             axes |= COUNTRY;
         }
-        let seen = ctx.seen().unwrap_or_default();
         if seen.network.is_none() && seen.asn.is_none() {
             axes |= NETWORK;
             if point.is_some_and(|p| p.anonymity.any()) {
@@ -361,7 +360,9 @@ impl Detector for UnfamiliarLogin {
         if !success {
             return;
         }
-        let Some(Some(j)) = profile.with_habits(event.key, |h| self.judge(h, event, point.as_ref(), ctx)) else {
+        // Asked before the profile's entry is locked (`seen` reads it too).
+        let seen = ctx.seen().unwrap_or_default();
+        let Some(Some(j)) = profile.with_habits(event.key, |h| self.judge(h, event, point.as_ref(), seen)) else {
             return;
         };
         if j.score < self.cfg.alert_score {

@@ -296,7 +296,9 @@ impl Profile {
             .unwrap_or_default()
     }
 
-    /// Reads `account`'s profile (`None`: it has none).
+    /// Reads `account`'s profile (`None`: it has none). The entry is locked
+    /// while `f` runs: `f` must not touch the profiles again (no
+    /// `Context::seen`, no `seen`), or the thread waits on itself.
     pub fn with_habits<R>(&self, account: u64, f: impl FnOnce(&Habits) -> R) -> Option<R> {
         self.table.with(account, |h| f(h))
     }
