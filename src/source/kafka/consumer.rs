@@ -241,6 +241,10 @@ fn drain(s: &Input, parts: &[Arc<Part>], deadline: Instant) -> bool {
             return false;
         }
     }
+    if !wait_acked(s, parts, deadline) {
+        return false;
+    }
+    super::durable::mark_end(parts, s);
     wait_acked(s, parts, deadline)
 }
 
@@ -350,6 +354,10 @@ pub(crate) fn consume(consumer: BaseConsumer<ConsumerCtx>, s: &Arc<Input>) {
             .is_ok()
     });
     finished = finished && wait_acked(s, &parts, deadline);
+    if finished {
+        super::durable::mark_end(&parts, s);
+        finished = wait_acked(s, &parts, deadline);
+    }
     commit(s, &consumer, &parts, CommitMode::Sync);
     consumer.unsubscribe();
     drop(consumer);

@@ -8,6 +8,7 @@
 //! acknowledged by the broker ([`crate::kafka::Tracker`]).
 
 pub mod batch;
+mod by_time;
 pub mod consumer;
 pub mod durable;
 mod input;

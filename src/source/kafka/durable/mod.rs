@@ -170,6 +170,33 @@ pub(crate) fn checkpoint(part: &Arc<Part>, s: &Input, force: bool) {
     );
 }
 
+/// After the last checkpoints of `parts` are acknowledged (a revoke, a
+/// shutdown): one more record on each one's state partition, a tombstone
+/// of a key no checkpoint has. A broker may hold its end of a partition
+/// behind the last batch written (tansu did: the next owner then saw the
+/// last checkpoint cut short and restored an older chain); this batch
+/// comes after it. Readers ignore the key.
+pub(crate) fn mark_end(parts: &[Arc<Part>], s: &Input) {
+    let Some(topic) = s.state_topic.as_ref() else {
+        return;
+    };
+    for part in parts {
+        let Ok(processed) = u64::try_from(part.tracker.processed_offset()) else {
+            continue;
+        };
+        let origin = Origin {
+            part: part.clone(),
+            offset: processed as i64,
+            received: Instant::now(),
+        };
+        let sp = part.partition.rem_euclid(s.state_partitions as i32);
+        let key = format!("credwatch-end/{}/{}", part.topic, part.partition);
+        part.tracker.begin(origin.offset, 1);
+        s.producer
+            .produce(Record::state(&origin, topic.clone(), sp, &key, None));
+    }
+}
+
 /// Removes superseded chains once the committed offset has passed the base
 /// that replaced them (a restart until then may still need them).
 fn retire(c: &mut Chain, part: &Arc<Part>, s: &Input, topic: &Arc<str>, sp: i32, origin: &Origin) {

@@ -57,126 +57,152 @@ pub(crate) fn restore(s: &Input, parts: &[(Arc<Part>, i64)]) -> HashMap<(Arc<str
             return out;
         }
     };
-    let tables = s.engine.durable_tables();
-    for (p, _) in parts {
-        let id = (p.topic.clone(), p.partition);
-        let Some(checkpoints) = found.get(&id) else {
-            out.insert(id, Restored::Nothing);
-            continue;
-        };
-        if let Some(e) = &checkpoints.error {
-            out.insert(id, Restored::Failed(e.clone()));
-            continue;
-        }
-        let chain = &checkpoints.chain;
-        tracing::debug!(
-            topic = %p.topic,
-            partition = p.partition,
-            ?chain,
-            found = ?checkpoints
-                .by_seq
-                .iter()
-                .map(|(seq, f)| {
-                    let h = f.head.as_ref();
-                    (
-                        *seq,
-                        h.map(|h| (h.base, h.prev, h.offset, h.chunks)),
-                        f.chunks.keys().copied().collect::<Vec<_>>().len(),
-                        f.complete(),
-                    )
+    // The partitions' chains are decoded side by side (the tables are
+    // concurrent; each partition's accounts are its own).
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(parts.len())
+        .max(1);
+    let found = &found;
+    let results: Vec<((Arc<str>, i32), Restored)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                scope.spawn(move || {
+                    let tables = s.engine.durable_tables();
+                    parts
+                        .iter()
+                        .skip(t)
+                        .step_by(threads)
+                        .map(|(p, _)| ((p.topic.clone(), p.partition), load(s, &tables, p, found)))
+                        .collect::<Vec<_>>()
                 })
-                .collect::<Vec<_>>(),
-            "restore: checkpoints found (seq, (base, prev, offset, chunks), chunks read, complete)"
-        );
-        if chain.is_empty() {
-            out.insert(id, Restored::Nothing);
-            continue;
-        }
-        let mut c = p.chain.lock().unwrap_or_else(|e| e.into_inner());
-        let mut loaded: HashSet<u64> = HashSet::new();
-        let mut bytes = 0;
-        let mut last: Option<Header> = None;
-        let mut failed = None;
-        'chain: for seq in chain {
-            for (_, value) in checkpoints.by_seq[seq].chunks.values() {
-                bytes += value.len();
-                let mut r = Reader::new(value);
-                let head = match Header::read(&mut r) {
-                    Ok(h) => h,
-                    Err(e) => {
-                        failed = Some(e.to_string());
-                        break 'chain;
-                    }
-                };
-                let keys_at = r.remaining();
-                if let Err(e) = collect_keys(value, value.len() - keys_at, &mut loaded)
-                    .and_then(|_| snapshot::load_chunk(&tables, &head, &mut r).map_err(Into::into))
-                {
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("a restore thread"))
+            .collect()
+    });
+    out.extend(results);
+    out
+}
+
+/// Loads the chain of `p` found on the topic into `tables`.
+fn load(
+    s: &Input,
+    tables: &[&dyn crate::state::Swept],
+    p: &Arc<Part>,
+    found: &HashMap<(Arc<str>, i32), Checkpoints>,
+) -> Restored {
+    let id = (p.topic.clone(), p.partition);
+    let Some(checkpoints) = found.get(&id) else {
+        return Restored::Nothing;
+    };
+    if let Some(e) = &checkpoints.error {
+        return Restored::Failed(e.clone());
+    }
+    let chain = &checkpoints.chain;
+    tracing::debug!(
+        topic = %p.topic,
+        partition = p.partition,
+        ?chain,
+        found = ?checkpoints
+            .by_seq
+            .iter()
+            .map(|(seq, f)| {
+                let h = f.head.as_ref();
+                (
+                    *seq,
+                    h.map(|h| (h.base, h.prev, h.offset, h.chunks)),
+                    f.chunks.keys().copied().collect::<Vec<_>>().len(),
+                    f.complete(),
+                )
+            })
+            .collect::<Vec<_>>(),
+        "restore: checkpoints found (seq, (base, prev, offset, chunks), chunks read, complete)"
+    );
+    if chain.is_empty() {
+        return Restored::Nothing;
+    }
+    let mut c = p.chain.lock().unwrap_or_else(|e| e.into_inner());
+    let mut loaded: HashSet<u64> = HashSet::new();
+    let mut bytes = 0;
+    let mut last: Option<Header> = None;
+    let mut failed = None;
+    'chain: for seq in chain {
+        for (_, value) in checkpoints.by_seq[seq].chunks.values() {
+            bytes += value.len();
+            let mut r = Reader::new(value);
+            let head = match Header::read(&mut r) {
+                Ok(h) => h,
+                Err(e) => {
                     failed = Some(e.to_string());
                     break 'chain;
                 }
-                last = Some(head);
+            };
+            let keys_at = r.remaining();
+            if let Err(e) = collect_keys(value, value.len() - keys_at, &mut loaded)
+                .and_then(|_| snapshot::load_chunk(&tables, &head, &mut r).map_err(Into::into))
+            {
+                failed = Some(e.to_string());
+                break 'chain;
             }
-            let f = &checkpoints.by_seq[seq];
-            let size: usize = f.chunks.values().map(|(_, v)| v.len()).sum();
-            if f.head.as_ref().is_some_and(|h| h.base) {
-                c.base = Some(*seq);
-                c.base_bytes = size;
-                c.delta_bytes = 0;
-                c.keys.clear();
-            } else {
-                c.delta_bytes += size;
-            }
-            c.keys.push((*seq, f.chunks.len() as u32));
+            last = Some(head);
         }
-        if let Some(e) = failed {
-            s.engine.forget_accounts(&|k| loaded.contains(&k));
-            *c = Chain::default();
-            out.insert(id, Restored::Failed(e));
-            continue;
+        let f = &checkpoints.by_seq[seq];
+        let size: usize = f.chunks.values().map(|(_, v)| v.len()).sum();
+        if f.head.as_ref().is_some_and(|h| h.base) {
+            c.base = Some(*seq);
+            c.base_bytes = size;
+            c.delta_bytes = 0;
+            c.keys.clear();
+        } else {
+            c.delta_bytes += size;
         }
-        let last = last.expect("a chain has a chunk");
-        c.prev = last.seq;
-        c.next_seq = checkpoints.by_seq.keys().max().copied().unwrap_or(0) + 1;
-        c.last_offset = last.offset;
-        // Everything else of this partition read from the topic
-        // (checkpoints cut short, ones past the committed offset), and what
-        // the base says it supersedes (written before it, so not read) goes.
-        let mut stale: Vec<(u64, u32)> = checkpoints
-            .by_seq
-            .iter()
-            .filter(|(s, _)| !chain.contains(s))
-            .filter_map(|(s, f)| f.chunks.keys().last().map(|&i| (*s, i + 1)))
-            .collect();
-        if let Some((_, first)) = checkpoints.by_seq[&chain[0]].chunks.get(&0) {
-            if let Ok(h) = Header::read(&mut Reader::new(first)) {
-                stale.extend(h.supersedes);
-            }
-        }
-        if !stale.is_empty() {
-            c.retiring.push((last.offset, stale));
-        }
-        p.clock
-            .store(last.clock, std::sync::atomic::Ordering::Relaxed);
-        let accounts = loaded.len();
-        tracing::debug!(
-            topic = %p.topic,
-            partition = p.partition,
-            tables = ?tables.iter().map(|t| (t.stats().name, t.stats().len)).collect::<Vec<_>>(),
-            chain = ?chain,
-            "restore: tables after the checkpoint chain"
-        );
-        c.all = loaded;
-        out.insert(
-            id,
-            Restored::Checkpoint {
-                offset: last.offset,
-                accounts,
-                bytes,
-            },
-        );
+        c.keys.push((*seq, f.chunks.len() as u32));
     }
-    out
+    if let Some(e) = failed {
+        s.engine.forget_accounts(&|k| loaded.contains(&k));
+        *c = Chain::default();
+        return Restored::Failed(e);
+    }
+    let last = last.expect("a chain has a chunk");
+    c.prev = last.seq;
+    c.next_seq = checkpoints.by_seq.keys().max().copied().unwrap_or(0) + 1;
+    c.last_offset = last.offset;
+    // Everything else of this partition read from the topic
+    // (checkpoints cut short, ones past the committed offset), and what
+    // the base says it supersedes (written before it, so not read) goes.
+    let mut stale: Vec<(u64, u32)> = checkpoints
+        .by_seq
+        .iter()
+        .filter(|(s, _)| !chain.contains(s))
+        .filter_map(|(s, f)| f.chunks.keys().last().map(|&i| (*s, i + 1)))
+        .collect();
+    if let Some((_, first)) = checkpoints.by_seq[&chain[0]].chunks.get(&0) {
+        if let Ok(h) = Header::read(&mut Reader::new(first)) {
+            stale.extend(h.supersedes);
+        }
+    }
+    if !stale.is_empty() {
+        c.retiring.push((last.offset, stale));
+    }
+    p.clock
+        .store(last.clock, std::sync::atomic::Ordering::Relaxed);
+    let accounts = loaded.len();
+    tracing::debug!(
+        topic = %p.topic,
+        partition = p.partition,
+        tables = ?tables.iter().map(|t| (t.stats().name, t.stats().len)).collect::<Vec<_>>(),
+        chain = ?chain,
+        "restore: tables after the checkpoint chain"
+    );
+    c.all = loaded;
+    Restored::Checkpoint {
+        offset: last.offset,
+        accounts,
+        bytes,
+    }
 }
 
 /// The account keys of a chunk (they are dropped again if the chain
