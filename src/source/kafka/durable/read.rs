@@ -142,7 +142,7 @@ fn load(
             };
             let keys_at = r.remaining();
             if let Err(e) = collect_keys(value, value.len() - keys_at, &mut loaded)
-                .and_then(|_| snapshot::load_chunk(&tables, &head, &mut r).map_err(Into::into))
+                .and_then(|_| snapshot::load_chunk(tables, &head, &mut r).map_err(Into::into))
             {
                 failed = Some(e.to_string());
                 break 'chain;
