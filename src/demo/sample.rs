@@ -112,19 +112,6 @@ pub fn auth(
     success: bool,
     pwhash: Option<&str>,
 ) -> Line {
-    auth_with(ts, account, protocol, ip, success, pwhash, None)
-}
-
-/// A login attempt naming its client program (IMAP ID, user agent).
-pub fn auth_with(
-    ts: Millis,
-    account: &str,
-    protocol: &str,
-    ip: IpAddr,
-    success: bool,
-    pwhash: Option<&str>,
-    client: Option<&str>,
-) -> Line {
     event_line(
         ts,
         "auth",
@@ -138,7 +125,6 @@ pub fn auth_with(
             ),
             ("mechanism", Some("PLAIN".into())),
             ("pwhash", pwhash.map(Into::into)),
-            ("client", client.map(Into::into)),
         ],
     )
 }

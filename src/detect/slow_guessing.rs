@@ -85,6 +85,21 @@ crate::codec_fields!(Run {
     owner_alerted
 });
 
+impl Run {
+    fn starting(ts: Millis) -> Run {
+        Run {
+            first: ts,
+            last: ts,
+            failures: 0,
+            with_hash: 0,
+            hashes: Items::new(),
+            networks: Items::new(),
+            alerted: false,
+            owner_alerted: false,
+        }
+    }
+}
+
 impl Entry for Run {
     fn last_seen(&self) -> Millis {
         self.last
@@ -195,28 +210,10 @@ impl Detector for SlowGuessing {
                 let min_distinct = self.cfg.min_distinct_passwords as usize;
                 let found = self.table.update(
                     event.key,
-                    || Run {
-                        first: event.ts,
-                        last: event.ts,
-                        failures: 0,
-                        with_hash: 0,
-                        hashes: Items::new(),
-                        networks: Items::new(),
-                        alerted: false,
-                        owner_alerted: false,
-                    },
+                    || Run::starting(event.ts),
                     |r| {
                         if event.ts > r.last + gap {
-                            *r = Run {
-                                first: event.ts,
-                                last: event.ts,
-                                failures: 0,
-                                with_hash: 0,
-                                hashes: Items::new(),
-                                networks: Items::new(),
-                                alerted: false,
-                                owner_alerted: false,
-                            };
+                            *r = Run::starting(event.ts);
                         }
                         r.first = r.first.min(event.ts);
                         r.last = r.last.max(event.ts);

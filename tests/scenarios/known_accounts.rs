@@ -20,7 +20,7 @@ use std::collections::BTreeSet;
 use std::sync::OnceLock;
 
 use credwatch::action::Action;
-use credwatch::demo::sample::{auth_with, Line};
+use credwatch::demo::sample::Line;
 use credwatch_testkit::*;
 
 const HOUR: i64 = 60 * MINUTE;

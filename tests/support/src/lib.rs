@@ -117,6 +117,26 @@ pub fn ip(city: &str, host: u16) -> IpAddr {
     ip_in(city_named(city), host)
 }
 
+/// A login attempt naming its client program (IMAP ID, user agent).
+#[allow(clippy::too_many_arguments)]
+pub fn auth_with(
+    ts: Millis,
+    account: &str,
+    protocol: &str,
+    ip: IpAddr,
+    success: bool,
+    pwhash: Option<&str>,
+    client: Option<&str>,
+) -> Line {
+    let mut line = auth(ts, account, protocol, ip, success, pwhash);
+    if let Some(c) = client {
+        let mut v: serde_json::Value = serde_json::from_str(&line.json).expect("an event");
+        v["client"] = c.into();
+        line.json = v.to_string();
+    }
+    line
+}
+
 pub fn ok(ts: Millis, account: &str, ip: IpAddr) -> Line {
     auth(ts, account, "imap", ip, true, Some("c0ffee00"))
 }
