@@ -102,6 +102,18 @@ impl Person {
         )
     }
 
+    /// A message it sends as itself from `at` to `rcpts` recipients.
+    fn sends(&self, t: i64, at: (&str, u16), rcpts: u32) -> Line {
+        submission(
+            t,
+            &self.name,
+            ip(at.0, at.1),
+            &self.name,
+            Some(&self.name),
+            rcpts,
+        )
+    }
+
     /// Its ordinary use on `day`: a few IMAP logins through the day, now
     /// and then from the mobile carrier; sending over SMTP for some.
     fn day(&self, day: i64, r: &mut Rng, out: &mut Vec<Line>) {
@@ -117,14 +129,7 @@ impl Person {
             out.push(self.login(t, at, "imap", Some(client)));
             if self.smtp && r.below(2) == 0 {
                 out.push(self.login(t + MINUTE, at, "smtp", None));
-                out.push(submission(
-                    t + 2 * MINUTE,
-                    &self.name,
-                    ip(at.0, at.1),
-                    &self.name,
-                    Some(&self.name),
-                    1 + r.below(3) as u32,
-                ));
+                out.push(self.sends(t + 2 * MINUTE, at, 1 + r.below(3) as u32));
             }
         }
     }
@@ -158,7 +163,6 @@ fn history() -> Vec<Line> {
         }
     }
     let at = |d: i64, h: i64| T0 + d * DAY + h * HOUR;
-    let amsterdam = ip("Amsterdam", 4242);
 
     // A phished account that sends (its owner uses SMTP): quiet for two
     // days, then SMTP AUTH from a hosting network abroad and 60-90
@@ -174,12 +178,9 @@ fn history() -> Vec<Line> {
         let t = at(ATTACK_DAY, 10) + h * HOUR;
         lines.push(p.login(t, ("Amsterdam", 4242), "smtp", None));
         for m in 0..3 {
-            lines.push(submission(
+            lines.push(p.sends(
                 t + (m * 20 + 1) * MINUTE,
-                &p.name,
-                amsterdam,
-                &p.name,
-                Some(&p.name),
+                ("Amsterdam", 4242),
                 20 + (h as u32 % 3) * 5,
             ));
         }
@@ -193,14 +194,7 @@ fn history() -> Vec<Line> {
         0..ATTACK_DAY - 2,
     );
     lines.push(p.login(at(ATTACK_DAY, 11), ("Amsterdam", 4243), "smtp", None));
-    lines.push(submission(
-        at(ATTACK_DAY, 11) + MINUTE,
-        &p.name,
-        ip("Amsterdam", 4243),
-        &p.name,
-        Some(&p.name),
-        5,
-    ));
+    lines.push(p.sends(at(ATTACK_DAY, 11) + MINUTE, ("Amsterdam", 4243), 5));
 
     // Mailbox theft: IMAP from Lagos with another program, every quarter
     // hour for three hours, two days after the owner's last login (no
@@ -391,14 +385,7 @@ fn history() -> Vec<Line> {
             let t = at(d, 8) + i * 4 * HOUR;
             lines.push(p.login(t, ("Paris", 300 + d as u16), "imap", Some(CLIENTS[0])));
             lines.push(p.login(t + MINUTE, ("Paris", 300 + d as u16), "smtp", None));
-            lines.push(submission(
-                t + 2 * MINUTE,
-                &p.name,
-                ip("Paris", 300 + d as u16),
-                &p.name,
-                Some(&p.name),
-                2,
-            ));
+            lines.push(p.sends(t + 2 * MINUTE, ("Paris", 300 + d as u16), 2));
         }
     }
     // A traveller who also logs in at night.

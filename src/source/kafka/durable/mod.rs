@@ -181,12 +181,13 @@ pub(crate) fn mark_end(parts: &[Arc<Part>], s: &Input) {
         return;
     };
     for part in parts {
-        let Ok(processed) = u64::try_from(part.tracker.processed_offset()) else {
+        let processed = part.tracker.processed_offset();
+        if processed < 0 {
             continue;
-        };
+        }
         let origin = Origin {
             part: part.clone(),
-            offset: processed as i64,
+            offset: processed,
             received: Instant::now(),
         };
         let sp = part.partition.rem_euclid(s.state_partitions as i32);

@@ -114,7 +114,7 @@ fn load(
                 (
                     *seq,
                     h.map(|h| (h.base, h.prev, h.offset, h.chunks)),
-                    f.chunks.keys().copied().collect::<Vec<_>>().len(),
+                    f.chunks.len(),
                     f.complete(),
                 )
             })
