@@ -81,6 +81,7 @@ struct Ctx {
     logger: Logger,
     trackers: Arc<Mutex<HashMap<i32, Arc<Tracker>>>>,
     topic: String,
+    group: String,
 }
 
 impl ClientContext for Ctx {
@@ -108,8 +109,38 @@ impl ConsumerContext for Ctx {
                 .iter()
                 .map(|(p, tr)| (self.topic.as_str(), *p, &**tr));
             let _ = commit_finished(consumer, done, CommitMode::Sync);
+            tracing::info!(
+                group = %self.group,
+                partitions = %partition_list(tpl),
+                "Webhook delivery gave actions-topic partitions up (a rebalance); what it finished is committed."
+            );
         }
     }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => tracing::info!(
+                group = %self.group,
+                partitions = %partition_list(tpl),
+                "Webhook delivery took actions-topic partitions (a rebalance)."
+            ),
+            Rebalance::Error(e) => tracing::warn!(
+                group = %self.group,
+                error = %e,
+                "Webhook delivery's rebalance failed; the consumer rejoins its group."
+            ),
+            Rebalance::Revoke(_) => {}
+        }
+    }
+}
+
+/// `topic[p],topic[q]` of a rebalance's list.
+fn partition_list(tpl: &rdkafka::TopicPartitionList) -> String {
+    tpl.elements()
+        .iter()
+        .map(|e| format!("{}[{}]", e.topic(), e.partition()))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 struct Endpoint {
@@ -195,14 +226,19 @@ impl Webhooks {
             let group = group_of(k, url);
             c.set("group.id", &group);
             c.set("statistics.interval.ms", "0");
-            // Actions are few: a long fetch wait would be pure latency on
-            // brokers that answer a fetch only when the wait is over.
-            c.set("fetch.wait.max.ms", "10");
+            // Actions are few: a long fetch wait is latency on brokers
+            // that answer a fetch only when the wait is over (tansu). Not
+            // shorter: tansu 0.6 on S3 served a consumer fetching ~90
+            // times a second (10 ms) the same stale end of the partition
+            // for good, so webhook delivery stopped after its first action
+            // (the fault tests' failures; at 100 and 500 ms it never did).
+            c.set("fetch.wait.max.ms", "100");
             let consumer: StreamConsumer<Ctx> = c
                 .create_with_context(Ctx {
                     logger: Logger::new("webhook-consumer", None),
                     trackers: trackers.clone(),
                     topic: k.actions_topic.clone(),
+                    group: group.clone(),
                 })
                 .map_err(|e| WebhookError::Kafka {
                     what: "consumer",

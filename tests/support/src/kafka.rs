@@ -737,6 +737,14 @@ impl Drop for Binary {
         let mut c = self.child.lock().unwrap_or_else(|e| e.into_inner());
         let _ = c.kill();
         let _ = c.wait();
+        // TESTKIT_LOGS=<dir> keeps every run binary's whole log
+        // there (the tests print only a tail): for a failure in CI.
+        if let Some(dir) = std::env::var_os("TESTKIT_LOGS") {
+            let name = self.log.file_name().unwrap_or_default().to_string_lossy();
+            let to = std::path::Path::new(&dir).join(format!("{}-{name}", c.id()));
+            let _ = std::fs::create_dir_all(&dir);
+            let _ = std::fs::copy(&self.log, to);
+        }
     }
 }
 
