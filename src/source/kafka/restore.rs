@@ -289,9 +289,9 @@ fn restore(parts: &[Arc<Part>], s: &Arc<Input>) -> Result<u64, RestoreError> {
                 .ok()
         })
         .flatten();
-    let wrong = match &prober {
+    let (wrong, read) = match &prober {
         Some(c) if !answered.is_empty() => wrong_answers(c, &answered),
-        _ => Vec::new(),
+        _ => Default::default(),
     };
     tracing::debug!(
         ?answered,
@@ -311,7 +311,7 @@ fn restore(parts: &[Arc<Part>], s: &Arc<Input>) -> Result<u64, RestoreError> {
         })
         .collect();
     let searched = match &prober {
-        Some(c) if !unanswered.is_empty() => search_by_time(c, &unanswered),
+        Some(c) if !unanswered.is_empty() => search_by_time(c, &unanswered, &read),
         _ => HashMap::new(),
     };
     for e in starts.elements() {
