@@ -229,7 +229,7 @@ impl UnfamiliarLogin {
         if u64::from(h.logins()) >= self.cfg.min_logins_for_hours && h.near_hour(hour_of(ts)) == 0 {
             axes |= HOUR_OF_DAY;
         }
-        let silent = (h.last > Millis::MIN && h.last < ts).then(|| ts - h.last);
+        let silent = (h.last() > Millis::MIN && h.last() < ts).then(|| ts - h.last());
         if silent.is_some_and(|s| s >= self.cfg.dormant_days as Millis * DAY) {
             axes |= DORMANT;
         }
@@ -499,8 +499,8 @@ fn usual(h: &Habits, ts: Millis) -> (Map<String, Value>, String) {
     m.insert("protocols".into(), ev(&protocols));
     m.insert("hours_utc".into(), ev(&hours));
     m.insert("active_days".into(), ev(h.days));
-    m.insert("profile_since".into(), ev(format_rfc3339(h.since)));
-    m.insert("last_login".into(), ev(format_rfc3339(h.last)));
+    m.insert("profile_since".into(), ev(format_rfc3339(h.since())));
+    m.insert("last_login".into(), ev(format_rfc3339(h.last())));
     if h.sent_days > 0 {
         m.insert("days_with_mail_sent".into(), ev(h.sent_days));
     }
@@ -527,8 +527,8 @@ fn usual(h: &Habits, ts: Millis) -> (Map<String, Value>, String) {
         1 => " with one mail program".to_string(),
         n => format!(" with {n} mail programs"),
     };
-    let last = if h.last < ts {
-        format!(", last {} before", human_duration(ts - h.last))
+    let last = if h.last() < ts {
+        format!(", last {} before", human_duration(ts - h.last()))
     } else {
         String::new()
     };

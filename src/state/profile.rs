@@ -15,13 +15,15 @@
 //! is the earliest of the logins judged, whatever their order, so what a
 //! detector concludes does not depend on which thread judged what first.
 //!
-//! **Bounds.** An account keeps at most `max_networks` networks (32 bytes
-//! each) and `max_clients` clients (24 bytes each), the least recently used
+//! **Bounds.** An account keeps at most `max_networks` networks (24 bytes
+//! each) and `max_clients` clients (12 bytes each), the least recently used
 //! going first, and what it has not used for `history_days` *of its own
 //! use* (an account that falls silent keeps what it used before, which is
 //! what its first login after the silence is compared with). The whole
 //! profile of an account silent for `keep_silent_days` goes. Fixed part:
-//! 24 hour counters, the protocols, first and last use, active days.
+//! 24 hour counters, the protocols, first and last use, active days: 104
+//! bytes with room for one network inline. Times are kept in seconds of 32
+//! bits ([`Secs`]): weeks of them for millions of accounts.
 
 use std::net::IpAddr;
 
@@ -72,22 +74,60 @@ impl ProfileConfig {
     }
 }
 
+/// A profile's time: seconds since the epoch in 32 bits (until 2106).
+/// 0 is "never".
+pub type Secs = u32;
+
+/// `ts` in profile seconds rounded up: a first use kept so is never
+/// earlier than it was, so a login in the same second is not taken for
+/// one after it.
+fn secs_up(ts: Millis) -> Secs {
+    (ts.max(0) as u64)
+        .div_ceil(1000)
+        .min(u64::from(u32::MAX - 1)) as Secs
+}
+
+/// `ts` in profile seconds rounded down (last uses).
+fn secs_down(ts: Millis) -> Secs {
+    (ts.max(0) / 1000).min(i64::from(u32::MAX - 1)) as Secs
+}
+
+/// A profile time in milliseconds; "never" (0) is `never`.
+fn millis(s: Secs, never: Millis) -> Millis {
+    if s == 0 {
+        never
+    } else {
+        Millis::from(s) * 1000
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct Network {
     /// Keyed hash of the address's network prefix.
     pub prefix: u64,
     pub asn: u32,
+    first: Secs,
+    last: Secs,
     pub country: [u8; 2],
-    pub first: Millis,
-    pub last: Millis,
+}
+
+impl Network {
+    /// Its first use remembered (rounded up to the second).
+    pub fn first(&self) -> Millis {
+        millis(self.first, Millis::MAX)
+    }
+    /// Its last use remembered (rounded down to the second).
+    pub fn last(&self) -> Millis {
+        millis(self.last, Millis::MIN)
+    }
 }
 
 /// A client program, by a hash of its name without version numbers.
 #[derive(Debug, Clone, Copy)]
 pub struct Client {
-    pub hash: u64,
-    pub first: Millis,
-    pub last: Millis,
+    pub hash: u32,
+    first: Secs,
+    last: Secs,
 }
 
 /// One account's profile.
@@ -97,41 +137,42 @@ pub struct Habits {
     /// Successful logins by hour of the day (UTC), saturating; halved
     /// when one fills up, so old habits fade.
     pub hours: [u8; 24],
-    /// The protocols it has logged in with (bit `1 << protocol`).
-    pub protocols: u8,
     /// Its first successful login remembered, and its last one.
-    pub since: Millis,
-    pub last: Millis,
+    since: Secs,
+    last: Secs,
+    /// Its last submission.
+    last_sent: Secs,
     /// Days with a successful login (the day of `last` counted once).
     pub days: u16,
-    /// Days it submitted mail on, and its last submission.
+    /// Days it submitted mail on.
     pub sent_days: u16,
-    pub last_sent: Millis,
+    /// The protocols it has logged in with (bit `1 << protocol`).
+    pub protocols: u8,
 }
 
 crate::codec_fields!(Network {
     prefix,
     asn,
-    country,
     first,
-    last
+    last,
+    country
 });
 crate::codec_fields!(Client { hash, first, last });
 crate::codec_fields!(Habits {
     networks,
     clients,
     hours,
-    protocols,
     since,
     last,
+    last_sent,
     days,
     sent_days,
-    last_sent
+    protocols
 });
 
 impl Entry for Habits {
     fn last_seen(&self) -> Millis {
-        self.last.max(self.last_sent)
+        self.last().max(self.last_sent())
     }
     fn weight(&self) -> usize {
         self.networks.len() + self.clients.len()
@@ -150,19 +191,34 @@ impl Habits {
             networks: Items::new(),
             clients: Items::new(),
             hours: [0; 24],
-            protocols: 0,
-            since: Millis::MAX,
-            last: Millis::MIN,
+            since: 0,
+            last: 0,
+            last_sent: 0,
             days: 0,
             sent_days: 0,
-            last_sent: Millis::MIN,
+            protocols: 0,
         }
+    }
+
+    /// Its first successful login remembered (`Millis::MAX`: none).
+    pub fn since(&self) -> Millis {
+        millis(self.since, Millis::MAX)
+    }
+
+    /// Its last successful login (`Millis::MIN`: none).
+    pub fn last(&self) -> Millis {
+        millis(self.last, Millis::MIN)
+    }
+
+    /// Its last submission (`Millis::MIN`: none).
+    pub fn last_sent(&self) -> Millis {
+        millis(self.last_sent, Millis::MIN)
     }
 
     /// Whether the profile is old enough to be trusted at `ts`: its first
     /// login `learning_days` before, with logins on `min_days` days.
     pub fn established(&self, ts: Millis, learning_days: u64, min_days: u64) -> bool {
-        self.since <= ts - learning_days as Millis * DAY && u64::from(self.days) >= min_days
+        self.since() <= ts - learning_days as Millis * DAY && u64::from(self.days) >= min_days
     }
 
     /// Successful logins counted over the hours (saturating).
@@ -196,7 +252,7 @@ pub fn hour_of(ts: Millis) -> usize {
 /// A client program's name without its version (`Thunderbird 115.3.1`
 /// and `Thunderbird 128.0` are one client), hashed; `None` for an empty
 /// name.
-pub fn client_key(client: &str) -> Option<u64> {
+pub fn client_key(client: &str) -> Option<u32> {
     let name: String = client
         .chars()
         .take(64)
@@ -214,7 +270,8 @@ pub fn client_key(client: &str) -> Option<u64> {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x100_0000_01b3);
     }
-    Some(h)
+    // Folded to 32 bits: an account keeps a handful of clients.
+    Some((h ^ (h >> 32)) as u32)
 }
 
 /// Since when the account has used what an event shows: each is the first
@@ -280,15 +337,16 @@ impl Profile {
                     *slot = Some(slot.map_or(t, |x: Millis| x.min(t)));
                 };
                 for net in &h.networks {
-                    min(&mut s.any, net.first);
+                    let first = net.first();
+                    min(&mut s.any, first);
                     if net.prefix == prefix {
-                        min(&mut s.network, net.first);
+                        min(&mut s.network, first);
                     }
                     if asn.is_some_and(|a| a == net.asn) {
-                        min(&mut s.asn, net.first);
+                        min(&mut s.asn, first);
                     }
                     if country.is_some_and(|c| c == net.country) {
-                        min(&mut s.country, net.first);
+                        min(&mut s.country, first);
                     }
                 }
                 s
@@ -306,7 +364,7 @@ impl Profile {
     /// When `account` first logged in successfully (among what is remembered).
     pub fn first_seen(&self, account: u64) -> Option<Millis> {
         self.table
-            .with(account, |h| h.networks.iter().map(|x| x.first).min())
+            .with(account, |h| h.networks.iter().map(Network::first).min())
             .flatten()
     }
 
@@ -326,19 +384,20 @@ impl Profile {
         let client = client.and_then(client_key);
         let (max, max_clients, history) =
             (self.cfg.max_networks, self.cfg.max_clients, self.history);
+        let (up, down) = (secs_up(ts), secs_down(ts));
         self.table.update(account, Habits::empty, |h| {
-            if ts > h.last {
+            if ts > h.last() {
                 // Forget what the account has not used for `history` of
                 // its own use.
                 let horizon = ts - history;
-                h.networks.retain(|n| n.last >= horizon);
-                h.clients.retain(|c| c.last >= horizon);
-                if h.last == Millis::MIN || ts.div_euclid(DAY) != h.last.div_euclid(DAY) {
+                h.networks.retain(|n| n.last() >= horizon);
+                h.clients.retain(|c| millis(c.last, Millis::MIN) >= horizon);
+                if h.last == 0 || ts.div_euclid(DAY) != h.last().div_euclid(DAY) {
                     h.days = h.days.saturating_add(1);
                 }
-                h.last = ts;
+                h.last = h.last.max(down);
             }
-            h.since = h.since.min(ts);
+            h.since = if h.since == 0 { up } else { h.since.min(up) };
             if let Some(p) = protocol {
                 h.protocols |= protocol_bit(p);
             }
@@ -350,8 +409,8 @@ impl Profile {
             if let Some(c) = client {
                 match h.clients.iter_mut().find(|x| x.hash == c) {
                     Some(x) => {
-                        x.first = x.first.min(ts);
-                        x.last = x.last.max(ts);
+                        x.first = x.first.min(up);
+                        x.last = x.last.max(down);
                     }
                     None => {
                         if h.clients.len() >= max_clients {
@@ -362,15 +421,15 @@ impl Profile {
                         }
                         h.clients.push(Client {
                             hash: c,
-                            first: ts,
-                            last: ts,
+                            first: up,
+                            last: down,
                         });
                     }
                 }
             }
             if let Some(net) = h.networks.iter_mut().find(|x| x.prefix == prefix) {
-                net.first = net.first.min(ts);
-                net.last = net.last.max(ts);
+                net.first = net.first.min(up);
+                net.last = net.last.max(down);
                 if net.asn == 0 {
                     net.asn = asn;
                 }
@@ -388,9 +447,9 @@ impl Profile {
             h.networks.push(Network {
                 prefix,
                 asn,
+                first: up,
+                last: down,
                 country,
-                first: ts,
-                last: ts,
             });
         });
     }
@@ -399,10 +458,10 @@ impl Profile {
     /// account that never logged in successfully has none to add it to).
     pub fn learn_sent(&self, account: u64, ts: Millis) {
         self.table.with(account, |h| {
-            if h.last_sent == Millis::MIN || ts.div_euclid(DAY) > h.last_sent.div_euclid(DAY) {
+            if h.last_sent == 0 || ts.div_euclid(DAY) > h.last_sent().div_euclid(DAY) {
                 h.sent_days = h.sent_days.saturating_add(1);
             }
-            h.last_sent = h.last_sent.max(ts);
+            h.last_sent = h.last_sent.max(secs_down(ts));
         });
     }
 
@@ -412,8 +471,8 @@ impl Profile {
     pub fn forget_since(&self, account: u64, since: Millis) -> usize {
         let left = self.table.with(account, |h| {
             let before = h.networks.len();
-            h.networks.retain(|x| x.first < since);
-            h.clients.retain(|x| x.first < since);
+            h.networks.retain(|x| x.first() < since);
+            h.clients.retain(|x| millis(x.first, Millis::MAX) < since);
             (before - h.networks.len(), h.networks.is_empty())
         });
         match left {
@@ -539,7 +598,7 @@ mod tests {
             .with_habits(a, |h| {
                 (
                     h.days,
-                    h.last,
+                    h.last(),
                     h.used(Protocol::Imap),
                     h.used(Protocol::Smtp),
                 )
@@ -548,7 +607,7 @@ mod tests {
         assert_eq!(h, (40, t + 39 * DAY, true, false));
         // And a profile is swept only after `keep_silent_days` of silence.
         let mut probe = Habits::empty();
-        probe.last = t;
+        probe.last = secs_down(t);
         assert!(!probe.prune(t + 1 - 90 * DAY));
         assert!(probe.prune(t + 1));
     }

@@ -54,7 +54,9 @@ use super::Swept;
 /// - 2: a base's first chunk names the checkpoints it supersedes, so that a
 ///   restore that reads the state partition from the base on (not from its
 ///   beginning) can still remove them.
-pub const FORMAT: u32 = 2;
+/// - 3: the account profile's times in seconds of 32 bits and client
+///   hashes of 32 bits (`account_profile` entries 104 bytes, not 128).
+pub const FORMAT: u32 = 3;
 
 /// Chunks stay below Kafka's default `message.max.bytes` (1 MB) with room
 /// for the record's framing.

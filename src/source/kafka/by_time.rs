@@ -186,14 +186,16 @@ impl Search {
 /// message time is at or after `target`, before `upto`, found by a search
 /// over single messages (all partitions a step at a time): for a broker
 /// without a time index. `known` gives a message already read per
-/// partition (the broker's wrong answer) as the search's first lower end.
+/// partition (the broker's wrong answer) as the search's first lower end,
+/// `newest` the newest message time of each window.
 /// Message times are only about in offset order: the search errs early
-/// (reading more), never late. A partition the search cannot finish is
-/// left out (read from its start, filtered by message time, as before).
+/// (reading more), never late. A partition whose message cannot be read
+/// in time is read from the search's lower end so far.
 pub(super) fn search_by_time(
     consumer: &BaseConsumer<Quiet>,
     wanted: &[(String, i32, Millis, i64)],
     known: &HashMap<(String, i32), Probed>,
+    newest: &HashMap<(String, i32), Millis>,
 ) -> HashMap<(String, i32), i64> {
     let mut all: HashMap<(String, i32), Search> = HashMap::new();
     for (t, p, target, upto) in wanted {
@@ -201,36 +203,19 @@ pub(super) fn search_by_time(
             let key = (t.clone(), *p);
             // A message read before, older than the target, is a better
             // lower end than the partition's start.
-            let s = match known.get(&key) {
+            let mut s = match known.get(&key) {
                 Some(&(o, Some(ts))) if ts < *target && o >= low && o < *upto => {
                     Search::new(o + 1, Some(ts), *upto, *target)
                 }
                 _ => Search::new(low, None, *upto, *target),
             };
+            // The window's newest message time (read before: the
+            // reference the window is measured from) is the upper end's.
+            s.hi_ts = newest.get(&key).copied().filter(|&t| t >= *target);
             all.insert(key, s);
         }
     }
-    // The upper ends' times first: the window's end is about the newest.
-    let ends: HashMap<(String, i32), i64> = all
-        .iter()
-        .filter(|(_, s)| s.hi - s.lo > s.close)
-        .map(|(k, s)| (k.clone(), s.hi - 1))
-        .collect();
     let mut steps = 0;
-    if !ends.is_empty() {
-        steps += 1;
-        let found = probe(consumer, &ends);
-        for (key, at) in ends {
-            let s = all.get_mut(&key).expect("searched");
-            match found.get(&key) {
-                Some(Some((_, Some(ts)))) if *ts >= s.target => s.hi_ts = Some(*ts),
-                // The newest message is older than the target: nothing to
-                // read of the window before its end.
-                Some(Some((o, Some(ts)))) => s.update(at, Some((*o, Some(*ts)))),
-                _ => {}
-            }
-        }
-    }
     loop {
         let next: HashMap<(String, i32), i64> = all
             .iter()
@@ -241,13 +226,29 @@ pub(super) fn search_by_time(
         }
         steps += 1;
         let found = probe(consumer, &next);
-        if found.len() < next.len() {
-            tracing::warn!("The restore window's first offsets could not be found by message time; reading from the start of the partitions.");
-            return HashMap::new();
-        }
+        tracing::debug!(
+            steps,
+            ?next,
+            ?found,
+            "restore: a step of the search by time"
+        );
         for (key, at) in next {
             let s = all.get_mut(&key).expect("searched");
-            s.update(at, found.get(&key).copied().flatten());
+            match found.get(&key) {
+                Some(m) => s.update(at, *m),
+                None => {
+                    // Not read in time: the search stops where it is; its
+                    // lower end is still early, so only more is read.
+                    tracing::warn!(
+                        topic = %key.0,
+                        partition = key.1,
+                        offset = at,
+                        from = s.lo,
+                        "A message of the restore window's search by time could not be read in time; the window is read from the search's lower end."
+                    );
+                    s.hi = s.lo;
+                }
+            }
         }
     }
     tracing::info!(

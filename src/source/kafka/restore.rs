@@ -285,6 +285,11 @@ fn restore(parts: &[Arc<Part>], s: &Arc<Input>) -> Result<u64, RestoreError> {
         .then(|| {
             client_config(k, Role::Restorer)
                 .set("fetch.wait.max.ms", "5")
+                // One batch per fetch, not megabytes: a busy broker answers
+                // a small fetch sooner (tansu reads every batch it sends).
+                .set("fetch.max.bytes", "1024")
+                .set("max.partition.fetch.bytes", "1")
+                .set("message.max.bytes", "1000")
                 .create_with_context(Quiet(Logger::new("restorer", None)))
                 .ok()
         })
@@ -311,7 +316,7 @@ fn restore(parts: &[Arc<Part>], s: &Arc<Input>) -> Result<u64, RestoreError> {
         })
         .collect();
     let searched = match &prober {
-        Some(c) if !unanswered.is_empty() => search_by_time(c, &unanswered, &read),
+        Some(c) if !unanswered.is_empty() => search_by_time(c, &unanswered, &read, &last),
         _ => HashMap::new(),
     };
     for e in starts.elements() {
