@@ -55,7 +55,9 @@ use super::Swept;
 ///   restore that reads the state partition from the base on (not from its
 ///   beginning) can still remove them.
 /// - 3: the account profile's times in seconds of 32 bits and client
-///   hashes of 32 bits (`account_profile` entries 104 bytes, not 128).
+///   hashes of 32 bits (`account_profile` entries 104 bytes, not 128);
+///   every chunk names where the input window before it starts
+///   (`window_from`).
 pub const FORMAT: u32 = 3;
 
 /// Chunks stay below Kafka's default `message.max.bytes` (1 MB) with room
@@ -90,6 +92,12 @@ pub struct Header {
     /// written before it and not yet removed, as (seq, chunks). The chain
     /// it starts removes them once the committed offset passes it.
     pub supersedes: Vec<(u64, u32)>,
+    /// Where a restore from this checkpoint starts re-reading the input
+    /// before it for the detectors keyed by source (their state is not in
+    /// checkpoints): an offset whose message is older than that window, as
+    /// the partition's reader saw it. `None`: not known (the restore then
+    /// looks the window's start up by time).
+    pub window_from: Option<i64>,
 }
 
 /// The fingerprint of the process's state hash key that checkpoints carry.
@@ -123,6 +131,7 @@ impl Header {
         self.tables.put(w);
         w.extend_from_slice(&self.key_check.to_le_bytes());
         self.supersedes.put(w);
+        self.window_from.put(w);
     }
 
     /// Reads a chunk's header; the reader is left at its entries.
@@ -146,6 +155,7 @@ impl Header {
             tables: Vec::<String>::get(r)?,
             key_check: r.fixed64("key check")?,
             supersedes: Vec::<(u64, u32)>::get(r)?,
+            window_from: Option::<i64>::get(r)?,
         })
     }
 }
@@ -164,6 +174,14 @@ pub struct Writer<'a> {
 }
 
 impl<'a> Writer<'a> {
+    /// Names where a restore's re-read of the window before this
+    /// checkpoint starts (every chunk carries it). Before any account.
+    pub fn window_from(&mut self, offset: Option<i64>) {
+        assert!(self.chunks.is_empty() && self.accounts == 0);
+        self.head.window_from = offset;
+        self.start_chunk();
+    }
+
     pub fn new(
         tables: &'a [&'a dyn Swept],
         base: bool,
@@ -185,6 +203,7 @@ impl<'a> Writer<'a> {
             tables: names,
             key_check: key_check(),
             supersedes: Vec::new(),
+            window_from: None,
         };
         let mut w = Writer {
             head,

@@ -36,6 +36,68 @@ pub struct Part {
     /// it are judged by the detectors keyed by source only (their state is
     /// not in checkpoints); `i64::MIN`: none.
     pub(crate) tail_until: AtomicI64,
+    /// Where its recent messages are by message time, for checkpoints to
+    /// name where a restore's window before them starts ([`TimeMarks`]).
+    pub(crate) marks: Mutex<TimeMarks>,
+}
+
+/// (message time, offset) of a partition's messages, one every
+/// [`TimeMarks::EVERY`] of message time, over the last
+/// [`TimeMarks::KEEP`]: a checkpoint names the offset from which a
+/// restore re-reads the window before it (the detectors keyed by source),
+/// so the restore need not ask the broker for an offset by time (a broker
+/// without a time index makes that a search).
+#[derive(Debug, Default)]
+pub(crate) struct TimeMarks {
+    marks: std::collections::VecDeque<(crate::time::Millis, i64)>,
+}
+
+impl TimeMarks {
+    const EVERY: crate::time::Millis = 10 * crate::time::SECOND;
+    const KEEP: crate::time::Millis = 6 * crate::time::HOUR;
+
+    /// The consumer read `offset`, stamped `ts`.
+    pub(crate) fn saw(&mut self, ts: crate::time::Millis, offset: i64) {
+        let newer = self
+            .marks
+            .back()
+            .is_none_or(|&(t, o)| ts >= t + Self::EVERY && offset > o);
+        if !newer {
+            return;
+        }
+        self.marks.push_back((ts, offset));
+        while self
+            .marks
+            .front()
+            .is_some_and(|&(t, _)| t < ts - Self::KEEP)
+        {
+            self.marks.pop_front();
+        }
+    }
+
+    /// The time of the newest mark before `upto`.
+    pub(crate) fn newest_before(&self, upto: i64) -> Option<crate::time::Millis> {
+        self.marks
+            .iter()
+            .rev()
+            .find(|&&(_, o)| o < upto)
+            .map(|&(t, _)| t)
+    }
+
+    /// The offset of the last mark older than `since` and before `upto`:
+    /// every message from `since` on is at or after it, as far as message
+    /// times are in order. `None`: the marks do not reach back that far.
+    pub(crate) fn before(&self, since: crate::time::Millis, upto: i64) -> Option<i64> {
+        let first = self.marks.front()?;
+        if first.0 >= since {
+            return None;
+        }
+        self.marks
+            .iter()
+            .take_while(|&&(t, o)| t < since && o < upto)
+            .last()
+            .map(|&(_, o)| o)
+    }
 }
 
 /// How many account keys a stage's partitions may remember in all
@@ -107,6 +169,7 @@ impl Part {
             clock: AtomicI64::new(crate::time::Millis::MIN),
             active: Mutex::new(Instant::now()),
             tail_until: AtomicI64::new(i64::MIN),
+            marks: Mutex::default(),
         }
     }
 
@@ -149,5 +212,42 @@ impl Part {
 
     pub(crate) fn label(&self) -> [String; 2] {
         [self.topic.to_string(), self.partition.to_string()]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TimeMarks;
+    use crate::time::{HOUR, SECOND};
+
+    #[test]
+    fn marks_name_an_offset_older_than_the_window_and_no_later() {
+        let mut m = TimeMarks::default();
+        // A message a second for three hours, offsets from 1,000.
+        for i in 0..3 * 3600 {
+            m.saw(i * SECOND, 1_000 + i);
+        }
+        // One every 10 s of message time, not one per message.
+        assert!(m.marks.len() <= 3 * 360 + 1, "{}", m.marks.len());
+        let since = 2 * HOUR;
+        let at = m.before(since, i64::MAX).expect("within the marks");
+        assert!(at <= 1_000 + 2 * 3600, "{at} is after the window's start");
+        assert!(at >= 1_000 + 2 * 3600 - 10, "{at} is far before it");
+        // Not past the checkpoint's offset.
+        assert_eq!(m.before(since, 1_500), Some(1_490));
+        assert_eq!(m.newest_before(1_500), Some(490 * SECOND));
+        // A window reaching back before the first mark is not known.
+        assert_eq!(m.before(0, i64::MAX), None);
+    }
+
+    #[test]
+    fn marks_keep_only_hours_of_message_time() {
+        let mut m = TimeMarks::default();
+        for i in 0..24 * 360 {
+            m.saw(i * 10 * SECOND, i);
+        }
+        let span = m.marks.back().unwrap().0 - m.marks.front().unwrap().0;
+        assert!(span <= TimeMarks::KEEP, "{span}");
+        assert_eq!(m.before(HOUR, i64::MAX), None, "forgotten");
     }
 }

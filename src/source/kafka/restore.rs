@@ -93,6 +93,8 @@ struct Range {
     since: Millis,
     /// Restored from a checkpoint: re-read from this offset.
     from: Option<i64>,
+    /// The checkpoint named where the window before it starts.
+    window_from: Option<i64>,
 }
 
 /// Re-reads the recent past of `parts` into the engine; returns the number
@@ -133,6 +135,7 @@ fn restore(parts: &[Arc<Part>], s: &Arc<Input>) -> Result<u64, RestoreError> {
                             done: false,
                             since: Millis::MIN,
                             from: None,
+                            window_from: None,
                         },
                     );
                 }
@@ -156,6 +159,7 @@ fn restore(parts: &[Arc<Part>], s: &Arc<Input>) -> Result<u64, RestoreError> {
             let label = match got.get(&(r.part.topic.clone(), r.part.partition)) {
                 Some(super::durable::Restored::Checkpoint {
                     offset,
+                    window_from,
                     accounts,
                     bytes,
                 }) => {
@@ -167,11 +171,13 @@ fn restore(parts: &[Arc<Part>], s: &Arc<Input>) -> Result<u64, RestoreError> {
                         committed = r.end,
                         accounts,
                         bytes,
+                        window_from = ?window_from,
                         "Durable state read; re-reading the input after its checkpoint."
                     );
                     // Nothing after it to re-read, perhaps; the window
                     // before it may still be (below).
                     r.from = Some(*offset);
+                    r.window_from = window_from.filter(|&w| w <= *offset);
                     "checkpoint"
                 }
                 Some(super::durable::Restored::Failed(why)) => {
@@ -228,6 +234,15 @@ fn restore(parts: &[Arc<Part>], s: &Arc<Input>) -> Result<u64, RestoreError> {
         };
         let reference = last.get(&(t.clone(), *p));
         match (window, reference, r.from) {
+            // The checkpoint named where its window starts: no lookup by
+            // time (on a broker without a time index, a search).
+            (Some(w), Some(&ts), Some(_)) if r.window_from.is_some() => {
+                r.since = ts - w;
+                let start = r.window_from.unwrap_or_default();
+                assign
+                    .add_partition_offset(t, *p, Offset::Offset(start))
+                    .map_err(RestoreError::Assign)?;
+            }
             (Some(w), Some(&ts), _) => {
                 r.since = ts - w;
                 by_time
@@ -394,8 +409,16 @@ fn restore(parts: &[Arc<Part>], s: &Arc<Input>) -> Result<u64, RestoreError> {
                     r.done = true;
                     continue;
                 }
-                let in_window = r.from.is_some_and(|f| m.offset() >= f)
-                    || m.timestamp().to_millis().is_none_or(|t| t >= r.since);
+                let stamp = m.timestamp().to_millis();
+                if let Some(ts) = stamp {
+                    r.part
+                        .marks
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .saw(ts, m.offset());
+                }
+                let in_window =
+                    r.from.is_some_and(|f| m.offset() >= f) || stamp.is_none_or(|t| t >= r.since);
                 if in_window {
                     batcher.push(
                         &|b| s.send_batch(b),

@@ -101,6 +101,7 @@ pub(crate) fn checkpoint(part: &Arc<Part>, s: &Input, force: bool) {
     let tables = s.engine.durable_tables();
     let clock = part.clock.load(std::sync::atomic::Ordering::Relaxed);
     let mut w = Writer::new(&tables, base, seq, prev, offset, clock);
+    w.window_from(window_from(part, s, offset));
     let started = Instant::now();
     if base {
         // A restore reads the state partition from this base on: it names
@@ -219,4 +220,20 @@ fn retire(c: &mut Chain, part: &Arc<Part>, s: &Input, topic: &Arc<str>, sp: i32,
         s.producer
             .produce(Record::state(origin, topic.clone(), sp, &k, None));
     }
+}
+
+/// Where a restore from a checkpoint at `offset` starts re-reading the
+/// input before it (the detectors keyed by source): the last message the
+/// reader saw older than that window, measured as the restore measures it
+/// (from the newest message before the checkpoint, less the search
+/// margin). The newest mark is at most a mark's interval older than that
+/// message, so the window errs early.
+fn window_from(part: &Part, s: &Input, offset: i64) -> Option<i64> {
+    let tail = s.engine.source_window();
+    if tail == 0 {
+        return None;
+    }
+    let marks = part.marks.lock().unwrap_or_else(|e| e.into_inner());
+    let newest = marks.newest_before(offset)?;
+    marks.before(newest - tail - super::by_time::SEARCH_MARGIN, offset)
 }

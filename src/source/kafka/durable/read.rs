@@ -22,6 +22,8 @@ pub(crate) enum Restored {
     /// From a checkpoint at this input offset (re-read the input from it).
     Checkpoint {
         offset: i64,
+        /// Where the input window before it starts ([`crate::state::snapshot::Header::window_from`]).
+        window_from: Option<i64>,
         accounts: usize,
         bytes: usize,
     },
@@ -200,6 +202,7 @@ fn load(
     c.all = loaded;
     Restored::Checkpoint {
         offset: last.offset,
+        window_from: last.window_from,
         accounts,
         bytes,
     }
