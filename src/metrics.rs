@@ -24,6 +24,8 @@ pub struct Metrics {
     pub actions: IntCounterVec,
     pub webhook_deliveries: IntCounterVec,
     pub webhook_duration: Histogram,
+    /// Actions not yet delivered, per endpoint (beyond the contract).
+    pub webhook_lag: IntGaugeVec,
     pub decision_duration: Histogram,
     pub accounts_tracked: IntGauge,
     pub breaker_open: IntGauge,
@@ -239,6 +241,12 @@ impl Metrics {
                 "credwatch_webhook_delivery_duration_seconds",
                 "Time of one webhook request.",
                 LATENCY,
+            ),
+            webhook_lag: gauge_vec(
+                &r,
+                "credwatch_webhook_lag_actions",
+                "Actions not yet delivered to a webhook endpoint (its index in webhook.urls): on the actions topic past its consumer's position, or read and waiting for an answer or a retry.",
+                &["endpoint"],
             ),
             decision_duration: histogram(
                 &r,

@@ -389,6 +389,16 @@ fn a_dead_endpoint_does_not_hold_up_a_live_one() {
         run.deliveries("retried") > 0,
         "the dead endpoint is retried"
     );
+    // The lag says which endpoint is behind, and by how much.
+    let lag = |e: &str| run.metrics.webhook_lag.with_label_values(&[e]).get();
+    assert!(
+        wait_until(Duration::from_secs(10), || lag("1") == 0
+            && lag("0") == ids.len() as i64),
+        "lag: dead endpoint {} (want {}), live endpoint {} (want 0)",
+        lag("0"),
+        ids.len(),
+        lag("1")
+    );
     run.stop();
     assert_eq!(delivered(&rx).keys().cloned().collect::<BTreeSet<_>>(), ids);
 }

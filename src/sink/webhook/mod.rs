@@ -82,6 +82,9 @@ struct Ctx {
     trackers: Arc<Mutex<HashMap<i32, Arc<Tracker>>>>,
     topic: String,
     group: String,
+    /// From the last statistics: the consumer's positions summed over its
+    /// partitions of the actions topic, and the actions past them.
+    progress: Mutex<Option<(i64, i64)>>,
 }
 
 impl ClientContext for Ctx {
@@ -90,6 +93,22 @@ impl ClientContext for Ctx {
     }
     fn error(&self, error: KafkaError, reason: &str) {
         self.logger.error(error, reason)
+    }
+    fn stats(&self, stats: rdkafka::statistics::Statistics) {
+        let Some(t) = stats.topics.get(&self.topic) else {
+            return;
+        };
+        let (mut at, mut unread) = (0, 0);
+        for (&partition, p) in &t.partitions {
+            // Only the partitions it reads (the -1 entry is the topic's
+            // unassigned-messages bucket).
+            if partition < 0 || p.app_offset < 0 || p.hi_offset < 0 {
+                continue;
+            }
+            at += p.app_offset;
+            unread += (p.hi_offset - p.app_offset).max(0);
+        }
+        *self.progress.lock().unwrap_or_else(|e| e.into_inner()) = Some((at, unread));
     }
 }
 
@@ -225,7 +244,9 @@ impl Webhooks {
             let mut c = client_config(k, Role::Consumer);
             let group = group_of(k, url);
             c.set("group.id", &group);
-            c.set("statistics.interval.ms", "0");
+            // Statistics once a second: the endpoint's lag (positions and
+            // partition ends, with no request to the broker).
+            c.set("statistics.interval.ms", "1000");
             // Actions are few: a long fetch wait is latency on brokers
             // that answer a fetch only when the wait is over (tansu). Not
             // shorter: tansu 0.6 on S3 served a consumer fetching ~90
@@ -239,6 +260,7 @@ impl Webhooks {
                     trackers: trackers.clone(),
                     topic: k.actions_topic.clone(),
                     group: group.clone(),
+                    progress: Mutex::new(None),
                 })
                 .map_err(|e| WebhookError::Kafka {
                     what: "consumer",
@@ -288,6 +310,7 @@ async fn endpoint_loop(
     let horizon_ms = s.cfg.retry_horizon_secs as i64 * 1000;
     let mut last_commit = Instant::now();
     let mut paused = false;
+    let mut stall = Stall::default();
     let mut inflight = tokio::task::JoinSet::new();
     while !s.stop.load(Ordering::Relaxed) {
         // Too much waiting for this endpoint: stop fetching, keep polling
@@ -307,6 +330,8 @@ async fn endpoint_loop(
         if last_commit.elapsed() >= commit_every {
             commit(&consumer, &trackers, CommitMode::Async);
             last_commit = Instant::now();
+            let waiting = pending.load(Ordering::Relaxed);
+            stall.observe(&consumer, &ep, &s, waiting, paused);
         }
         let msg = match tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await {
             Err(_) => continue,
@@ -403,4 +428,74 @@ fn commit(
         .collect();
     let done = parts.iter().map(|(p, tr)| (topic, *p, &**tr));
     let _ = commit_finished(consumer, done, mode);
+}
+
+/// How far an endpoint is behind, and whether its consumer has stopped
+/// reading while the topic has more (a broker that answers its fetches with
+/// nothing: seen on tansu 0.6 on S3 with a 10 ms fetch wait).
+#[derive(Default)]
+struct Stall {
+    /// The consumer's positions summed, and since when they have not moved
+    /// while there was more to read and nothing to wait for.
+    last: Option<(i64, Instant)>,
+    warned: bool,
+}
+
+/// How long a consumer may stand still with actions to read before it is
+/// reported.
+const STALL: Duration = Duration::from_secs(60);
+
+impl Stall {
+    fn observe(
+        &mut self,
+        consumer: &StreamConsumer<Ctx>,
+        ep: &Endpoint,
+        s: &Shared,
+        waiting: usize,
+        paused: bool,
+    ) {
+        let Some((position, unread)) = unread(consumer) else {
+            return;
+        };
+        let behind = unread + waiting as i64;
+        s.metrics
+            .webhook_lag
+            .with_label_values(&[&ep.index.to_string()])
+            .set(behind);
+        // Standing still is normal when there is nothing to read, or when
+        // it waits for the endpoint (paused, or requests under way).
+        if unread == 0 || paused || waiting > 0 {
+            self.last = None;
+            self.warned = false;
+            return;
+        }
+        match self.last {
+            Some((p, since)) if p == position => {
+                if since.elapsed() >= STALL && !self.warned {
+                    self.warned = true;
+                    tracing::warn!(
+                        endpoint = ep.index,
+                        host = %ep.host,
+                        unread,
+                        secs = since.elapsed().as_secs(),
+                        "Webhook delivery is not reading the actions topic: it has actions past this endpoint's position, which has not moved. Check the broker's fetch answers and the endpoint's consumer group (credwatch_webhook_lag_actions)."
+                    );
+                }
+            }
+            _ => {
+                self.last = Some((position, Instant::now()));
+                self.warned = false;
+            }
+        }
+    }
+}
+
+/// The consumer's positions summed over its assignment, and how many
+/// actions are on the topic past them, from its last statistics.
+fn unread(consumer: &StreamConsumer<Ctx>) -> Option<(i64, i64)> {
+    *consumer
+        .context()
+        .progress
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
 }
