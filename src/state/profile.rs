@@ -130,6 +130,17 @@ pub struct Client {
     last: Secs,
 }
 
+impl Client {
+    /// Its first use remembered (rounded up to the second).
+    pub fn first(&self) -> Millis {
+        millis(self.first, Millis::MAX)
+    }
+    /// Its last use remembered (rounded down to the second).
+    pub fn last(&self) -> Millis {
+        millis(self.last, Millis::MIN)
+    }
+}
+
 /// One account's profile.
 pub struct Habits {
     pub networks: Items<Network>,
@@ -391,7 +402,7 @@ impl Profile {
                 // its own use.
                 let horizon = ts - history;
                 h.networks.retain(|n| n.last() >= horizon);
-                h.clients.retain(|c| millis(c.last, Millis::MIN) >= horizon);
+                h.clients.retain(|c| c.last() >= horizon);
                 if h.last == 0 || ts.div_euclid(DAY) != h.last().div_euclid(DAY) {
                     h.days = h.days.saturating_add(1);
                 }
@@ -472,7 +483,7 @@ impl Profile {
         let left = self.table.with(account, |h| {
             let before = h.networks.len();
             h.networks.retain(|x| x.first() < since);
-            h.clients.retain(|x| millis(x.first, Millis::MAX) < since);
+            h.clients.retain(|x| x.first() < since);
             (before - h.networks.len(), h.networks.is_empty())
         });
         match left {

@@ -309,10 +309,7 @@ pub(crate) fn consume(consumer: BaseConsumer<ConsumerCtx>, s: &Arc<Input>) {
                     },
                 };
                 if let Some(ts) = m.timestamp().to_millis() {
-                    part.marks
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .saw(ts, m.offset());
+                    part.saw(ts, m.offset());
                 }
                 let mut b = s.batcher.lock().unwrap_or_else(|e| e.into_inner());
                 b.push(&|b| s.send_batch(b), &part, super::batch::Incoming::of(&m));

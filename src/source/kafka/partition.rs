@@ -39,6 +39,9 @@ pub struct Part {
     /// Where its recent messages are by message time, for checkpoints to
     /// name where a restore's window before them starts ([`TimeMarks`]).
     pub(crate) marks: Mutex<TimeMarks>,
+    /// The message time before which no new mark is due: the reader checks
+    /// it per message without taking the lock.
+    next_mark: AtomicI64,
 }
 
 /// (message time, offset) of a partition's messages, one every
@@ -73,6 +76,13 @@ impl TimeMarks {
         {
             self.marks.pop_front();
         }
+    }
+
+    /// The message time from which the next mark is taken.
+    fn next_due(&self) -> crate::time::Millis {
+        self.marks
+            .back()
+            .map_or(crate::time::Millis::MIN, |&(t, _)| t + Self::EVERY)
     }
 
     /// The time of the newest mark before `upto`.
@@ -170,6 +180,7 @@ impl Part {
             active: Mutex::new(Instant::now()),
             tail_until: AtomicI64::new(i64::MIN),
             marks: Mutex::default(),
+            next_mark: AtomicI64::new(crate::time::Millis::MIN),
         }
     }
 
@@ -208,6 +219,17 @@ impl Part {
         budget.give_back(all.len() + previous.len());
         all.extend(previous);
         all
+    }
+
+    /// The reader read `offset`, stamped `ts` (see [`TimeMarks`]).
+    pub(crate) fn saw(&self, ts: crate::time::Millis, offset: i64) {
+        use std::sync::atomic::Ordering;
+        if ts < self.next_mark.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut m = self.marks.lock().unwrap_or_else(|e| e.into_inner());
+        m.saw(ts, offset);
+        self.next_mark.store(m.next_due(), Ordering::Relaxed);
     }
 
     pub(crate) fn label(&self) -> [String; 2] {

@@ -233,23 +233,22 @@ fn restore(parts: &[Arc<Part>], s: &Arc<Input>) -> Result<u64, RestoreError> {
             None => Some(k.restore_secs as Millis * SECOND),
         };
         let reference = last.get(&(t.clone(), *p));
-        match (window, reference, r.from) {
+        match (window, reference, r.from, r.window_from) {
             // The checkpoint named where its window starts: no lookup by
             // time (on a broker without a time index, a search).
-            (Some(w), Some(&ts), Some(_)) if r.window_from.is_some() => {
+            (Some(w), Some(&ts), _, Some(start)) => {
                 r.since = ts - w;
-                let start = r.window_from.unwrap_or_default();
                 assign
                     .add_partition_offset(t, *p, Offset::Offset(start))
                     .map_err(RestoreError::Assign)?;
             }
-            (Some(w), Some(&ts), _) => {
+            (Some(w), Some(&ts), _, None) => {
                 r.since = ts - w;
                 by_time
                     .add_partition_offset(t, *p, Offset::Offset(r.since))
                     .map_err(RestoreError::Offsets)?;
             }
-            (_, _, Some(from)) if from < r.end => {
+            (_, _, Some(from), _) if from < r.end => {
                 assign
                     .add_partition_offset(t, *p, Offset::Offset(from))
                     .map_err(RestoreError::Assign)?;
@@ -411,11 +410,7 @@ fn restore(parts: &[Arc<Part>], s: &Arc<Input>) -> Result<u64, RestoreError> {
                 }
                 let stamp = m.timestamp().to_millis();
                 if let Some(ts) = stamp {
-                    r.part
-                        .marks
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .saw(ts, m.offset());
+                    r.part.saw(ts, m.offset());
                 }
                 let in_window =
                     r.from.is_some_and(|f| m.offset() >= f) || stamp.is_none_or(|t| t >= r.since);
