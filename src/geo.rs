@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use crate::source::event::address_key;
+use crate::source::event::truncate;
 
 use maxminddb::Reader;
 use serde::Deserialize;
@@ -29,7 +29,8 @@ crate::section! {
         /// Optional GeoIP2-Anonymous-IP database (VPN, Tor, hosting).
         /// Empty: not used.
         pub anonymous_db: String = String::new(),
-        /// Slots of the lookup cache (direct-mapped: an address takes the
+        /// Slots of the lookup cache (direct-mapped: an address, or its /24 or
+        /// /48 when the databases hold that block whole, takes the
         /// slot its hash picks). 65,536 slots take about 4 MB.
         pub cache_size: usize = 65_536,
         /// How long (event time) a cached lookup is used, in seconds.
@@ -263,6 +264,42 @@ pub struct GeoStats {
     pub errors: AtomicU64,
 }
 
+/// The cache's blocks: an IPv4 /24 and an IPv6 /48, the smallest
+/// networks commonly routed, so a database's network is rarely smaller.
+const BLOCK_V4: u8 = 24;
+const BLOCK_V6: u8 = 48;
+/// Sets a block's slot apart from the slot of the address equal to it.
+const BLOCK_TAG: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// One slot of the lookup cache: a block or an address, its point, and
+/// when (event time) it was looked up.
+#[derive(Clone, Copy)]
+struct Cached {
+    ip: IpAddr,
+    block: bool,
+    point: Point,
+    at: Millis,
+}
+
+/// Whether a database's answer for `ip` holds for its whole block: the
+/// network the database found is the block or larger. A failed lookup
+/// does not.
+fn covers_block<S: AsRef<[u8]>>(
+    ip: IpAddr,
+    found: &Result<maxminddb::LookupResult<'_, S>, maxminddb::MaxMindDbError>,
+) -> bool {
+    let Ok(Ok(net)) = found.as_ref().map(|l| l.network()) else {
+        return false;
+    };
+    match (ip, net.ip()) {
+        (IpAddr::V4(_), IpAddr::V4(_)) => net.prefix() <= BLOCK_V4,
+        // An IPv4 address answered above the IPv4 subtree of an IPv6
+        // database: the network holds all of IPv4.
+        (IpAddr::V4(_), IpAddr::V6(_)) => true,
+        (IpAddr::V6(_), _) => net.prefix() <= BLOCK_V6,
+    }
+}
+
 /// The opened databases and the lookup cache.
 pub struct GeoIp {
     city: Option<Reader<Vec<u8>>>,
@@ -270,7 +307,9 @@ pub struct GeoIp {
     anonymous: Option<Reader<Vec<u8>>>,
     /// A direct-mapped cache: slot = hash(address) mod size. No allocation,
     /// no global clear; a colliding address simply takes the slot over.
-    cache: Vec<Mutex<Option<(IpAddr, Point, Millis)>>>,
+    cache: Vec<Mutex<Option<Cached>>>,
+    /// The cache's secret hash seed (random per process).
+    seed: u64,
     ttl: Millis,
     pub stats: GeoStats,
 }
@@ -337,6 +376,12 @@ impl GeoIp {
                 &["Anonymous", "anonymous"],
             )?,
             cache: (0..cfg.cache_size).map(|_| Mutex::new(None)).collect(),
+            // Not the tables' key: that one may still be set from durable
+            // state after the databases are open.
+            seed: {
+                use std::hash::BuildHasher;
+                std::hash::RandomState::new().hash_one(0x6765_6f69_70u64)
+            },
             ttl: cfg.cache_ttl_secs as Millis * 1000,
             stats: GeoStats::default(),
         })
@@ -346,25 +391,69 @@ impl GeoIp {
     /// time; the flag is true when the answer came from the cache. (The
     /// caller counts lookups and hits, per thread, so that no counter is
     /// shared on this path.)
+    ///
+    /// The cache holds a block (IPv4 /24, IPv6 /48) when every database's
+    /// network for the address covers the whole block, so the block's other
+    /// addresses have the very same records and are answered from it;
+    /// otherwise it holds the address alone.
     pub fn point(&self, ip: IpAddr, now: Millis) -> (Point, bool) {
-        let slot = &self.cache[(address_key(ip) % self.cache.len() as u64) as usize];
-        if let Some((cached, point, at)) = *slot.lock().unwrap_or_else(|p| p.into_inner()) {
-            if cached == ip
-                && now.saturating_sub(at) < self.ttl
-                && at <= now.saturating_add(self.ttl)
-            {
-                return (point, true);
+        let block = truncate(ip, BLOCK_V4, BLOCK_V6);
+        for (key, is_block) in [(block, true), (ip, false)] {
+            let cached = *self
+                .slot(key, is_block)
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if let Some(c) = cached {
+                if c.ip == key
+                    && c.block == is_block
+                    && now.saturating_sub(c.at) < self.ttl
+                    && c.at <= now.saturating_add(self.ttl)
+                {
+                    return (c.point, true);
+                }
             }
         }
-        let point = self.point_uncached(ip);
-        *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some((ip, point, now));
+        let (point, whole_block) = self.point_uncached(ip);
+        let key = if whole_block { block } else { ip };
+        *self
+            .slot(key, whole_block)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(Cached {
+            ip: key,
+            block: whole_block,
+            point,
+            at: now,
+        });
         (point, false)
     }
 
-    fn point_uncached(&self, ip: IpAddr) -> Point {
+    fn slot(&self, ip: IpAddr, block: bool) -> &Mutex<Option<Cached>> {
+        // A multiply-fold under a secret seed: cheaper than the tables'
+        // SipHash, and an outsider still cannot aim addresses at one slot
+        // (which would only cost lookups). A block and an address of the
+        // same value hash apart.
+        let bits = match ip {
+            IpAddr::V4(a) => u128::from(u32::from(a)),
+            IpAddr::V6(a) => u128::from(a) ^ (1 << 127),
+        };
+        let seed = self.seed ^ if block { BLOCK_TAG } else { 0 };
+        let x = (bits as u64 ^ seed).wrapping_mul(0x9fb2_1c65_1e98_df25)
+            ^ ((bits >> 64) as u64)
+                .wrapping_add(seed)
+                .wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
+        let h = x ^ (x >> 29);
+        &self.cache[(h % self.cache.len() as u64) as usize]
+    }
+
+    /// The point of `ip`, and whether every database's network for it
+    /// covers its whole block (see [`GeoIp::point`]).
+    fn point_uncached(&self, ip: IpAddr) -> (Point, bool) {
         let mut point = Point::default();
+        let mut whole = true;
         if let Some(r) = &self.city {
-            match r.lookup(ip).and_then(|l| l.decode::<LocationOnly>()) {
+            let l = r.lookup(ip);
+            whole &= covers_block(ip, &l);
+            match l.and_then(|l| l.decode::<LocationOnly>()) {
                 Ok(Some(rec)) => {
                     if let Some(loc) = rec.location {
                         if let (Some(lat), Some(lon)) = (loc.latitude, loc.longitude) {
@@ -385,7 +474,9 @@ impl GeoIp {
             }
         }
         if let Some(r) = &self.asn {
-            match r.lookup(ip).and_then(|l| l.decode::<AsnOnly>()) {
+            let l = r.lookup(ip);
+            whole &= covers_block(ip, &l);
+            match l.and_then(|l| l.decode::<AsnOnly>()) {
                 Ok(Some(rec)) => point.asn = rec.autonomous_system_number.unwrap_or(0),
                 Ok(None) => {}
                 Err(_) => {
@@ -393,15 +484,18 @@ impl GeoIp {
                 }
             }
         }
-        point.anonymity = self.anonymity(ip);
-        point
+        let (anonymity, anon_whole) = self.anonymity(ip);
+        point.anonymity = anonymity;
+        (point, whole && anon_whole)
     }
 
-    fn anonymity(&self, ip: IpAddr) -> Anonymity {
+    fn anonymity(&self, ip: IpAddr) -> (Anonymity, bool) {
         let Some(r) = &self.anonymous else {
-            return Anonymity::default();
+            return (Anonymity::default(), true);
         };
-        match r.lookup(ip).and_then(|l| l.decode::<AnonRec>()) {
+        let l = r.lookup(ip);
+        let whole = covers_block(ip, &l);
+        let a = match l.and_then(|l| l.decode::<AnonRec>()) {
             Ok(Some(a)) => Anonymity {
                 anonymous: a.is_anonymous,
                 vpn: a.is_anonymous_vpn,
@@ -415,7 +509,8 @@ impl GeoIp {
                 self.stats.errors.fetch_add(1, Ordering::Relaxed);
                 Anonymity::default()
             }
-        }
+        };
+        (a, whole)
     }
 
     /// Where `ip` is, with names, straight from the databases (for
@@ -460,7 +555,7 @@ impl GeoIp {
                 }
             }
         }
-        place.anonymity = self.anonymity(ip);
+        place.anonymity = self.anonymity(ip).0;
         place
     }
 }
@@ -516,5 +611,60 @@ mod tests {
             e.contains("geoip.asn_db") && e.contains("not a valid MaxMind DB"),
             "{e}"
         );
+    }
+
+    /// A City database with a /16 in one place and a /24 split into two
+    /// /25s in two others.
+    #[cfg(feature = "demo")]
+    fn split_world() -> (tempfile::TempDir, GeoIp) {
+        use crate::demo::sample::CityRecord;
+        let mut w = mmdb_writer::Writer::builder("Test-City")
+            .description(&[("en", "test")])
+            .build();
+        for (net, city, lat) in [
+            ("10.1.0.0/16", "Wide", 10.0),
+            ("10.2.3.0/25", "Low", 20.0),
+            ("10.2.3.128/25", "High", 30.0),
+        ] {
+            let rec = CityRecord::new(city, "ZZ", lat, 0.0, 5);
+            w.insert(net.parse::<ipnet::IpNet>().unwrap(), &rec)
+                .unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("Test-City.mmdb");
+        std::fs::write(&p, w.to_bytes().unwrap()).unwrap();
+        let cfg = GeoIpConfig {
+            city_db: p.display().to_string(),
+            ..GeoIpConfig::default()
+        };
+        (dir, GeoIp::open(&cfg).unwrap())
+    }
+
+    #[cfg(feature = "demo")]
+    #[test]
+    fn a_block_is_cached_only_when_the_database_holds_it_whole() {
+        let (_dir, geo) = split_world();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let lat = |p: Point| p.coords.unwrap().0;
+        // The /16 covers the /24: one lookup answers its neighbours.
+        assert!(!geo.point(ip("10.1.7.1"), 0).1);
+        let (p, hit) = geo.point(ip("10.1.7.200"), 1);
+        assert!(hit, "a neighbour in a whole block is a cache hit");
+        assert_eq!(lat(p), 10.0);
+        // Two /25s in one /24: each address is looked up and answered
+        // with its own half, never its neighbour's.
+        for round in 0..2 {
+            let (lo, _) = geo.point(ip("10.2.3.1"), 2);
+            let (hi, hi_hit) = geo.point(ip("10.2.3.200"), 2);
+            assert_eq!((lat(lo), lat(hi)), (20.0, 30.0));
+            assert_eq!(hi, geo.point_uncached(ip("10.2.3.200")).0);
+            assert_eq!(hi_hit, round == 1, "the address itself is cached");
+        }
+        assert!(
+            !geo.point(ip("10.2.3.2"), 3).1,
+            "another address of a split block is looked up"
+        );
+        // The cache keeps to its time-to-live.
+        assert!(!geo.point(ip("10.1.7.9"), 3_600_000).1);
     }
 }

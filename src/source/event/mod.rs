@@ -18,7 +18,8 @@ pub use account::{
 };
 pub use mailbox::{mailboxes, MAX_MAILBOXES};
 pub use parse::{
-    clip, parse_event, parse_only, Fields, ParseLimits, MAX_FIELD_BYTES, MAX_SENDER_BYTES,
+    clip, parse_event, parse_event_reference, parse_only, Fields, ParseLimits, MAX_FIELD_BYTES,
+    MAX_SENDER_BYTES,
 };
 pub use reject::{Reject, RejectReason};
 

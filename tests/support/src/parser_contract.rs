@@ -5,8 +5,8 @@
 
 use credwatch::config::Config;
 use credwatch::source::event::{
-    canonical_account, mailboxes, parse_event, AccountForm, ParseLimits, RejectReason,
-    MAX_FIELD_BYTES, MAX_MAILBOXES, MAX_SENDER_BYTES,
+    canonical_account, mailboxes, parse_event, parse_event_reference, AccountForm, ParseLimits,
+    RejectReason, MAX_FIELD_BYTES, MAX_MAILBOXES, MAX_SENDER_BYTES,
 };
 
 /// The most a sender field may hold once parsed: as it came when short,
@@ -60,10 +60,18 @@ pub const NOW: i64 = 1_795_737_600_000;
 
 /// The event parser never panics; what it accepts keeps the contract's
 /// promises, and what it rejects has a closed reason and a short one-line
-/// detail (it goes into logs and headers).
+/// detail (it goes into logs and headers); the fast path for simple lines
+/// gives exactly the event or reject serde_json gives.
 pub fn check_event(data: &[u8]) {
     let limits = ParseLimits::new(65_536, NOW);
-    match parse_event(data, &limits) {
+    let parsed = parse_event(data, &limits);
+    // The fast path for simple lines gives exactly what serde_json gives.
+    assert_eq!(
+        parsed,
+        parse_event_reference(data, &limits),
+        "the fast path and serde_json disagree"
+    );
+    match parsed {
         Ok(ev) => {
             let account = &*ev.account;
             assert!(!account.is_empty(), "accepted an empty account");
