@@ -380,7 +380,7 @@ impl GeoIp {
             // state after the databases are open.
             seed: {
                 use std::hash::BuildHasher;
-                std::hash::RandomState::new().hash_one(0x6765_6f69_70u64)
+                std::hash::RandomState::new().hash_one(0x0067_656f_6970_u64)
             },
             ttl: cfg.cache_ttl_secs as Millis * 1000,
             stats: GeoStats::default(),
