@@ -7,6 +7,9 @@ use std::sync::atomic::Ordering;
 use super::{Engine, Lane};
 use crate::time::Millis;
 
+/// How many events a lane judges between reads of the other lanes' times.
+const WATERMARK_EVERY: u64 = 64;
+
 impl Engine {
     /// Where a clock at `cur` goes with an event at `ts`: forward by at
     /// most one sweep interval per event (see `move_lane`), never back.
@@ -66,6 +69,28 @@ impl Engine {
                 .is_ok()
         {
             self.sweep(low);
+        }
+    }
+
+    /// The low watermark as `lane` sees it: with one lane its own time;
+    /// with several, read from all of them every `WATERMARK_EVERY` events
+    /// and in between the time read then (lanes' times only move forward,
+    /// so that time is one every lane has reached; a lane back from idle
+    /// behind the others is seen at the next read). Reading the other
+    /// lanes' times on every event made their cache lines travel between
+    /// the cores on every event.
+    pub(super) fn lane_watermark(&self, lane: usize) -> Millis {
+        let Some(l) = self.lanes.get(lane).filter(|_| self.lanes.len() > 1) else {
+            return self.low_watermark();
+        };
+        let n = l.since_low.load(Ordering::Relaxed);
+        l.since_low.store(n.wrapping_add(1), Ordering::Relaxed);
+        if n % WATERMARK_EVERY == 0 {
+            let low = self.low_watermark();
+            l.low.store(low, Ordering::Relaxed);
+            low
+        } else {
+            l.low.load(Ordering::Relaxed)
         }
     }
 

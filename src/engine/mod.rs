@@ -36,6 +36,10 @@ struct Lane {
     events_by_kind: [AtomicU64; 4],
     geo_lookups: AtomicU64,
     geo_hits: AtomicU64,
+    /// The low watermark as this lane last read it from all lanes, and
+    /// the events it has judged since (see `Engine::lane_watermark`).
+    low: AtomicI64,
+    since_low: AtomicU64,
     /// An idle lane (a service worker between partitions, a finished
     /// restore) does not hold the watermark back.
     idle: std::sync::atomic::AtomicBool,
@@ -45,6 +49,7 @@ impl Lane {
     fn new() -> Lane {
         Lane {
             ts: AtomicI64::new(Millis::MIN),
+            low: AtomicI64::new(Millis::MIN),
             ..Lane::default()
         }
     }
@@ -217,7 +222,7 @@ impl Engine {
         // The breaker's clock is the watermark (one event stamped hours
         // ahead cannot move it), and its active accounts are accounts that
         // logged in or sent (failures on made-up names are not accounts).
-        let now = self.low_watermark().max(Millis::MIN + 1);
+        let now = self.lane_watermark(lane).max(Millis::MIN + 1);
         let used = event.is_auth(AuthResult::Success) || event.kind == Kind::Submission;
         if used {
             self.policy.breaker.observe(event.key, now);

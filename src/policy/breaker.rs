@@ -140,10 +140,16 @@ impl Breaker {
             return None;
         }
         let epoch = ts.div_euclid(self.bucket_ms);
-        let newest = self
-            .newest_epoch
-            .fetch_max(epoch, Ordering::Relaxed)
-            .max(epoch);
+        // Read first: the epoch moves once a bucket, and a read does not
+        // take the cache line away from the other threads.
+        let seen = self.newest_epoch.load(Ordering::Relaxed);
+        let newest = if epoch > seen {
+            self.newest_epoch
+                .fetch_max(epoch, Ordering::Relaxed)
+                .max(epoch)
+        } else {
+            seen
+        };
         if epoch <= newest - BUCKETS as i64 {
             return None; // older than the window
         }
