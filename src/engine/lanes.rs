@@ -4,7 +4,7 @@
 
 use std::sync::atomic::Ordering;
 
-use super::{Engine, Lane};
+use super::{Engine, Lane, EVENTS_PER_SWEEP_STEP};
 use crate::time::Millis;
 
 /// How many events a lane judges between reads of the other lanes' times.
@@ -43,6 +43,15 @@ impl Engine {
             None => self.move_lane(l, ts),
         }
         let since = l.since_sweep.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.sweep_under_way.load(Ordering::Relaxed) {
+            // Another lane may be taking a step: this one does not wait.
+            if since.is_multiple_of(EVENTS_PER_SWEEP_STEP) {
+                if let Ok(mut next) = self.sweeping.try_lock() {
+                    self.sweep_step(&mut next);
+                }
+            }
+            return;
+        }
         if since * (self.lanes.len() as u64) < self.sweep_after_events.load(Ordering::Relaxed) {
             return;
         }
@@ -68,7 +77,8 @@ impl Engine {
                 )
                 .is_ok()
         {
-            self.sweep(low);
+            let mut next = self.sweeping.lock().unwrap_or_else(|e| e.into_inner());
+            self.begin_sweep(low, &mut next);
         }
     }
 

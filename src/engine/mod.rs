@@ -12,7 +12,7 @@ use crate::geo::{GeoError, GeoIp};
 use crate::policy::{Decision, Judged, Policy};
 use crate::source::event::{AccountForm, AuthResult, Event, Kind, ProfileHint};
 use crate::state::profile::Profile;
-use crate::state::{KeyedBy, Swept, TableStats};
+use crate::state::{KeyedBy, Swept, TableStats, SHARDS};
 use crate::time::{Millis, SECOND};
 
 /// Counters of what the engine did, per detector in registration order.
@@ -25,6 +25,12 @@ pub struct DetectorCounts {
 }
 
 const MIN_EVENTS_BETWEEN_SWEEPS: u64 = 1024;
+/// A sweep visits this many of the tables' shards at a time, one step
+/// every `EVENTS_PER_SWEEP_STEP` events of a lane: a whole sweep of a
+/// million accounts held up the event that happened to start it (and all
+/// behind it) for tens of milliseconds.
+const SWEEP_SHARDS_PER_STEP: usize = 4;
+const EVENTS_PER_SWEEP_STEP: u64 = 32;
 
 /// What one lane (a thread judging a share of the events) writes on every
 /// event, on its own cache line so lanes never contend.
@@ -80,6 +86,9 @@ pub struct Engine {
     /// entries' count in events (amortised: at most 8 entry visits per
     /// event, however fast event time runs in a replay).
     sweep_after_events: AtomicU64,
+    /// The next shard of the sweep under way (`None`: none is).
+    sweeping: std::sync::Mutex<Option<usize>>,
+    sweep_under_way: std::sync::atomic::AtomicBool,
     slack: Millis,
 }
 
@@ -127,6 +136,8 @@ impl Engine {
             unlocks: AtomicU64::new(0),
             sweep_every: c.state.sweep_interval_secs as Millis * SECOND,
             sweep_after_events: AtomicU64::new(MIN_EVENTS_BETWEEN_SWEEPS),
+            sweeping: std::sync::Mutex::new(None),
+            sweep_under_way: std::sync::atomic::AtomicBool::new(false),
             slack: c.state.max_disorder_secs as Millis * SECOND,
         }
     }
@@ -435,14 +446,50 @@ impl Engine {
         n
     }
 
-    /// Forgets everything older than each table needs.
+    /// Forgets everything older than each table needs, all at once (a
+    /// sweep under way is finished first).
     pub fn sweep(&self, watermark: Millis) {
-        let mut entries = 0;
+        let mut next = self.sweeping.lock().unwrap_or_else(|e| e.into_inner());
+        while next.is_some() {
+            self.sweep_step(&mut next);
+        }
+        self.begin_sweep(watermark, &mut next);
+        while next.is_some() {
+            self.sweep_step(&mut next);
+        }
+    }
+
+    /// Begins a sweep up to `watermark`, carried out in steps of
+    /// `SWEEP_SHARDS_PER_STEP` shards (see `lanes::advance`).
+    fn begin_sweep(&self, watermark: Millis, next: &mut Option<usize>) {
+        if next.is_some() {
+            return;
+        }
         for table in self.state() {
-            table.sweep(watermark, self.slack);
-            entries += table.stats().len;
+            table.sweep_begin(watermark, self.slack);
         }
         self.policy.breaker.refresh(watermark);
+        *next = Some(0);
+        self.sweep_under_way.store(true, Ordering::Relaxed);
+    }
+
+    /// Sweeps the next shards of every table; the last step closes the
+    /// sweep and sets when the next one may begin.
+    fn sweep_step(&self, next: &mut Option<usize>) {
+        let Some(from) = *next else { return };
+        let to = (from + SWEEP_SHARDS_PER_STEP).min(SHARDS);
+        for table in self.state() {
+            table.sweep_shards(from..to);
+        }
+        if to < SHARDS {
+            *next = Some(to);
+            return;
+        }
+        let mut entries = 0;
+        for table in self.state() {
+            table.sweep_end();
+            entries += table.stats().len;
+        }
         for l in &self.lanes {
             l.since_sweep.store(0, Ordering::Relaxed);
         }
@@ -450,6 +497,8 @@ impl Engine {
             (entries as u64 / 8).max(MIN_EVENTS_BETWEEN_SWEEPS),
             Ordering::Relaxed,
         );
+        *next = None;
+        self.sweep_under_way.store(false, Ordering::Relaxed);
     }
 
     pub fn breaker_open(&self) -> bool {

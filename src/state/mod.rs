@@ -96,10 +96,9 @@ pub trait Entry: Send + Sync {
 /// [`shard_of`]) never writes a lock another thread writes.
 pub const SHARDS: usize = 64;
 
-/// The shard a key lands in: DashMap picks `(hash << 7) >> (64 - log2 SHARDS)`
-/// and the tables hash keys to themselves. The parallel replay gives each
-/// thread whole shards with this; if DashMap chose otherwise, only speed
-/// would suffer, never correctness.
+/// The shard a key lands in (the tables' keys are already hashes): bits
+/// 51 to 56, apart from the top 7 bits and the low bits the shard's own
+/// hash map uses. The parallel replay gives each thread whole shards.
 pub fn shard_of(key: u64) -> usize {
     ((key << 7) >> (64 - SHARDS.trailing_zeros())) as usize
 }
@@ -123,6 +122,11 @@ pub struct TableStats {
 pub trait Swept: Send + Sync {
     /// Removes what is older than `watermark - ttl - slack`.
     fn sweep(&self, watermark: Millis, slack: Millis);
+    /// The same in steps: begins (false: nothing is old enough, no steps
+    /// needed), sweeps some of the [`SHARDS`] shards at a time, ends.
+    fn sweep_begin(&self, watermark: Millis, slack: Millis) -> bool;
+    fn sweep_shards(&self, shards: std::ops::Range<usize>);
+    fn sweep_end(&self);
     fn stats(&self) -> TableStats;
     /// Removes the entries whose key `drop` picks (the accounts of a Kafka
     /// partition that moved to another instance); returns how many.

@@ -1,15 +1,15 @@
 //! The bounded table itself: a sharded concurrent map with a time bound
-//! (swept), a size bound (scored eviction) and, for sparse tables, a
-//! presence bitmap in front.
+//! (swept, in steps), a size bound (scored eviction) and, for sparse
+//! tables, a presence bitmap in front.
 
+use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
-use std::sync::RwLock;
-
-use dashmap::DashMap;
+use std::sync::{Mutex, RwLock, RwLockWriteGuard};
 
 use super::codec::{Codec, CodecError, Reader};
-use super::{Entry, KeyedBy, Swept, TableStats, SHARDS};
+use super::{shard_of, Entry, KeyedBy, Swept, TableStats, SHARDS};
 use crate::time::Millis;
 
 /// The keys are already uniformly distributed hashes: use them as they are.
@@ -94,11 +94,34 @@ impl Presence {
     }
 }
 
-type Map<V> = DashMap<u64, V, BuildHasherDefault<KeyHasher>>;
+type Map<V> = HashMap<u64, V, BuildHasherDefault<KeyHasher>>;
+
+/// One shard: its own lock and map, on its own cache lines.
+#[repr(align(128))]
+struct Shard<V>(RwLock<Map<V>>);
+
+/// A sweep in progress: begun with [`Table::sweep_begin`], carried through
+/// the shards by [`Table::sweep_shards`], closed by [`Table::sweep_end`].
+struct SweepRun {
+    horizon: Millis,
+    removed: u64,
+    oldest: Millis,
+    /// The presence buffer the survivors are written to.
+    presence: Option<usize>,
+}
 
 impl<V: Entry + Codec> Swept for Table<V> {
     fn sweep(&self, watermark: Millis, slack: Millis) {
         Table::sweep(self, watermark, slack)
+    }
+    fn sweep_begin(&self, watermark: Millis, slack: Millis) -> bool {
+        Table::sweep_begin(self, watermark, slack)
+    }
+    fn sweep_shards(&self, shards: Range<usize>) {
+        Table::sweep_shards(self, shards)
+    }
+    fn sweep_end(&self) {
+        Table::sweep_end(self)
     }
     fn stats(&self) -> TableStats {
         Table::stats(self)
@@ -113,7 +136,7 @@ impl<V: Entry + Codec> Swept for Table<V> {
         if self.absent(key) {
             return false;
         }
-        match self.map.get(&key) {
+        match self.read(key).get(&key) {
             Some(e) => {
                 e.put(out);
                 true
@@ -132,7 +155,7 @@ impl<V: Entry + Codec> Swept for Table<V> {
 pub struct Table<V> {
     name: &'static str,
     keyed_by: KeyedBy,
-    map: Map<V>,
+    shards: Box<[Shard<V>]>,
     cap: usize,
     ttl: Millis,
     evicted_expired: AtomicU64,
@@ -145,6 +168,11 @@ pub struct Table<V> {
     /// fight over one cache line.
     count: [Stripe; STRIPES],
     presence: Option<Presence>,
+    sweeping: Mutex<Option<SweepRun>>,
+}
+
+fn unpoisoned<T>(r: Result<T, std::sync::PoisonError<T>>) -> T {
+    r.unwrap_or_else(|e| e.into_inner())
 }
 
 impl<V: Entry> Table<V> {
@@ -153,7 +181,9 @@ impl<V: Entry> Table<V> {
         Table {
             name,
             keyed_by,
-            map: Map::with_hasher_and_shard_amount(BuildHasherDefault::default(), SHARDS),
+            shards: (0..SHARDS)
+                .map(|_| Shard(RwLock::new(Map::default())))
+                .collect(),
             cap: cap.max(1),
             ttl,
             evicted_expired: AtomicU64::new(0),
@@ -161,7 +191,33 @@ impl<V: Entry> Table<V> {
             oldest: AtomicI64::new(Millis::MIN),
             count: Default::default(),
             presence: None,
+            sweeping: Mutex::new(None),
         }
+    }
+
+    fn write(&self, key: u64) -> RwLockWriteGuard<'_, Map<V>> {
+        unpoisoned(self.shards[shard_of(key)].0.write())
+    }
+
+    fn read(&self, key: u64) -> std::sync::RwLockReadGuard<'_, Map<V>> {
+        unpoisoned(self.shards[shard_of(key)].0.read())
+    }
+
+    /// Keeps the entries `keep` accepts, one shard locked at a time;
+    /// counts what it removes.
+    fn retain_in(&self, shards: Range<usize>, mut keep: impl FnMut(u64, &mut V) -> bool) -> u64 {
+        let mut removed = 0;
+        for shard in &self.shards[shards] {
+            unpoisoned(shard.0.write()).retain(|k, v| {
+                let kept = keep(*k, v);
+                if !kept {
+                    removed += 1;
+                    stripe(&self.count, *k).fetch_sub(1, Ordering::Relaxed);
+                }
+                kept
+            });
+        }
+        removed
     }
 
     /// A table expected to hold few of the keys it is asked about (256 KB
@@ -186,36 +242,37 @@ impl<V: Entry> Table<V> {
     /// table again.
     pub fn update<R>(&self, key: u64, new: impl FnOnce() -> V, f: impl FnOnce(&mut V) -> R) -> R {
         if !self.absent(key) {
-            if let Some(mut e) = self.map.get_mut(&key) {
-                return f(&mut e);
+            if let Some(e) = self.write(key).get_mut(&key) {
+                return f(e);
             }
         }
         if self.len() >= self.cap {
             self.evict_for_cap();
         }
         let _switch = self.presence.as_ref().map(|p| {
-            let g = p.switch.read().unwrap_or_else(|e| e.into_inner());
+            let g = unpoisoned(p.switch.read());
             p.set(p.current.load(Ordering::Acquire), key);
             g
         });
-        let mut e = self.map.entry(key).or_insert_with(|| {
+        let mut m = self.write(key);
+        let e = m.entry(key).or_insert_with(|| {
             stripe(&self.count, key).fetch_add(1, Ordering::Relaxed);
             new()
         });
-        f(&mut e)
+        f(e)
     }
 
     /// Sets the entry of `key` (a restore), replacing any.
     pub fn put(&self, key: u64, v: V) {
-        if (self.absent(key) || !self.map.contains_key(&key)) && self.len() >= self.cap {
+        if (self.absent(key) || !self.read(key).contains_key(&key)) && self.len() >= self.cap {
             self.evict_for_cap();
         }
         let _switch = self.presence.as_ref().map(|p| {
-            let g = p.switch.read().unwrap_or_else(|e| e.into_inner());
+            let g = unpoisoned(p.switch.read());
             p.set(p.current.load(Ordering::Acquire), key);
             g
         });
-        if self.map.insert(key, v).is_none() {
+        if self.write(key).insert(key, v).is_none() {
             stripe(&self.count, key).fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -225,7 +282,7 @@ impl<V: Entry> Table<V> {
         if self.absent(key) {
             return None;
         }
-        self.map.get_mut(&key).map(|mut e| f(&mut e))
+        self.write(key).get_mut(&key).map(f)
     }
 
     /// Removes the entry of `key` and gives it back. Its presence bit may
@@ -234,7 +291,7 @@ impl<V: Entry> Table<V> {
         if self.absent(key) {
             return None;
         }
-        let (_, v) = self.map.remove(&key)?;
+        let v = self.write(key).remove(&key)?;
         stripe(&self.count, key).fetch_sub(1, Ordering::Relaxed);
         Some(v)
     }
@@ -248,52 +305,87 @@ impl<V: Entry> Table<V> {
             .fold(0usize, usize::wrapping_add)
     }
 
-    /// Removes what is older than `watermark - ttl - slack`.
+    /// Removes what is older than `watermark - ttl - slack`, all at once.
     pub fn sweep(&self, watermark: Millis, slack: Millis) {
+        if self.sweep_begin(watermark, slack) {
+            self.sweep_shards(0..SHARDS);
+            self.sweep_end();
+        }
+    }
+
+    /// Begins a sweep of what is older than `watermark - ttl - slack`,
+    /// carried out shard by shard with [`Table::sweep_shards`] and closed
+    /// with [`Table::sweep_end`] (the engine spreads it over many events,
+    /// so that no event waits for a whole table to be visited). False:
+    /// nothing can be that old yet, and there is nothing to carry out.
+    pub fn sweep_begin(&self, watermark: Millis, slack: Millis) -> bool {
         let horizon = watermark.saturating_sub(self.ttl).saturating_sub(slack);
         if horizon <= self.oldest.load(Ordering::Relaxed) {
-            return;
+            return false;
         }
-        let mut removed = 0u64;
-        let mut oldest = Millis::MAX;
-        // Rebuild the presence bitmap from the survivors (see `Presence`).
-        let fresh = self.presence.as_ref().map(|p| {
-            let _g = p.switch.write().unwrap_or_else(|e| e.into_inner());
+        let mut run = unpoisoned(self.sweeping.lock());
+        if run.is_some() {
+            return false; // one at a time; the one under way goes on
+        }
+        // The survivors rebuild the presence bitmap (see `Presence`).
+        let presence = self.presence.as_ref().map(|p| {
+            let _g = unpoisoned(p.switch.write());
             let next = 1 - p.current.load(Ordering::Acquire);
             for w in &p.bits[next] {
                 w.store(0, Ordering::Relaxed);
             }
             p.rebuilding.store(true, Ordering::Release);
             p.current.store(next, Ordering::Release);
-            (p, next)
+            next
         });
-        self.map.retain(|k, v| {
+        *run = Some(SweepRun {
+            horizon,
+            removed: 0,
+            oldest: Millis::MAX,
+            presence,
+        });
+        true
+    }
+
+    /// Sweeps the shards `shards` (of [`SHARDS`]) of the sweep under way.
+    pub fn sweep_shards(&self, shards: Range<usize>) {
+        let mut guard = unpoisoned(self.sweeping.lock());
+        let Some(run) = guard.as_mut() else { return };
+        let (horizon, next) = (run.horizon, run.presence);
+        let mut oldest = run.oldest;
+        run.removed += self.retain_in(shards, |k, v| {
             let keep = !v.prune(horizon);
             if keep {
                 oldest = oldest.min(v.last_seen());
-                if let Some((p, next)) = fresh {
-                    p.set(next, *k);
+                if let (Some(p), Some(next)) = (&self.presence, next) {
+                    p.set(next, k);
                 }
-            } else {
-                removed += 1;
-                stripe(&self.count, *k).fetch_sub(1, Ordering::Relaxed);
             }
             keep
         });
-        if let Some((p, _)) = fresh {
+        run.oldest = oldest;
+    }
+
+    /// Closes the sweep under way.
+    pub fn sweep_end(&self) {
+        let Some(run) = unpoisoned(self.sweeping.lock()).take() else {
+            return;
+        };
+        if let Some(p) = &self.presence {
             p.rebuilding.store(false, Ordering::Release);
         }
         // Entries created meanwhile are newer than the horizon, except those
         // within the allowed disorder, which the slack already covers.
         self.oldest.store(
-            if oldest == Millis::MAX {
-                horizon
+            if run.oldest == Millis::MAX {
+                run.horizon
             } else {
-                oldest
+                run.oldest
             },
             Ordering::Relaxed,
         );
-        self.evicted_expired.fetch_add(removed, Ordering::Relaxed);
+        self.evicted_expired
+            .fetch_add(run.removed, Ordering::Relaxed);
     }
 
     fn score(&self, v: &V) -> Millis {
@@ -302,26 +394,20 @@ impl<V: Entry> Table<V> {
     }
 
     fn evict_for_cap(&self) {
-        let mut sample: Vec<Millis> = self
-            .map
-            .iter()
-            .take(1024)
-            .map(|e| self.score(e.value()))
-            .collect();
+        let mut sample: Vec<Millis> = Vec::with_capacity(1024);
+        for shard in self.shards.iter() {
+            let m = unpoisoned(shard.0.read());
+            sample.extend(m.values().take(1024 - sample.len()).map(|v| self.score(v)));
+            if sample.len() >= 1024 {
+                break;
+            }
+        }
         if sample.is_empty() {
             return;
         }
         sample.sort_unstable();
         let cutoff = sample[sample.len() / 10];
-        let mut removed = 0u64;
-        self.map.retain(|k, v| {
-            let keep = self.score(v) > cutoff;
-            if !keep {
-                removed += 1;
-                stripe(&self.count, *k).fetch_sub(1, Ordering::Relaxed);
-            }
-            keep
-        });
+        let removed = self.retain_in(0..SHARDS, |_, v| self.score(v) > cutoff);
         self.evicted_cap.fetch_add(removed, Ordering::Relaxed);
     }
 
@@ -341,16 +427,7 @@ impl<V: Entry> Table<V> {
     /// presence bitmap may keep their bits until the next sweep (a bit set
     /// for an absent key only costs a lookup).
     pub fn forget(&self, drop: &dyn Fn(u64) -> bool) -> usize {
-        let mut removed = 0;
-        self.map.retain(|k, _| {
-            let keep = !drop(*k);
-            if !keep {
-                removed += 1;
-                stripe(&self.count, *k).fetch_sub(1, Ordering::Relaxed);
-            }
-            keep
-        });
-        removed
+        self.retain_in(0..SHARDS, |k, _| !drop(k)) as usize
     }
 }
 
