@@ -11,7 +11,10 @@
 //!
 //! Needs the tansu binary (tests/run fetches it to target/tools/tansu).
 //! Size: CREDWATCH_BENCH_KAFKA_ACCOUNTS (default 30000 accounts, about
-//! 200k events); CREDWATCH_BENCH_KAFKA_RATE (default 5000 events/s).
+//! 200k events), CREDWATCH_BENCH_KAFKA_LOGINS (successful logins per
+//! account, default 6); CREDWATCH_BENCH_KAFKA_RATE (default 5000 events/s).
+//! A provider's size: CREDWATCH_BENCH_KAFKA_ACCOUNTS=1000000
+//! CREDWATCH_BENCH_KAFKA_LOGINS=3 (3.6 M events).
 
 use credwatch_testkit::kafka;
 
@@ -133,9 +136,14 @@ fn main() {
     let brokers = broker.brokers();
     let world = World::new();
     create_topics(&broker, 4);
+    let defaults = DayParams::default();
     let (mut lines, _) = sample::generate_day(&DayParams {
         accounts,
-        ..Default::default()
+        logins_per_account: env(
+            "CREDWATCH_BENCH_KAFKA_LOGINS",
+            defaults.logins_per_account as usize,
+        ) as u32,
+        ..defaults
     });
     lines.sort_by_key(|l| l.ts);
     let n = lines.len();

@@ -173,6 +173,10 @@ fn judge_batch(
     *part.active.lock().unwrap_or_else(|e| e.into_inner()) = std::time::Instant::now();
     let others = others_clock(lane, part, s);
     let mut clock = part.clock.load(Ordering::Relaxed);
+    // Produced once the batch is judged: each produce may wake the
+    // producer's threads, which on a busy machine take the core from the
+    // events still to judge. The trackers hear of every record first.
+    let mut records = Vec::new();
     for m in &b.msgs {
         let origin = || Origin {
             part: part.clone(),
@@ -204,7 +208,7 @@ fn judge_batch(
                     );
                 }
                 part.tracker.begin(m.offset, 1);
-                s.producer.produce(Record::dead_letter(
+                records.push(Record::dead_letter(
                     &origin(),
                     s.kafka.dead_letter_topic.as_str().into(),
                     b.slice(m.key),
@@ -256,7 +260,7 @@ fn judge_batch(
                     .begin(m.offset, emits as u32 + forward.is_some() as u32);
                 if let (Some((f, ip)), Some(r)) = (forward, m.payload) {
                     let source = crate::source::event::truncate(ip, f.v4, f.v6);
-                    s.producer.produce(Record::forward(
+                    records.push(Record::forward(
                         &origin(),
                         f.topic.clone(),
                         &source.to_string(),
@@ -283,7 +287,7 @@ fn judge_batch(
                                 c.0.apply(&c.1);
                                 s.metrics.locks_enforced.set(c.0.locked());
                             }
-                            s.producer.produce(Record::action(
+                            records.push(Record::action(
                                 &origin(),
                                 s.kafka.actions_topic.as_str().into(),
                                 &a,
@@ -297,5 +301,8 @@ fn judge_batch(
         if !b.restore {
             part.tracker.processed(m.offset);
         }
+    }
+    for r in records {
+        s.producer.produce(r);
     }
 }

@@ -108,6 +108,8 @@ struct SweepRun {
     oldest: Millis,
     /// The presence buffer the survivors are written to.
     presence: Option<usize>,
+    /// Shards a step found locked by a judge, swept at the end.
+    busy: Vec<usize>,
 }
 
 impl<V: Entry + Codec> Swept for Table<V> {
@@ -343,34 +345,57 @@ impl<V: Entry> Table<V> {
             removed: 0,
             oldest: Millis::MAX,
             presence,
+            busy: Vec::new(),
         });
         true
     }
 
     /// Sweeps the shards `shards` (of [`SHARDS`]) of the sweep under way.
+    /// A shard a judge holds is not waited for: it is swept at the end.
     pub fn sweep_shards(&self, shards: Range<usize>) {
         let mut guard = unpoisoned(self.sweeping.lock());
         let Some(run) = guard.as_mut() else { return };
+        for i in shards {
+            match self.shards[i].0.try_write() {
+                Ok(mut m) => self.sweep_shard(run, &mut m),
+                Err(std::sync::TryLockError::Poisoned(e)) => {
+                    self.sweep_shard(run, &mut e.into_inner())
+                }
+                Err(std::sync::TryLockError::WouldBlock) => run.busy.push(i),
+            }
+        }
+    }
+
+    fn sweep_shard(&self, run: &mut SweepRun, m: &mut Map<V>) {
         let (horizon, next) = (run.horizon, run.presence);
         let mut oldest = run.oldest;
-        run.removed += self.retain_in(shards, |k, v| {
+        let mut removed = 0;
+        m.retain(|k, v| {
             let keep = !v.prune(horizon);
             if keep {
                 oldest = oldest.min(v.last_seen());
                 if let (Some(p), Some(next)) = (&self.presence, next) {
-                    p.set(next, k);
+                    p.set(next, *k);
                 }
+            } else {
+                removed += 1;
+                stripe(&self.count, *k).fetch_sub(1, Ordering::Relaxed);
             }
             keep
         });
         run.oldest = oldest;
+        run.removed += removed;
     }
 
     /// Closes the sweep under way.
     pub fn sweep_end(&self) {
-        let Some(run) = unpoisoned(self.sweeping.lock()).take() else {
+        let Some(mut run) = unpoisoned(self.sweeping.lock()).take() else {
             return;
         };
+        for i in std::mem::take(&mut run.busy) {
+            let mut m = unpoisoned(self.shards[i].0.write());
+            self.sweep_shard(&mut run, &mut m);
+        }
         if let Some(p) = &self.presence {
             p.rebuilding.store(false, Ordering::Release);
         }
@@ -532,6 +557,30 @@ mod tests {
         }
         t.update(5, || E(Items::new()), |e| e.0.push(20_000));
         assert!(t.with(5, |_| ()).is_some());
+    }
+
+    #[test]
+    fn a_sweep_in_steps_waits_for_no_judge_and_misses_no_shard() {
+        let t: Table<E> = Table::sparse("t", KeyedBy::Account, 10_000, 1000);
+        let keys: Vec<u64> = (0..4000u64)
+            .map(|k| k.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+            .collect();
+        for (i, &k) in keys.iter().enumerate() {
+            // Every other key is old enough to go.
+            let ts = if i % 2 == 0 { 0 } else { 20_000 };
+            t.update(k, || E(Items::new()), |e| e.0.push(ts));
+        }
+        assert!(t.sweep_begin(20_000, 0));
+        // A judge holds one shard while the steps go by: the steps do not
+        // wait for it, and the end sweeps it.
+        let held = keys[1];
+        t.with(held, |_| t.sweep_shards(0..SHARDS));
+        t.sweep_end();
+        assert_eq!(t.len(), 2000);
+        for (i, &k) in keys.iter().enumerate() {
+            assert_eq!(t.with(k, |_| ()).is_some(), i % 2 == 1, "key {i}");
+        }
+        assert_eq!(t.stats().evicted_expired, 2000);
     }
 
     #[test]
