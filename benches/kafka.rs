@@ -63,21 +63,28 @@ fn raw_consume(brokers: &str, n: usize) -> f64 {
     n as f64 / first.expect("read something").elapsed().as_secs_f64()
 }
 
-fn run_service(svc: &Service, n: usize) -> f64 {
+/// Events/s from the first event judged to the last, and when (seconds
+/// after the first) half, 90 %, 99 % and all of them were judged.
+fn run_service(svc: &Service, n: usize) -> (f64, [f64; 4]) {
     let deadline = Instant::now() + Duration::from_secs(600);
     while svc.processed() == 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(1));
     }
     let first = Instant::now();
-    while (svc.processed() as usize) < n && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(1));
+    let mut marks = [0.0; 4];
+    for (mark, share) in marks.iter_mut().zip([0.5, 0.9, 0.99, 1.0]) {
+        let want = ((n as f64 * share) as usize).max(1);
+        while (svc.processed() as usize) < want && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        *mark = first.elapsed().as_secs_f64();
     }
     assert!(
         svc.processed() as usize >= n,
         "credwatch judged {} of {n}",
         svc.processed()
     );
-    n as f64 / first.elapsed().as_secs_f64()
+    (n as f64 / first.elapsed().as_secs_f64(), marks)
 }
 
 /// The cumulative buckets of a histogram in the text exposition.
@@ -154,7 +161,7 @@ fn main() {
     let metrics = Arc::new(Metrics::new());
     let svc = Service::start(settings(&world, &brokers, "bench-run", ""), metrics.clone())
         .expect("service");
-    let run = run_service(&svc, n);
+    let (run, marks) = run_service(&svc, n);
 
     // Steady rate: one event in 20 completes an impossible travel.
     let before = svc.processed() as usize;
@@ -218,6 +225,10 @@ fn main() {
     println!(
         "| ratio run / raw consume (goal >= 0.7) | {:.2} |",
         run / raw
+    );
+    println!(
+        "| run: seconds from the first event judged to 50 % / 90 % / 99 % / all judged | {:.2} / {:.2} / {:.2} / {:.2} |",
+        marks[0], marks[1], marks[2], marks[3]
     );
     println!(
         "| steady rate: receipt -> decision, p50 / p99 ({dn} events) | {:.2} ms / {:.2} ms |",
