@@ -103,6 +103,8 @@ pub struct Context<'a> {
     point: OnceCell<Option<(Point, bool)>>,
     profile: Option<&'a Profile>,
     seen: OnceCell<Option<Seen>>,
+    /// The profiles' key of the event's address's network.
+    network: OnceCell<Option<u64>>,
     key: u64,
     ip: Option<IpAddr>,
     ts: Millis,
@@ -116,6 +118,7 @@ impl<'a> Context<'a> {
             point: OnceCell::new(),
             profile: None,
             seen: OnceCell::new(),
+            network: OnceCell::new(),
             key: event.key,
             ip: event.src_ip,
             ts: event.ts,
@@ -133,14 +136,24 @@ impl<'a> Context<'a> {
     /// engine learns it after the detectors have judged it.
     pub fn seen(&self) -> Option<Seen> {
         *self.seen.get_or_init(|| {
-            let (profile, ip) = (self.profile?, self.ip?);
-            Some(profile.seen(self.key, ip, self.point().as_ref()))
+            let profile = self.profile?;
+            Some(profile.seen_in(self.key, self.own_network()?, self.point().as_ref()))
         })
     }
 
     /// The network of an address as the profiles key it (`None`: no profiles).
     pub fn network(&self, ip: IpAddr) -> Option<u64> {
+        if Some(ip) == self.ip {
+            return self.own_network();
+        }
         self.profile.map(|p| p.network(ip))
+    }
+
+    /// The network of the event's own address, keyed once per event.
+    fn own_network(&self) -> Option<u64> {
+        *self
+            .network
+            .get_or_init(|| self.profile.zip(self.ip).map(|(p, ip)| p.network(ip)))
     }
 
     /// The accounts' profiles (`None`: a stage keyed by source address).
@@ -151,21 +164,21 @@ impl<'a> Context<'a> {
     /// Learns the event (a successful login or a submission from an
     /// untrusted address) into the account's profile.
     pub fn learn(&self, event: &Event) {
-        let (Some(p), Some(ip)) = (self.profile, self.ip) else {
-            return;
-        };
-        if self.source_trusted() {
+        let Some(p) = self.profile else { return };
+        if self.ip.is_none() || self.source_trusted() {
             return;
         }
         if event.is_auth(AuthResult::Success) {
-            p.learn(
-                self.key,
-                ip,
-                self.point().as_ref(),
-                event.ts,
-                event.protocol,
-                event.client.as_deref(),
-            );
+            if let Some(net) = self.own_network() {
+                p.learn_in(
+                    self.key,
+                    net,
+                    self.point().as_ref(),
+                    event.ts,
+                    event.protocol,
+                    event.client.as_deref(),
+                );
+            }
         } else if event.kind == crate::source::event::Kind::Submission {
             p.learn_sent(self.key, event.ts);
         }

@@ -338,7 +338,12 @@ impl Profile {
 
     /// What `account` had used that `ip` (at `point`) shows.
     pub fn seen(&self, account: u64, ip: IpAddr, point: Option<&Point>) -> Seen {
-        let prefix = self.network(ip);
+        self.seen_in(account, self.network(ip), point)
+    }
+
+    /// [`Profile::seen`] with the address's network already keyed
+    /// ([`Profile::network`]).
+    pub fn seen_in(&self, account: u64, prefix: u64, point: Option<&Point>) -> Seen {
         let asn = point.and_then(Point::asn);
         let country = point.and_then(Point::country);
         self.table
@@ -389,7 +394,20 @@ impl Profile {
         protocol: Option<Protocol>,
         client: Option<&str>,
     ) {
-        let prefix = self.network(ip);
+        self.learn_in(account, self.network(ip), point, ts, protocol, client)
+    }
+
+    /// [`Profile::learn`] with the address's network already keyed
+    /// ([`Profile::network`]).
+    pub fn learn_in(
+        &self,
+        account: u64,
+        prefix: u64,
+        point: Option<&Point>,
+        ts: Millis,
+        protocol: Option<Protocol>,
+        client: Option<&str>,
+    ) {
         let asn = point.map_or(0, |p| p.asn);
         let country = point.map_or([0, 0], |p| p.country);
         let client = client.and_then(client_key);

@@ -56,11 +56,9 @@ impl<'a> Scanner<'a> {
         self.eat(b'"')?;
         let start = self.at;
         let rest = &self.bytes()[start..];
-        let len = memchr::memchr2(b'"', b'\\', rest)?;
-        // The smallest byte, a reduction the compiler vectorises: a control
-        // character anywhere in the string is below 0x20.
-        if rest[len] != b'"' || rest[..len].iter().fold(u8::MAX, |m, &c| m.min(c)) < 0x20 {
-            return None;
+        let len = special(rest)?;
+        if rest[len] != b'"' {
+            return None; // an escape or a control character
         }
         self.at = start + len + 1;
         // The quote is ASCII, so both ends are character boundaries.
@@ -95,6 +93,36 @@ impl<'a> Scanner<'a> {
             _ => None,
         }
     }
+}
+
+fn is_special(c: u8) -> bool {
+    c == b'"' || c == b'\\' || c < 0x20
+}
+
+/// Where the first quote, backslash or control character is: eight bytes
+/// at a time (SWAR), the rest one by one.
+fn special(b: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    // The high bit of each byte below `n` (n <= 128); a borrow can only
+    // mark bytes after a true one, so the lowest mark is exact.
+    let below = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x & HIGHS;
+    let mut chunks = b.chunks_exact(8);
+    for (i, chunk) in chunks.by_ref().enumerate() {
+        let x = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
+        let hits = below(x ^ (ONES * u64::from(b'"')), 1)
+            | below(x ^ (ONES * u64::from(b'\\')), 1)
+            | below(x, 0x20);
+        if hits != 0 {
+            return Some(i * 8 + hits.trailing_zeros() as usize / 8);
+        }
+    }
+    let done = b.len() - chunks.remainder().len();
+    chunks
+        .remainder()
+        .iter()
+        .position(|&c| is_special(c))
+        .map(|p| done + p)
 }
 
 /// Sets a field once; a second time is serde's "duplicate field": `None`.
@@ -229,6 +257,22 @@ mod tests {
             "",
         ] {
             assert!(!same_as_serde(line), "took the fast path: {line}");
+        }
+    }
+
+    #[test]
+    fn special_bytes_are_found_at_every_position() {
+        for len in 0..40 {
+            for at in 0..len {
+                for c in [b'"', b'\\', 0x00, 0x1f] {
+                    let mut b = vec![b'a'; len];
+                    b[at] = c;
+                    b.iter_mut().skip(at + 1).for_each(|x| *x = 0xc3);
+                    assert_eq!(special(&b), Some(at), "{len} {at} {c}");
+                }
+            }
+            assert_eq!(special(&vec![0x20; len]), None);
+            assert_eq!(special(&vec![0xff; len]), None);
         }
     }
 
