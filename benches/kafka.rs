@@ -18,6 +18,11 @@
 
 use credwatch_testkit::kafka;
 
+/// The allocator the binary runs with (src/main.rs): the service judged
+/// here is `credwatch run`, so it allocates as that does.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
