@@ -283,9 +283,10 @@ fn main() {
         "state bytes: heap growth during replay (all tables, GeoIP cache)",
         &|r| r.state_bytes.to_string(),
     );
-    row("**state bytes per tracked account** (goal <= 512 with profiles)", &|r| {
-        format!("**{:.0}**", r.state_bytes as f64 / r.tracked.max(1) as f64)
-    });
+    row(
+        "**state bytes per tracked account** (goal <= 512 with profiles)",
+        &|r| format!("**{:.0}**", r.state_bytes as f64 / r.tracked.max(1) as f64),
+    );
     row(
         "engine at start: GeoIP databases, cache, breaker sketch, bytes",
         &|r| r.engine_bytes.to_string(),

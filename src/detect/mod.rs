@@ -105,6 +105,7 @@ pub struct Context<'a> {
     seen: OnceCell<Option<Seen>>,
     /// The profiles' key of the event's address's network.
     network: OnceCell<Option<u64>>,
+    trusted_source: OnceCell<bool>,
     key: u64,
     ip: Option<IpAddr>,
     ts: Millis,
@@ -119,6 +120,7 @@ impl<'a> Context<'a> {
             profile: None,
             seen: OnceCell::new(),
             network: OnceCell::new(),
+            trusted_source: OnceCell::new(),
             key: event.key,
             ip: event.src_ip,
             ts: event.ts,
@@ -201,9 +203,12 @@ impl<'a> Context<'a> {
         self.geo.place(ip)
     }
 
-    /// True when the event's source is in `policy.trusted_networks`.
+    /// True when the event's source is in `policy.trusted_networks`
+    /// (checked once per event; every detector asks).
     pub fn source_trusted(&self) -> bool {
-        self.ip.is_some_and(|ip| is_trusted(self.trusted, ip))
+        *self
+            .trusted_source
+            .get_or_init(|| self.ip.is_some_and(|ip| is_trusted(self.trusted, ip)))
     }
 }
 

@@ -170,14 +170,14 @@ pub fn normalise_account(raw: &str) -> Result<Box<str>, Reject> {
 /// is dropped) and IPv4-mapped IPv6 (`::ffff:192.0.2.1`, seen as IPv4).
 pub fn parse_ip(s: &str) -> Option<IpAddr> {
     let s = s.trim();
+    if let Some(v4) = dotted_quad(s) {
+        return Some(IpAddr::V4(v4));
+    }
     let s = match s.split_once('%') {
         Some((addr, zone)) if !zone.is_empty() && addr.contains(':') => addr,
         Some(_) => return None,
         None => s,
     };
-    if let Some(v4) = dotted_quad(s) {
-        return Some(IpAddr::V4(v4));
-    }
     s.parse::<IpAddr>().ok().map(|ip| ip.to_canonical())
 }
 
