@@ -7,8 +7,12 @@ use std::sync::atomic::Ordering;
 use super::{Engine, Lane, EVENTS_PER_SWEEP_STEP};
 use crate::time::Millis;
 
-/// How many events a lane judges between reads of the other lanes' times.
+/// How many events a lane judges between reads of the other lanes'
+/// times, and how far its own time may move before it reads them anyway
+/// (the breaker counts locks by the watermark: after a jump in event
+/// time, a stale one would put the first locks outside its window).
 const WATERMARK_EVERY: u64 = 64;
+const WATERMARK_LAG: Millis = 1000;
 
 impl Engine {
     /// Where a clock at `cur` goes with an event at `ts`: forward by at
@@ -84,7 +88,8 @@ impl Engine {
 
     /// The low watermark as `lane` sees it: with one lane its own time;
     /// with several, read from all of them every `WATERMARK_EVERY` events
-    /// and in between the time read then (lanes' times only move forward,
+    /// or when its own time moved a second past the last read, and in
+    /// between the time read then (lanes' times only move forward,
     /// so that time is one every lane has reached; a lane back from idle
     /// behind the others is seen at the next read). Reading the other
     /// lanes' times on every event made their cache lines travel between
@@ -95,9 +100,13 @@ impl Engine {
         };
         let n = l.since_low.load(Ordering::Relaxed);
         l.since_low.store(n.wrapping_add(1), Ordering::Relaxed);
-        if n % WATERMARK_EVERY == 0 {
+        let own = l.ts.load(Ordering::Relaxed);
+        if n % WATERMARK_EVERY == 0
+            || own.saturating_sub(l.low_at.load(Ordering::Relaxed)) > WATERMARK_LAG
+        {
             let low = self.low_watermark();
             l.low.store(low, Ordering::Relaxed);
+            l.low_at.store(own, Ordering::Relaxed);
             low
         } else {
             l.low.load(Ordering::Relaxed)

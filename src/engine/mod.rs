@@ -45,6 +45,8 @@ struct Lane {
     /// The low watermark as this lane last read it from all lanes, and
     /// the events it has judged since (see `Engine::lane_watermark`).
     low: AtomicI64,
+    /// This lane's own time when it last read them.
+    low_at: AtomicI64,
     since_low: AtomicU64,
     /// An idle lane (a service worker between partitions, a finished
     /// restore) does not hold the watermark back.
@@ -56,6 +58,7 @@ impl Lane {
         Lane {
             ts: AtomicI64::new(Millis::MIN),
             low: AtomicI64::new(Millis::MIN),
+            low_at: AtomicI64::new(Millis::MIN),
             ..Lane::default()
         }
     }
