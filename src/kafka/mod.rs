@@ -49,15 +49,6 @@ pub fn client_config(k: &KafkaConfig, role: Role) -> ClientConfig {
                 // Incremental rebalancing: a partition that stays with this
                 // instance keeps its state; only moved partitions restore.
                 .set("partition.assignment.strategy", "cooperative-sticky")
-                // How long a broker may hold a fetch that has too little
-                // data. librdkafka's 500 ms is harmless on Kafka, which
-                // answers as soon as data arrives; tansu held its answers
-                // and handed events over in bursts, and the burst's queue
-                // made the p99 of receipt -> decision 18 ms at 5,000
-                // events/s (4.8 ms at 50). Not lower: at 10 ms a consumer
-                // on tansu was seen stuck at a stale end of a partition
-                // (see the webhook consumer).
-                .set("fetch.wait.max.ms", "100")
                 .set("statistics.interval.ms", "5000");
         }
         Role::Restorer => {

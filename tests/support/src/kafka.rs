@@ -297,11 +297,22 @@ pub fn create_topics(b: &dyn Broker, input_partitions: i32) {
 
 /// Service settings for this world and broker.
 pub fn settings(world: &World, brokers: &str, group: &str, extra: &str) -> Settings {
+    settings_with_properties(world, brokers, group, extra, "")
+}
+
+/// [`settings`] with more `[kafka.properties]` lines (`"key" = "value"`).
+pub fn settings_with_properties(
+    world: &World,
+    brokers: &str,
+    group: &str,
+    extra: &str,
+    properties: &str,
+) -> Settings {
     let text = world.toml(&kafka_toml(
         brokers,
         group,
         &format!("commit_interval_ms = 200\n{extra}"),
-        "\"heartbeat.interval.ms\" = \"500\"\n",
+        &format!("\"heartbeat.interval.ms\" = \"500\"\n{properties}"),
     ));
     Config::from_toml_with_env(&text, "test.toml", &[]).expect("valid config")
 }
