@@ -120,10 +120,9 @@ pub struct TableStats {
 /// and to report on it. Detectors hand their tables over as `&dyn Swept`
 /// ([`crate::detect::Detector::state`]) instead of each sweeping their own.
 pub trait Swept: Send + Sync {
-    /// Removes what is older than `watermark - ttl - slack`.
-    fn sweep(&self, watermark: Millis, slack: Millis);
-    /// The same in steps: begins (false: nothing is old enough, no steps
-    /// needed), sweeps some of the [`SHARDS`] shards at a time, ends.
+    /// Removes what is older than `watermark - ttl - slack`, in steps:
+    /// begins (false: nothing is old enough, no steps needed), sweeps some
+    /// of the [`SHARDS`] shards at a time, ends.
     fn sweep_begin(&self, watermark: Millis, slack: Millis) -> bool;
     fn sweep_shards(&self, shards: std::ops::Range<usize>);
     fn sweep_end(&self);

@@ -113,9 +113,6 @@ struct SweepRun {
 }
 
 impl<V: Entry + Codec> Swept for Table<V> {
-    fn sweep(&self, watermark: Millis, slack: Millis) {
-        Table::sweep(self, watermark, slack)
-    }
     fn sweep_begin(&self, watermark: Millis, slack: Millis) -> bool {
         Table::sweep_begin(self, watermark, slack)
     }
@@ -208,17 +205,27 @@ impl<V: Entry> Table<V> {
     /// Keeps the entries `keep` accepts, one shard locked at a time;
     /// counts what it removes.
     fn retain_in(&self, shards: Range<usize>, mut keep: impl FnMut(u64, &mut V) -> bool) -> u64 {
+        self.shards[shards]
+            .iter()
+            .map(|shard| {
+                let mut m = unpoisoned(shard.0.write());
+                self.retain(&mut m, &mut keep)
+            })
+            .sum()
+    }
+
+    /// Keeps the entries of one locked shard that `keep` accepts; counts
+    /// what it removes.
+    fn retain(&self, m: &mut Map<V>, keep: &mut impl FnMut(u64, &mut V) -> bool) -> u64 {
         let mut removed = 0;
-        for shard in &self.shards[shards] {
-            unpoisoned(shard.0.write()).retain(|k, v| {
-                let kept = keep(*k, v);
-                if !kept {
-                    removed += 1;
-                    stripe(&self.count, *k).fetch_sub(1, Ordering::Relaxed);
-                }
-                kept
-            });
-        }
+        m.retain(|k, v| {
+            let kept = keep(*k, v);
+            if !kept {
+                removed += 1;
+                stripe(&self.count, *k).fetch_sub(1, Ordering::Relaxed);
+            }
+            kept
+        });
         removed
     }
 
@@ -369,22 +376,17 @@ impl<V: Entry> Table<V> {
     fn sweep_shard(&self, run: &mut SweepRun, m: &mut Map<V>) {
         let (horizon, next) = (run.horizon, run.presence);
         let mut oldest = run.oldest;
-        let mut removed = 0;
-        m.retain(|k, v| {
+        run.removed += self.retain(m, &mut |k, v: &mut V| {
             let keep = !v.prune(horizon);
             if keep {
                 oldest = oldest.min(v.last_seen());
                 if let (Some(p), Some(next)) = (&self.presence, next) {
-                    p.set(next, *k);
+                    p.set(next, k);
                 }
-            } else {
-                removed += 1;
-                stripe(&self.count, *k).fetch_sub(1, Ordering::Relaxed);
             }
             keep
         });
         run.oldest = oldest;
-        run.removed += removed;
     }
 
     /// Closes the sweep under way.
