@@ -449,19 +449,6 @@ impl Engine {
         n
     }
 
-    /// Forgets everything older than each table needs, all at once (a
-    /// sweep under way is finished first).
-    pub fn sweep(&self, watermark: Millis) {
-        let mut next = self.sweeping.lock().unwrap_or_else(|e| e.into_inner());
-        while next.is_some() {
-            self.sweep_step(&mut next);
-        }
-        self.begin_sweep(watermark, &mut next);
-        while next.is_some() {
-            self.sweep_step(&mut next);
-        }
-    }
-
     /// Begins a sweep up to `watermark`, carried out in steps of
     /// `SWEEP_SHARDS_PER_STEP` shards (see `lanes::advance`).
     fn begin_sweep(&self, watermark: Millis, next: &mut Option<usize>) {

@@ -384,7 +384,9 @@ impl Profile {
             .flatten()
     }
 
-    /// Learns a successful login of `account` from `ip` at `ts`.
+    /// Learns a successful login of `account` from `ip` at `ts` (the
+    /// tests' short form of [`Profile::learn_in`]).
+    #[cfg(test)]
     pub fn learn(
         &self,
         account: u64,
@@ -397,8 +399,8 @@ impl Profile {
         self.learn_in(account, self.network(ip), point, ts, protocol, client)
     }
 
-    /// [`Profile::learn`] with the address's network already keyed
-    /// ([`Profile::network`]).
+    /// Learns a successful login of `account` at `ts` from the network
+    /// `prefix` ([`Profile::network`] of its address).
     pub fn learn_in(
         &self,
         account: u64,
