@@ -106,6 +106,7 @@ fn measure(w: &Workload, settings: &credwatch::config::Settings, threads: usize)
         progress_total: None,
         events_out: None,
         threads: 1,
+        report: None,
     };
 
     // Three rounds, each measuring the three side by side, so that a noisy

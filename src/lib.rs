@@ -25,6 +25,7 @@ pub mod http;
 pub mod kafka;
 pub mod metrics;
 pub mod policy;
+pub mod report;
 #[macro_use]
 pub mod section;
 pub mod service;

@@ -74,6 +74,10 @@ enum Command {
         /// maillog`; default: maillog.timezone).
         #[arg(long)]
         timezone: Option<String>,
+        /// Also write a self-contained HTML report here: the summary, a
+        /// timeline, every incident as a card, the places on a map.
+        #[arg(long, value_name = "FILE.html")]
+        report: Option<PathBuf>,
         /// Events file(s), or `-` for standard input. With `--format
         /// maillog`, several files are merged in time order (rotated logs,
         /// Dovecot's file beside Postfix's).
@@ -166,6 +170,31 @@ fn main() -> ExitCode {
     }
 }
 
+/// Writes `replay --report`'s page and says where it is.
+fn write_report(
+    collector: &credwatch::report::Collector,
+    summary: &credwatch::cli::replay::Summary,
+    engine: &Engine,
+    inputs: &[String],
+    path: &std::path::Path,
+    out: &mut BufWriter<File>,
+) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let facts = credwatch::report::Facts::of_replay(summary, inputs, now_millis());
+    collector
+        .write(&facts, Some(&engine.geo()), out)
+        .and_then(|_| out.flush())
+        .with_context(|| format!("cannot write the report file {}", path.display()))?;
+    eprintln!(
+        "  report:    {} ({} incidents, {:.1} MB, written in {:.2} s)",
+        path.display(),
+        collector.incidents().len(),
+        out.get_ref().metadata().map_or(0, |m| m.len()) as f64 / 1e6,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Replay {
@@ -176,6 +205,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             year,
             timezone,
             events_out,
+            report,
             input,
         } => {
             init_logs("warn,credwatch=info");
@@ -199,6 +229,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 )?))),
                 None => None,
             };
+            // The report's file is made before the run: a path that cannot
+            // be written is found before a long replay, not after it.
+            let mut report_file = match &report {
+                Some(p) => Some((
+                    p,
+                    BufWriter::new(File::create(p).with_context(|| {
+                        format!("cannot create the report file {}", p.display())
+                    })?),
+                )),
+                None => None,
+            };
+            let mut collector = report.as_ref().map(|_| credwatch::report::Collector::new());
             let out = BufWriter::with_capacity(1 << 16, io::stdout());
             let mut opts = ReplayOptions {
                 limits,
@@ -208,6 +250,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 progress_total: None,
                 events_out: None,
                 threads: 1,
+                report: collector.as_mut(),
             };
             let mut events_file = match &events_out {
                 Some(p) => Some(BufWriter::new(File::create(p).with_context(|| {
@@ -243,12 +286,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     w.flush()?;
                 }
                 eprintln!("{summary}");
+                if let (Some(c), Some((path, w))) = (&collector, report_file.as_mut()) {
+                    write_report(c, &summary, &engine, &input, path, w)?;
+                }
                 return Ok(ExitCode::SUCCESS);
             }
             let [input] = &input[..] else {
                 anyhow::bail!("--format json reads one file (or - for standard input); give several only with --format maillog");
             };
             let input = input.clone();
+            let input_name = input.clone();
             let input: Box<dyn io::BufRead + Send> = if input == "-" {
                 Box::new(BufReader::with_capacity(1 << 20, io::stdin()))
             } else {
@@ -266,6 +313,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 w.flush()?;
             }
             eprintln!("{summary}");
+            if let (Some(c), Some((path, w))) = (&collector, report_file.as_mut()) {
+                write_report(c, &summary, &engine, &[input_name], path, w)?;
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig { file } => {

@@ -98,6 +98,7 @@ pub fn replay_parallel<R: BufRead, W: Write + Send>(
     let parsers = threads.max(2);
     let limits = opts.limits;
     let rejects = opts.rejects;
+    let report = opts.report;
     let progress_total = opts.progress_total;
     let (raw_tx, raw_rx) = sync_channel::<RawBatch>(parsers * 2);
     // Batches go back to the reader once written: allocating fresh ones
@@ -154,7 +155,8 @@ pub fn replay_parallel<R: BufRead, W: Write + Send>(
         drop(writer_tx);
 
         // The writer runs on its own thread; this one reads.
-        let writer = s.spawn(move || write_in_order(writer_rx, out, judges, rejects, recycle_tx));
+        let writer =
+            s.spawn(move || write_in_order(writer_rx, out, judges, rejects, report, recycle_tx));
 
         let mut reader = LineReader::new(input, limits.max_bytes);
         let mut progress = Progress::new(progress_total);
@@ -270,6 +272,7 @@ fn write_in_order<W: Write>(
     out: W,
     judges: usize,
     mut rejects: Option<&mut (dyn super::replay::RejectSink + Send)>,
+    mut report: Option<&mut crate::report::Collector>,
     recycle: SyncSender<RawBatch>,
 ) -> WriterResult {
     let mut sink = JsonLines::new(out);
@@ -293,6 +296,11 @@ fn write_in_order<W: Write>(
             let b = batches.remove(&next).expect("checked");
             let (_, mut decisions) = parts.remove(&next).expect("checked");
             decisions.sort_by_key(|(i, _)| *i);
+            if let Some(r) = report.as_deref_mut() {
+                for e in b.items.iter().flatten() {
+                    r.event(e.ts, e.kind);
+                }
+            }
             for (i, item) in b.items.iter().enumerate() {
                 if let Err(r) = item {
                     *rejected.entry(r.reason).or_default() += 1;
@@ -302,8 +310,9 @@ fn write_in_order<W: Write>(
                     }
                 }
             }
-            for (_, d) in decisions {
-                deliver(d, &mut sink)?;
+            for (i, d) in decisions {
+                let ts = b.items[i].as_ref().map_or(0, |e| e.ts);
+                deliver(d, &mut sink, report.as_deref_mut(), ts)?;
             }
             lines += b.items.len() as u64;
             next += 1;

@@ -185,6 +185,9 @@ pub struct ReplayOptions<'a> {
     /// thread while another judges the events (in the same order: the
     /// results are those of 1).
     pub threads: usize,
+    /// `--report`: gathers every event's hour and kind and every action and
+    /// joined finding for the HTML report.
+    pub report: Option<&'a mut crate::report::Collector>,
 }
 
 /// Replays `input` through `engine`, writing actions to `out`.
@@ -212,8 +215,12 @@ pub fn replay<R: BufRead, W: Write>(
             Ok(event) => {
                 summary.events += 1;
                 engine.process(&event, None, &mut decisions);
+                let mut report = opts.report.as_deref_mut();
+                if let Some(r) = report.as_deref_mut() {
+                    r.event(event.ts, event.kind);
+                }
                 for d in decisions.drain(..) {
-                    deliver(d, &mut sink)?;
+                    deliver(d, &mut sink, report.as_deref_mut(), event.ts)?;
                 }
             }
             Err(reject) => {
@@ -235,12 +242,35 @@ pub fn replay<R: BufRead, W: Write>(
 }
 
 /// Sends an action to standard output; a finding that joined an open
-/// incident is logged instead.
-pub fn deliver<W: Write>(d: Decision, sink: &mut JsonLines<W>) -> io::Result<()> {
+/// incident is logged instead. Both go to the report, if there is one
+/// (`ts`: the time of the event judged).
+pub fn deliver<W: Write>(
+    d: Decision,
+    sink: &mut JsonLines<W>,
+    report: Option<&mut crate::report::Collector>,
+    ts: crate::time::Millis,
+) -> io::Result<()> {
     match d {
-        Decision::Emit(action) => sink.send(&action),
+        Decision::Emit(action) => {
+            if let Some(r) = report {
+                r.action(&action);
+            }
+            sink.send(&action)
+        }
         joined @ Decision::Enrich { .. } => {
             joined.log_joined();
+            if let (
+                Some(r),
+                Decision::Enrich {
+                    account,
+                    detector,
+                    incident,
+                    reason,
+                },
+            ) = (report, &joined)
+            {
+                r.joined(incident, account, detector, reason, ts);
+            }
             Ok(())
         }
     }
@@ -344,6 +374,7 @@ pub fn replay_maillog<W: Write + Send>(
         sink: JsonLines::new(out),
         decisions: Vec::new(),
         events: 0,
+        report: opts.report.take(),
     };
     let mut read = |hand_over: &mut dyn FnMut(Vec<Event>) -> io::Result<()>| -> io::Result<()> {
         let mut batch: Vec<Event> = Vec::with_capacity(1024);
@@ -424,20 +455,24 @@ pub fn replay_maillog<W: Write + Send>(
 }
 
 /// The judge of `replay --format maillog`: events in, actions out.
-struct Judge<'e, W: Write> {
+struct Judge<'e, 'r, W: Write> {
     engine: &'e Engine,
     sink: JsonLines<W>,
     decisions: Vec<Decision>,
     events: u64,
+    report: Option<&'r mut crate::report::Collector>,
 }
 
-impl<W: Write> Judge<'_, W> {
+impl<W: Write> Judge<'_, '_, W> {
     fn batch(&mut self, batch: &[crate::source::event::Event]) -> io::Result<()> {
         for event in batch {
             self.events += 1;
             self.engine.process(event, None, &mut self.decisions);
+            if let Some(r) = self.report.as_deref_mut() {
+                r.event(event.ts, event.kind);
+            }
             for d in self.decisions.drain(..) {
-                deliver(d, &mut self.sink)?;
+                deliver(d, &mut self.sink, self.report.as_deref_mut(), event.ts)?;
             }
         }
         Ok(())

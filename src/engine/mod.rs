@@ -412,6 +412,11 @@ impl Engine {
         self.geo.store(Arc::new(geo));
     }
 
+    /// The GeoIP databases in use (the report places addresses with them).
+    pub fn geo(&self) -> Arc<GeoIp> {
+        self.geo.load_full()
+    }
+
     /// GeoIP lookups and how many came from the cache.
     pub fn geo_lookups(&self) -> (u64, u64) {
         self.lanes.iter().fold((0, 0), |(n, h), l| {

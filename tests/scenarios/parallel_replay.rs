@@ -16,6 +16,7 @@ fn opts<'a>() -> ReplayOptions<'a> {
         progress_total: None,
         events_out: None,
         threads: 1,
+        report: None,
     }
 }
 

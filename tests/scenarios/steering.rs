@@ -317,6 +317,7 @@ fn an_office_nat_with_ordinary_typos_locks_nobody_in_any_parallel_run() {
         progress_total: None,
         events_out: None,
         threads: 1,
+        report: None,
     };
     let w = World::new();
     let locks = |out: &[u8]| -> Vec<String> {

@@ -23,6 +23,7 @@ pub fn credwatch_exe() -> std::path::PathBuf {
     profile.join("credwatch")
 }
 
+pub mod browser;
 pub mod flood;
 pub mod kafka;
 pub mod mailstack;

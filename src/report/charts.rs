@@ -1,0 +1,397 @@
+//! The report's pictures: the timeline, the world map and each card's
+//! little map, as inline SVG. Every picture has its numbers beside it as
+//! text (a table or a list), and its colours are the Okabe–Ito palette,
+//! which stays apart under the common colour blindnesses.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use super::html::{esc, n, when};
+use super::{ip_of, map, Collector, Incident, Spot};
+use crate::geo::GeoIp;
+use crate::source::event::Kind;
+use crate::time::{format_rfc3339, HOUR};
+
+/// Colours of the event kinds (auth, submission, bounce, unlock).
+const KIND_COLOURS: [&str; 4] = ["#0072B2", "#E69F00", "#009E73", "#CC79A7"];
+
+/// A detector's colour (Okabe–Ito, then greys).
+pub(super) fn colour(detector: &str) -> &'static str {
+    match detector {
+        "impossible_travel" => "#D55E00",
+        "failed_login_burst" => "#0072B2",
+        "password_spray" => "#CC79A7",
+        "send_volume" => "#E69F00",
+        "sender_mismatch" => "#009E73",
+        "backscatter" => "#56B4E9",
+        "unfamiliar_login" => "#F0E442",
+        "slow_guessing" => "#000000",
+        "credential_stuffing" => "#999999",
+        _ => "#666666",
+    }
+}
+
+/// Events per hour (stacked by kind) and findings per detector per hour,
+/// with the numbers in a table.
+pub(super) fn timeline(h: &mut String, c: &Collector) {
+    let (first, counts) = c.hours.series();
+    h.push_str("<section id=\"timeline\"><h2>Timeline</h2>");
+    if counts.is_empty() {
+        h.push_str("<p>No events.</p></section>\n");
+        return;
+    }
+    let hours = counts.len();
+    // Findings per detector per hour.
+    let mut findings: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+    for inc in c.incidents() {
+        for f in &inc.findings {
+            if f.action.as_deref() == Some("unlock") {
+                continue;
+            }
+            let i = f.ts.div_euclid(HOUR) - first;
+            if (0..hours as i64).contains(&i) {
+                findings
+                    .entry(&f.detector)
+                    .or_insert_with(|| vec![0; hours])[i as usize] += 1;
+            }
+        }
+    }
+    let bar = 10.0_f64.min(1100.0 / hours as f64).max(1.0);
+    let (left, top, plot_h) = (60.0, 10.0, 140.0);
+    let width = left + bar * hours as f64 + 10.0;
+    let max = counts
+        .iter()
+        .map(|c| c.iter().sum::<u64>())
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let total: u64 = counts.iter().flatten().sum();
+    let _ = write!(
+        h,
+        "<figure><svg class=\"chart\" viewBox=\"0 0 {width:.0} {:.0}\" role=\"img\" aria-label=\"Events per hour, {} hours, at most {} in an hour\">",
+        top + plot_h + 34.0,
+        hours,
+        n(max)
+    );
+    let _ = write!(
+        h,
+        "<line class=\"grid\" x1=\"{left}\" y1=\"{top}\" x2=\"{:.0}\" y2=\"{top}\"/><text x=\"{:.0}\" y=\"{:.0}\" text-anchor=\"end\">{}</text>\
+         <text x=\"{:.0}\" y=\"{:.0}\" text-anchor=\"end\">0</text>",
+        width - 10.0,
+        left - 4.0,
+        top + 4.0,
+        n(max),
+        left - 4.0,
+        top + plot_h
+    );
+    for (i, c) in counts.iter().enumerate() {
+        let x = left + bar * i as f64;
+        let mut y = top + plot_h;
+        let sum: u64 = c.iter().sum();
+        if sum == 0 {
+            continue;
+        }
+        let _ = write!(
+            h,
+            "<g><title>{}: {} event(s): {} auth, {} submission, {} bounce</title>",
+            when((first + i as i64) * HOUR),
+            n(sum),
+            n(c[0]),
+            n(c[1]),
+            n(c[2])
+        );
+        for (k, v) in c.iter().enumerate() {
+            if *v == 0 {
+                continue;
+            }
+            let bh = plot_h * *v as f64 / max as f64;
+            y -= bh;
+            let _ = write!(
+                h,
+                "<rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{bh:.1}\" fill=\"{}\"/>",
+                (bar - 0.6).max(0.6),
+                KIND_COLOURS[k]
+            );
+        }
+        h.push_str("</g>");
+    }
+    // A tick at every day's start (or every 6 hours for a short run).
+    let step = if hours <= 48 { 6 } else { 24 };
+    for i in 0..=hours {
+        let hour = first + i as i64;
+        if hour.rem_euclid(step) != 0 {
+            continue;
+        }
+        let x = left + bar * i as f64;
+        let t = format_rfc3339(hour * HOUR);
+        let label = if step == 6 && hour.rem_euclid(24) != 0 {
+            t[11..16].to_string()
+        } else {
+            t[5..10].to_string()
+        };
+        let _ = write!(
+            h,
+            "<line class=\"grid\" x1=\"{x:.1}\" y1=\"{:.0}\" x2=\"{x:.1}\" y2=\"{:.0}\"/><text x=\"{x:.1}\" y=\"{:.0}\" text-anchor=\"middle\">{label}</text>",
+            top + plot_h,
+            top + plot_h + 5.0,
+            top + plot_h + 18.0
+        );
+    }
+    h.push_str("</svg><figcaption>Events per hour (UTC), stacked by kind: ");
+    for (k, kind) in Kind::ALL.iter().enumerate().take(3) {
+        let _ = write!(
+            h,
+            "<span class=\"key\" style=\"background:{}\"></span>{} {} ",
+            KIND_COLOURS[k],
+            kind.as_str(),
+            n(c.hours.total(*kind))
+        );
+    }
+    let _ = write!(h, "({} in all).</figcaption></figure>", n(total));
+
+    // Findings: one row per detector, a mark per hour with findings.
+    if !findings.is_empty() {
+        let row = 22.0;
+        let fh = row * findings.len() as f64 + 24.0;
+        let left = 150.0;
+        let fwidth = left + bar * hours as f64 + 10.0;
+        let _ = write!(
+            h,
+            "<figure><svg class=\"chart\" viewBox=\"0 0 {fwidth:.0} {fh:.0}\" role=\"img\" aria-label=\"Findings per detector per hour\">"
+        );
+        for (r, (det, per)) in findings.iter().enumerate() {
+            let y = 14.0 + row * r as f64;
+            let fmax = per.iter().copied().max().unwrap_or(1).max(1);
+            let _ = write!(
+                h,
+                "<text x=\"{:.0}\" y=\"{:.0}\" text-anchor=\"end\">{}</text><line class=\"grid\" x1=\"{left}\" y1=\"{y:.0}\" x2=\"{:.0}\" y2=\"{y:.0}\"/>",
+                left - 6.0,
+                y + 4.0,
+                esc(det),
+                fwidth - 10.0
+            );
+            for (i, v) in per.iter().enumerate() {
+                if *v == 0 {
+                    continue;
+                }
+                let r = 3.0 + 5.0 * (*v as f64 / fmax as f64).sqrt();
+                let _ = write!(
+                    h,
+                    "<circle cx=\"{:.1}\" cy=\"{y:.0}\" r=\"{r:.1}\" fill=\"{}\" stroke=\"#000\" stroke-width=\".6\"><title>{}: {} finding(s) of {}</title></circle>",
+                    left + bar * (i as f64 + 0.5),
+                    colour(det),
+                    when((first + i as i64) * HOUR),
+                    v,
+                    esc(det)
+                );
+            }
+        }
+        h.push_str("</svg><figcaption>Findings per detector per hour: a bigger mark is more findings in that hour (the numbers are in the table below).</figcaption></figure>");
+    }
+
+    // The numbers behind both pictures.
+    let dets: Vec<&str> = findings.keys().copied().collect();
+    h.push_str("<details><summary>The numbers behind the timeline (hours with events)</summary><table><thead><tr><th>Hour (UTC)</th><th class=\"n\">auth</th><th class=\"n\">submission</th><th class=\"n\">bounce</th>");
+    for d in &dets {
+        let _ = write!(h, "<th class=\"n\">{}</th>", esc(d));
+    }
+    h.push_str("</tr></thead><tbody>");
+    for (i, c) in counts.iter().enumerate() {
+        if c.iter().all(|v| *v == 0) {
+            continue;
+        }
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>",
+            when((first + i as i64) * HOUR),
+            n(c[0]),
+            n(c[1]),
+            n(c[2])
+        );
+        for d in &dets {
+            let _ = write!(h, "<td class=\"n\">{}</td>", findings[d][i]);
+        }
+        h.push_str("</tr>");
+    }
+    h.push_str("</tbody></table></details></section>\n");
+}
+
+fn journey_path(h: &mut String, s: &Spot, t: &Spot) {
+    let _ = write!(
+        h,
+        "<path class=\"journey\" marker-end=\"url(#arrow)\" d=\"{}\"><title>{} to {}</title></path>",
+        map::great_circle_path((s.lat, s.lon), (t.lat, t.lon)),
+        esc(&s.label),
+        esc(&t.label)
+    );
+}
+
+fn spot_mark(h: &mut String, s: &Spot, r: f64) {
+    let (x, y) = map::project(s.lat, s.lon);
+    let class = if s.what == "sent from" {
+        "sentfrom"
+    } else {
+        "login"
+    };
+    let _ = write!(
+        h,
+        "<circle class=\"{class}\" cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"{r}\"><title>{}: {} {}</title></circle>",
+        s.what,
+        esc(&s.label),
+        esc(&s.ip)
+    );
+}
+
+/// A source's latitude, longitude and place in words.
+type Placed = (f64, f64, String);
+
+/// Every login place of the incidents, their impossible journeys and the
+/// sources that sprayed, on one map, with the same in a table.
+pub(super) fn world(h: &mut String, order: &[&Incident], geo: Option<&GeoIp>) {
+    h.push_str("<section id=\"map\"><h2>Where</h2>");
+    // Sprayers: address -> accounts it got into, placed by the GeoIP file.
+    let mut sprayers: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for inc in order {
+        if let Some(s) = &inc.sprayer {
+            sprayers.entry(s).or_default().push(&inc.account);
+        }
+    }
+    let placed: Vec<(&str, Option<Placed>)> = sprayers
+        .keys()
+        .map(|ip| {
+            let p = geo.zip(ip_of(ip)).and_then(|(g, addr)| {
+                let place = g.place(addr);
+                place
+                    .coords
+                    .map(|(lat, lon)| (f64::from(lat), f64::from(lon), place.describe()))
+            });
+            (*ip, p)
+        })
+        .collect();
+    h.push_str("<figure><svg class=\"world\" id=\"world\" viewBox=\"0 0 720 360\" role=\"img\" aria-label=\"World map of the places in incidents\"><use href=\"#land\" class=\"land\"/>");
+    for inc in order {
+        for j in &inc.journeys {
+            journey_path(h, &j.from, &j.to);
+        }
+    }
+    for inc in order {
+        for s in &inc.spots {
+            spot_mark(h, s, 3.0);
+        }
+    }
+    for (ip, p) in &placed {
+        if let Some((lat, lon, label)) = p {
+            let (x, y) = map::project(*lat, *lon);
+            let _ = write!(
+                h,
+                "<path class=\"sprayer\" d=\"M{x:.1} {:.1}l5 9h-10z\"><title>sprayed: {} {}</title></path>",
+                y - 6.0,
+                esc(label),
+                esc(ip)
+            );
+        }
+    }
+    h.push_str("</svg><figcaption><span class=\"key\" style=\"background:#0072B2;border-radius:6px\"></span>login \
+         <span class=\"key\" style=\"background:#E69F00;border-radius:6px\"></span>message sent from \
+         <span class=\"key\" style=\"background:#CC79A7\"></span>source that sprayed passwords \
+         <span class=\"key\" style=\"background:#D55E00;height:3px\"></span>impossible journey (great circle, arrow at the later login). \
+         The world's land is Natural Earth's (public domain).</figcaption></figure>");
+
+    // The same as text.
+    let mut journeys = 0;
+    h.push_str("<h3>Impossible journeys</h3>");
+    for inc in order {
+        for j in &inc.journeys {
+            if journeys == 0 {
+                h.push_str("<table><thead><tr><th>Account</th><th>From</th><th>To</th><th class=\"n\">km</th><th class=\"n\">minutes</th><th class=\"n\">km/h</th></tr></thead><tbody>");
+            }
+            journeys += 1;
+            let _ = write!(
+                h,
+                "<tr><td><a href=\"#{}\">{}</a></td><td>{} ({})</td><td>{} ({})</td><td class=\"n\">{}</td><td class=\"n\">{:.0}</td><td class=\"n\">{}</td></tr>",
+                esc(&inc.id),
+                esc(&inc.account),
+                esc(&j.from.label),
+                esc(&j.from.ip),
+                esc(&j.to.label),
+                esc(&j.to.ip),
+                n(j.km.round() as u64),
+                j.minutes,
+                n(j.kmh.round() as u64)
+            );
+        }
+    }
+    if journeys == 0 {
+        h.push_str("<p>None.</p>");
+    } else {
+        h.push_str("</tbody></table>");
+    }
+    h.push_str("<h3>Sources that sprayed passwords</h3>");
+    if placed.is_empty() {
+        h.push_str("<p>None.</p>");
+    } else {
+        h.push_str("<table><thead><tr><th>Source</th><th>Place</th><th>Accounts logged into from it</th></tr></thead><tbody>");
+        for (ip, p) in &placed {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(ip),
+                p.as_ref()
+                    .map(|p| esc(&p.2))
+                    .unwrap_or_else(|| "not in the GeoIP database".into()),
+                esc(&sprayers[ip].join(", "))
+            );
+        }
+        h.push_str("</tbody></table>");
+    }
+    h.push_str("</section>\n");
+}
+
+/// A card's little map: its places and journeys, zoomed to them.
+pub(super) fn mini_map(h: &mut String, inc: &Incident) {
+    if inc.spots.is_empty() {
+        return;
+    }
+    let mut pts: Vec<(f64, f64)> = inc
+        .spots
+        .iter()
+        .map(|s| map::project(s.lat, s.lon))
+        .collect();
+    for j in &inc.journeys {
+        pts.extend(
+            map::great_circle((j.from.lat, j.from.lon), (j.to.lat, j.to.lon), 16)
+                .into_iter()
+                .map(|(lat, lon)| map::project(lat, lon)),
+        );
+    }
+    let (x, y, w, hgt) = map::view_box(&pts, 60.0);
+    let r = (w / 120.0).clamp(0.6, 4.0);
+    let label: Vec<String> = inc
+        .spots
+        .iter()
+        .map(|s| format!("{} {}", s.what, s.label))
+        .collect();
+    let _ = write!(
+        h,
+        "<figure><svg class=\"mini\" viewBox=\"{x:.1} {y:.1} {w:.1} {hgt:.1}\" role=\"img\" aria-label=\"Map: {}\"><use href=\"#land\" class=\"land\"/>",
+        esc(&label.join("; "))
+    );
+    for j in &inc.journeys {
+        journey_path(h, &j.from, &j.to);
+    }
+    for s in &inc.spots {
+        spot_mark(h, s, (r * 100.0).round() / 100.0);
+    }
+    h.push_str("</svg><figcaption><ul>");
+    for s in &inc.spots {
+        let _ = write!(
+            h,
+            "<li>{} {} ({}){}</li>",
+            s.what,
+            esc(&s.label),
+            esc(&s.ip),
+            s.ts.map(|t| format!(", {}", when(t))).unwrap_or_default()
+        );
+    }
+    h.push_str("</ul></figcaption></figure>");
+}
