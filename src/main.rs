@@ -143,6 +143,10 @@ enum Command {
         /// (`kafka.log_topics`), instead of JSON events.
         #[arg(long, value_enum, default_value_t = Format::Json)]
         format: Format,
+        /// Where the HTML report of the run is written at the end
+        /// (default: credwatch-demo-report.html in the temporary folder).
+        #[arg(long, value_name = "FILE.html")]
+        report: Option<PathBuf>,
     },
 }
 
@@ -388,6 +392,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             accounts,
             seed,
             format,
+            report,
         } => {
             init_logs("warn");
             let opts = credwatch::demo::DemoOptions {
@@ -397,6 +402,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 accounts,
                 seed,
                 maillog: format == Format::Maillog,
+                report: report
+                    .unwrap_or_else(|| std::env::temp_dir().join("credwatch-demo-report.html")),
             };
             let ok = credwatch::demo::demo(opts, &mut io::stdout())?;
             Ok(if ok {

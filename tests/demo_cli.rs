@@ -6,8 +6,18 @@ use std::process::Command;
 
 #[test]
 fn demo_catches_the_seeds_attacks_and_exits_cleanly() {
+    let dir = tempfile::tempdir().expect("a folder");
+    let report = dir.path().join("day.html");
     let out = Command::new(env!("CARGO_BIN_EXE_credwatch"))
-        .args(["demo", "--seconds", "3", "--listen", "127.0.0.1:0"])
+        .args([
+            "demo",
+            "--seconds",
+            "3",
+            "--listen",
+            "127.0.0.1:0",
+            "--report",
+        ])
+        .arg(&report)
         .env_remove("RUST_LOG")
         .output()
         .expect("run credwatch demo");
@@ -78,6 +88,24 @@ fn demo_catches_the_seeds_attacks_and_exits_cleanly() {
         locks >= 5,
         "expected the seed's locks in the timeline:\n{stdout}"
     );
+    // The report of the day, where the demo says it is, with the locked
+    // accounts' cards (tests/report_browser.rs opens such a page).
+    let said = format!("{}", report.display());
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("Report of the run") && l.ends_with(&said)),
+        "the demo does not say where its report is:\n{stdout}"
+    );
+    let page = std::fs::read_to_string(&report).expect("the demo wrote its report");
+    for want in [
+        "phished0@example.jp",
+        "alice@example.jp",
+        "class=\"journey\"",
+        "impossible_travel",
+    ] {
+        assert!(page.contains(want), "the demo's report lacks {want:?}");
+    }
 }
 
 /// `credwatch demo --format maillog`: the same day as the log lines

@@ -11,6 +11,7 @@
 pub mod broker;
 mod door;
 mod maillog;
+mod report;
 pub mod sample;
 mod timeline;
 mod verify;
@@ -45,6 +46,8 @@ pub struct DemoOptions {
     /// Play the day as Dovecot's and Postfix's log lines on a log topic
     /// (`kafka.log_topics`) instead of JSON events.
     pub maillog: bool,
+    /// Where the report of the day is written at the end.
+    pub report: std::path::PathBuf,
 }
 
 const INPUT: &str = "mail.events";
@@ -54,6 +57,9 @@ const DLQ: &str = "credwatch.dlq";
 
 /// Runs the demo; returns false if an attack of the seed was not locked.
 pub fn demo(o: DemoOptions, out: &mut dyn Write) -> anyhow::Result<bool> {
+    // The report is written at the end: a path that cannot be is said now.
+    std::fs::File::create(&o.report)
+        .with_context(|| format!("cannot create the report file {}", o.report.display()))?;
     let dir = std::env::temp_dir().join(format!("credwatch-demo-{}", std::process::id()));
     let geo = sample::write_geoip(&dir).with_context(|| {
         format!(
@@ -147,6 +153,7 @@ fn run(
         std::thread::sleep(Duration::from_millis(20));
     }
     let started = Instant::now();
+    let mut day_report = report::DayReport::default();
     let mut produced = 0u64;
     let mut all_ok = true;
     let mut day = 0u64;
@@ -159,6 +166,7 @@ fn run(
         };
         let (mut lines, expected) = sample::generate_day(&params);
         lines.sort_by_key(|l| l.ts);
+        day_report.events(&lines);
         let (lines, events) = if o.maillog {
             maillog::as_log_lines(&lines, day == 0, out)?
         } else {
@@ -239,7 +247,15 @@ fn run(
     {
         std::thread::sleep(Duration::from_millis(50));
     }
+    let breaker_open = metrics.breaker_open.get() > 0;
     service.shutdown()?;
+    let incidents = day_report.write(
+        &timeline.actions(),
+        &settings,
+        breaker_open,
+        format!("credwatch demo, {} day(s) of seed {}", day, o.seed),
+        &o.report,
+    )?;
     if let Some(h) = hooks {
         rt.block_on(h.shutdown());
     }
@@ -252,6 +268,11 @@ fn run(
         log.ids.len(),
         timeline.seen(),
         log.valid
+    )?;
+    writeln!(
+        out,
+        "Report of the run ({incidents} incidents, open it in a browser): {}",
+        o.report.display()
     )?;
     Ok(all_ok)
 }

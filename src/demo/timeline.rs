@@ -77,6 +77,14 @@ impl Timeline {
         Ok(())
     }
 
+    /// Every action read back so far, in the order they came.
+    pub(super) fn actions(&self) -> Vec<Value> {
+        self.actions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Every account's actions, in the order they came.
     pub(super) fn by_account(&self) -> BTreeMap<String, Vec<Seen>> {
         let mut m: BTreeMap<String, Vec<Seen>> = BTreeMap::new();

@@ -299,7 +299,12 @@ fn summary(h: &mut String, c: &Collector, facts: &Facts, order: &[&Incident]) {
                 if open == Some(true) { " It was still open at the end of the run." } else { " It was closed at the end of the run." }
             );
         }
-        (None, _) => h.push_str("Not known for this run."),
+        (None, Some(open)) => h.push_str(if open {
+            "At the end of the run the breaker was open: automatic locks of at least one detector were suspended."
+        } else {
+            "At the end of the run the breaker was closed."
+        }),
+        (None, None) => h.push_str("Not known for this run."),
     }
     h.push_str("</p></section>\n");
 }

@@ -340,3 +340,109 @@ fn maillog_replay_merges_files_and_threads_change_nothing() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("nope.log"), "{err}");
 }
+
+/// The incident ids of a report page's cards.
+fn report_cards(page: &str) -> std::collections::BTreeSet<String> {
+    page.match_indices("<article class=\"card")
+        .filter_map(|(i, _)| {
+            let rest = &page[i..];
+            let id = rest.split("id=\"").nth(1)?.split('"').next()?;
+            Some(id.to_string())
+        })
+        .collect()
+}
+
+/// `--report`: the page has a card for every incident of the actions,
+/// whatever the threads and the input format; a report that cannot be
+/// written is said before the replay, naming the path.
+#[test]
+fn the_report_has_every_incident_of_the_replay() {
+    let w = World::new();
+    let cfg = w.dir.path().join("c.toml");
+    std::fs::write(&cfg, w.toml("")).unwrap();
+    let events = w.dir.path().join("events.jsonl");
+    std::fs::write(&events, attack_lines().join("\n") + "\n").unwrap();
+    let run = |threads: &str, format: &str, input: &std::path::Path| {
+        let report = w.dir.path().join(format!("r-{threads}-{format}.html"));
+        let out = credwatch()
+            .args([
+                "replay",
+                "--threads",
+                threads,
+                "--format",
+                format,
+                "--config",
+            ])
+            .arg(&cfg)
+            .arg("--report")
+            .arg(&report)
+            .arg(input)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{stderr}");
+        assert!(
+            stderr.contains(&format!("report:    {}", report.display())),
+            "{stderr}"
+        );
+        let incidents: std::collections::BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["data"]["incident"].as_str().unwrap().to_string()
+            })
+            .collect();
+        (incidents, std::fs::read_to_string(&report).unwrap())
+    };
+    let (one, page1) = run("1", "json", &events);
+    assert_eq!(one.len(), 2, "alice's travel and bob's burst");
+    assert_eq!(report_cards(&page1), one);
+    assert!(page1.contains("alice@example.jp") && page1.contains("class=\"journey\""));
+    assert!(
+        page1.contains("Events judged</dt><dd>15</dd>"),
+        "every event counted once: {}",
+        &page1[page1.find("Events judged").unwrap_or(0)..][..60]
+    );
+    let (two, page2) = run("2", "json", &events);
+    assert_eq!(two, one);
+    assert_eq!(report_cards(&page2), one);
+    assert!(
+        page2.contains("Events judged</dt><dd>15</dd>"),
+        "every event counted once with threads"
+    );
+
+    // The same day as log lines: the report follows the maillog replay.
+    let logs = w.dir.path().join("mail.log");
+    let limits = credwatch::source::event::ParseLimits::new(65_536, i64::MAX / 4);
+    let mut rendered = String::new();
+    for (n, l) in attack_lines().iter().enumerate() {
+        let e = credwatch::source::event::parse_event(l.as_bytes(), &limits).unwrap();
+        credwatch::source::maillog::render::lines(&e, n as u64, &mut rendered);
+    }
+    std::fs::write(&logs, rendered).unwrap();
+    let (from_logs, page3) = run("2", "maillog", &logs);
+    assert!(!from_logs.is_empty(), "the log lines give the same attacks");
+    assert_eq!(report_cards(&page3), from_logs);
+
+    // A report that cannot be written: said at once, naming it.
+    let out = credwatch()
+        .args(["replay", "--config"])
+        .arg(&cfg)
+        .arg("--report")
+        .arg(w.dir.path().join("no/such/folder/r.html"))
+        .arg(&events)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("cannot create the report file")
+            && err.contains("no/such/folder/r.html"),
+        "{err}"
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "nothing was replayed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
