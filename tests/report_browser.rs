@@ -290,3 +290,118 @@ fn the_sample_days_report_reads_in_a_real_browser_offline() {
         "the browser tried to reach the network"
     );
 }
+
+/// A report of hundreds of incidents: the cards beyond the first ones
+/// written into the page are built by its script from its data, page by
+/// page, and find, filter and link like the written ones.
+#[test]
+fn the_cards_of_a_big_report_are_built_as_they_are_shown() {
+    let dir = tempfile::tempdir().expect("a folder");
+    let (_, actions) = sample_day_report(dir.path());
+    let collector = credwatch_testkit::report::many_incidents(&actions, 700);
+    let total = collector.incidents().len();
+    assert!(total >= 700);
+    let facts = credwatch::report::Facts {
+        source: "many".into(),
+        detectors: credwatch::report::detector_facts(collector.incidents()),
+        ..Default::default()
+    };
+    let path = dir.path().join("many.html");
+    let mut f = std::fs::File::create(&path).expect("a file");
+    collector.write(&facts, None, &mut f).expect("the page");
+    drop(f);
+    let page = std::fs::read_to_string(&path).expect("the page");
+    assert!(
+        page.contains("id=\"more-cards\""),
+        "the big report has scripted cards"
+    );
+
+    let (proxy, knocks) = trap();
+    let b = Browser::start(proxy);
+    b.goto("about:blank");
+    b.log("performance");
+    b.log("browser");
+    b.goto(&format!("file://{}", path.display()));
+    assert_eq!(wait_ready(&b), total as u64, "every incident is counted");
+
+    // The last page: built from the data.
+    let pages = total.div_ceil(50);
+    for _ in 1..pages {
+        b.run("document.querySelector('.pager .next').click()");
+    }
+    let last = b.run(
+        "return Array.from(document.querySelectorAll('#cards article.card')).map(c => \
+         ({id: c.id, account: c.querySelector('.acct').textContent, dets: Array.from(c.querySelectorAll('summary code')).map(x => x.textContent), \
+           journeys: Array.from(c.querySelectorAll('svg.mini path.journey')).map(p => p.getTotalLength()), story: c.querySelectorAll('ol.story li').length}))",
+    );
+    let last = last.as_array().expect("cards");
+    assert_eq!(
+        last.len(),
+        total - (pages - 1) * 50,
+        "the last page's cards"
+    );
+    let by_id: BTreeMap<&str, &credwatch::report::Incident> = collector
+        .incidents()
+        .iter()
+        .map(|i| (i.id.as_str(), i))
+        .collect();
+    for c in last {
+        let id = c["id"].as_str().expect("an id");
+        let inc = by_id
+            .get(id)
+            .unwrap_or_else(|| panic!("card {id} is no incident"));
+        assert_eq!(c["account"].as_str(), Some(inc.account.as_str()));
+        let dets: Vec<&str> = c["dets"]
+            .as_array()
+            .expect("dets")
+            .iter()
+            .filter_map(|d| d.as_str())
+            .collect();
+        assert_eq!(dets, inc.detectors(), "card {id}");
+        assert_eq!(
+            c["story"].as_u64(),
+            Some(inc.findings.len() as u64),
+            "card {id}"
+        );
+        let drawn = c["journeys"].as_array().expect("journeys");
+        assert_eq!(drawn.len(), inc.journeys.len(), "card {id}");
+        assert!(
+            drawn.iter().all(|l| l.as_f64().unwrap_or(0.0) > 10.0),
+            "card {id}: {drawn:?}"
+        );
+    }
+
+    // Found by account, and by a link to it.
+    let wanted = &collector.incidents()[total - 3];
+    b.run(&format!(
+        "const q = document.querySelector('#filters input[name=q]'); q.value = '{}'; \
+         q.dispatchEvent(new Event('input', {{bubbles: true}}));",
+        wanted.account
+    ));
+    let found =
+        b.run("return Array.from(document.querySelectorAll('#cards article.card')).map(c => c.id)");
+    assert_eq!(found, serde_json::json!([wanted.id]));
+    b.run(
+        "const q = document.querySelector('#filters input[name=q]'); q.value = ''; \
+         q.dispatchEvent(new Event('input', {bubbles: true}));",
+    );
+    b.run(&format!("location.hash = '#{}'", wanted.id));
+    std::thread::sleep(Duration::from_millis(200));
+    let open = b.run(&format!(
+        "const c = document.getElementById('{}'); return c && c.querySelector('details').open",
+        wanted.id
+    ));
+    assert_eq!(
+        open,
+        serde_json::json!(true),
+        "a link opens a scripted card"
+    );
+
+    let console = b.log("browser");
+    assert!(console.is_empty(), "the console said: {console:?}");
+    assert_eq!(
+        knocks.load(Ordering::SeqCst),
+        0,
+        "the browser tried to reach the network"
+    );
+}

@@ -12,6 +12,9 @@ use crate::geo::GeoIp;
 use crate::source::event::Kind;
 use crate::time::{format_rfc3339, HOUR};
 
+/// Rows of the map's tables at most (the cards hold the rest).
+const TABLE_ROWS: usize = 100;
+
 /// Colours of the event kinds (auth, submission, bounce, unlock).
 const KIND_COLOURS: [&str; 4] = ["#0072B2", "#E69F00", "#009E73", "#CC79A7"];
 
@@ -216,17 +219,21 @@ pub(super) fn timeline(h: &mut String, c: &Collector) {
     h.push_str("</tbody></table></details></section>\n");
 }
 
-fn journey_path(h: &mut String, s: &Spot, t: &Spot) {
+/// A great circle with an arrow at its end; `title` says what it is (on
+/// the world map; a card's map has its places written beside it).
+fn journey_path(h: &mut String, s: &Spot, t: &Spot, steps: usize, title: Option<&str>) {
     let _ = write!(
         h,
-        "<path class=\"journey\" marker-end=\"url(#arrow)\" d=\"{}\"><title>{} to {}</title></path>",
-        map::great_circle_path((s.lat, s.lon), (t.lat, t.lon)),
-        esc(&s.label),
-        esc(&t.label)
+        "<path class=\"journey\" d=\"{}\">",
+        map::great_circle_path((s.lat, s.lon), (t.lat, t.lon), steps)
     );
+    if let Some(title) = title {
+        let _ = write!(h, "<title>{}</title>", esc(title));
+    }
+    h.push_str("</path>");
 }
 
-fn spot_mark(h: &mut String, s: &Spot, r: f64) {
+fn spot_mark(h: &mut String, s: &Spot, r: f64, title: Option<&str>) {
     let (x, y) = map::project(s.lat, s.lon);
     let class = if s.what == "sent from" {
         "sentfrom"
@@ -235,11 +242,14 @@ fn spot_mark(h: &mut String, s: &Spot, r: f64) {
     };
     let _ = write!(
         h,
-        "<circle class=\"{class}\" cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"{r}\"><title>{}: {} {}</title></circle>",
-        s.what,
-        esc(&s.label),
-        esc(&s.ip)
+        "<circle class=\"{class}\" cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"{r}\">"
     );
+    match title {
+        Some(t) => {
+            let _ = write!(h, "<title>{}</title></circle>", esc(t));
+        }
+        None => h.push_str("</circle>"),
+    }
 }
 
 /// A source's latitude, longitude and place in words.
@@ -269,15 +279,29 @@ pub(super) fn world(h: &mut String, order: &[&Incident], geo: Option<&GeoIp>) {
         })
         .collect();
     h.push_str("<figure><svg class=\"world\" id=\"world\" viewBox=\"0 0 720 360\" role=\"img\" aria-label=\"World map of the places in incidents\"><use href=\"#land\" class=\"land\"/>");
+    // One line per pair of places and one mark per place, however many
+    // incidents share them (a month has thousands).
+    let mut pairs: BTreeMap<(&str, &str), (&Spot, &Spot, u64)> = BTreeMap::new();
+    let mut places: BTreeMap<(&str, &str), (&Spot, u64)> = BTreeMap::new();
     for inc in order {
         for j in &inc.journeys {
-            journey_path(h, &j.from, &j.to);
+            pairs
+                .entry((j.from.label.as_str(), j.to.label.as_str()))
+                .or_insert((&j.from, &j.to, 0))
+                .2 += 1;
+        }
+        for s in &inc.spots {
+            places.entry((s.label.as_str(), s.what)).or_insert((s, 0)).1 += 1;
         }
     }
-    for inc in order {
-        for s in &inc.spots {
-            spot_mark(h, s, 3.0);
-        }
+    for ((from, to), (s, t, k)) in &pairs {
+        let title = format!("impossible journey {from} to {to}: {k} incident(s)");
+        journey_path(h, s, t, 48, Some(&title));
+    }
+    for ((label, what), (s, k)) in &places {
+        let r = (3.0 + (*k as f64).sqrt().min(6.0) * 0.8).min(8.0);
+        let title = format!("{what}: {label}, {k} time(s) in incidents");
+        spot_mark(h, s, (r * 10.0).round() / 10.0, Some(&title));
     }
     for (ip, p) in &placed {
         if let Some((lat, lon, label)) = p {
@@ -297,29 +321,41 @@ pub(super) fn world(h: &mut String, order: &[&Incident], geo: Option<&GeoIp>) {
          <span class=\"key\" style=\"background:#D55E00;height:3px\"></span>impossible journey (great circle, arrow at the later login). \
          The world's land is Natural Earth's (public domain).</figcaption></figure>");
 
-    // The same as text.
+    // The same as text: the fastest journeys first, at most TABLE_ROWS.
+    let mut all: Vec<(&Incident, &super::Journey)> = order
+        .iter()
+        .flat_map(|inc| inc.journeys.iter().map(move |j| (*inc, j)))
+        .collect();
+    all.sort_by(|a, b| b.1.kmh.total_cmp(&a.1.kmh));
     let mut journeys = 0;
-    h.push_str("<h3>Impossible journeys</h3>");
-    for inc in order {
-        for j in &inc.journeys {
-            if journeys == 0 {
-                h.push_str("<table><thead><tr><th>Account</th><th>From</th><th>To</th><th class=\"n\">km</th><th class=\"n\">minutes</th><th class=\"n\">km/h</th></tr></thead><tbody>");
-            }
-            journeys += 1;
-            let _ = write!(
-                h,
-                "<tr><td><a href=\"#{}\">{}</a></td><td>{} ({})</td><td>{} ({})</td><td class=\"n\">{}</td><td class=\"n\">{:.0}</td><td class=\"n\">{}</td></tr>",
-                esc(&inc.id),
-                esc(&inc.account),
-                esc(&j.from.label),
-                esc(&j.from.ip),
-                esc(&j.to.label),
-                esc(&j.to.ip),
-                n(j.km.round() as u64),
-                j.minutes,
-                n(j.kmh.round() as u64)
-            );
+    let _ = write!(
+        h,
+        "<h3>Impossible journeys ({}{})</h3>",
+        n(all.len() as u64),
+        if all.len() > TABLE_ROWS {
+            format!("; the {TABLE_ROWS} fastest here, the rest on their cards")
+        } else {
+            String::new()
         }
+    );
+    for (inc, j) in all.iter().take(TABLE_ROWS) {
+        if journeys == 0 {
+            h.push_str("<table><thead><tr><th>Account</th><th>From</th><th>To</th><th class=\"n\">km</th><th class=\"n\">minutes</th><th class=\"n\">km/h</th></tr></thead><tbody>");
+        }
+        journeys += 1;
+        let _ = write!(
+            h,
+            "<tr><td><a href=\"#{}\">{}</a></td><td>{} ({})</td><td>{} ({})</td><td class=\"n\">{}</td><td class=\"n\">{:.0}</td><td class=\"n\">{}</td></tr>",
+            esc(&inc.id),
+            esc(&inc.account),
+            esc(&j.from.label),
+            esc(&j.from.ip),
+            esc(&j.to.label),
+            esc(&j.to.ip),
+            n(j.km.round() as u64),
+            j.minutes,
+            n(j.kmh.round() as u64)
+        );
     }
     if journeys == 0 {
         h.push_str("<p>None.</p>");
@@ -331,7 +367,7 @@ pub(super) fn world(h: &mut String, order: &[&Incident], geo: Option<&GeoIp>) {
         h.push_str("<p>None.</p>");
     } else {
         h.push_str("<table><thead><tr><th>Source</th><th>Place</th><th>Accounts logged into from it</th></tr></thead><tbody>");
-        for (ip, p) in &placed {
+        for (ip, p) in placed.iter().take(TABLE_ROWS) {
             let _ = write!(
                 h,
                 "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -343,55 +379,110 @@ pub(super) fn world(h: &mut String, order: &[&Incident], geo: Option<&GeoIp>) {
             );
         }
         h.push_str("</tbody></table>");
+        if placed.len() > TABLE_ROWS {
+            let _ = write!(
+                h,
+                "<p>And {} more sources; their accounts' cards name them.</p>",
+                n((placed.len() - TABLE_ROWS) as u64)
+            );
+        }
     }
     h.push_str("</section>\n");
 }
 
-/// A card's little map: its places and journeys, zoomed to them.
+/// A card's little map, worked out once for the HTML card and the
+/// script's card alike.
+pub(super) struct MiniMap {
+    /// The view box: x, y, width, height (whole units).
+    pub view: [i64; 4],
+    /// Radius of a place's mark.
+    pub r: f64,
+    /// Each journey's path data (whole units, as the map is small).
+    pub paths: Vec<String>,
+    /// Each place's mark: x, y, class.
+    pub marks: Vec<(f64, f64, &'static str)>,
+    /// Each place in words.
+    pub captions: Vec<String>,
+}
+
+impl MiniMap {
+    pub(super) fn of(inc: &Incident) -> Option<MiniMap> {
+        if inc.spots.is_empty() {
+            return None;
+        }
+        let mut pts: Vec<(f64, f64)> = inc
+            .spots
+            .iter()
+            .map(|s| map::project(s.lat, s.lon))
+            .collect();
+        for j in &inc.journeys {
+            pts.extend(
+                map::great_circle((j.from.lat, j.from.lon), (j.to.lat, j.to.lon), 16)
+                    .into_iter()
+                    .map(|(lat, lon)| map::project(lat, lon)),
+            );
+        }
+        let (x, y, w, h) = map::view_box(&pts, 60.0);
+        Some(MiniMap {
+            view: [x.floor(), y.floor(), w.ceil(), h.ceil()].map(|v| v as i64),
+            r: ((w / 120.0).clamp(0.6, 4.0) * 10.0).round() / 10.0,
+            paths: inc
+                .journeys
+                .iter()
+                .map(|j| map::great_circle_path((j.from.lat, j.from.lon), (j.to.lat, j.to.lon), 12))
+                .collect(),
+            marks: inc
+                .spots
+                .iter()
+                .map(|s| {
+                    let (x, y) = map::project(s.lat, s.lon);
+                    let class = if s.what == "sent from" {
+                        "sentfrom"
+                    } else {
+                        "login"
+                    };
+                    ((x * 10.0).round() / 10.0, (y * 10.0).round() / 10.0, class)
+                })
+                .collect(),
+            captions: inc
+                .spots
+                .iter()
+                .map(|s| {
+                    format!(
+                        "{} {} ({}){}",
+                        s.what,
+                        s.label,
+                        s.ip,
+                        s.ts.map(|t| format!(", {}", when(t))).unwrap_or_default()
+                    )
+                })
+                .collect(),
+        })
+    }
+}
+
+/// A card's little map: its places and journeys, zoomed to them, and the
+/// places in words beside it.
 pub(super) fn mini_map(h: &mut String, inc: &Incident) {
-    if inc.spots.is_empty() {
-        return;
-    }
-    let mut pts: Vec<(f64, f64)> = inc
-        .spots
-        .iter()
-        .map(|s| map::project(s.lat, s.lon))
-        .collect();
-    for j in &inc.journeys {
-        pts.extend(
-            map::great_circle((j.from.lat, j.from.lon), (j.to.lat, j.to.lon), 16)
-                .into_iter()
-                .map(|(lat, lon)| map::project(lat, lon)),
-        );
-    }
-    let (x, y, w, hgt) = map::view_box(&pts, 60.0);
-    let r = (w / 120.0).clamp(0.6, 4.0);
-    let label: Vec<String> = inc
-        .spots
-        .iter()
-        .map(|s| format!("{} {}", s.what, s.label))
-        .collect();
+    let Some(m) = MiniMap::of(inc) else { return };
+    let [x, y, w, hgt] = m.view;
     let _ = write!(
         h,
-        "<figure><svg class=\"mini\" viewBox=\"{x:.1} {y:.1} {w:.1} {hgt:.1}\" role=\"img\" aria-label=\"Map: {}\"><use href=\"#land\" class=\"land\"/>",
-        esc(&label.join("; "))
+        "<figure><svg class=\"mini\" viewBox=\"{x} {y} {w} {hgt}\" role=\"img\" aria-label=\"Map of the places listed below it\"><use href=\"#land\" class=\"land\"/>"
     );
-    for j in &inc.journeys {
-        journey_path(h, &j.from, &j.to);
+    for d in &m.paths {
+        let _ = write!(h, "<path class=\"journey\" d=\"{d}\"/>");
     }
-    for s in &inc.spots {
-        spot_mark(h, s, (r * 100.0).round() / 100.0);
-    }
-    h.push_str("</svg><figcaption><ul>");
-    for s in &inc.spots {
+    for (cx, cy, class) in &m.marks {
         let _ = write!(
             h,
-            "<li>{} {} ({}){}</li>",
-            s.what,
-            esc(&s.label),
-            esc(&s.ip),
-            s.ts.map(|t| format!(", {}", when(t))).unwrap_or_default()
+            "<circle class=\"{class}\" cx=\"{cx}\" cy=\"{cy}\" r=\"{}\"/>",
+            m.r
         );
+    }
+    h.push_str("</svg><figcaption><ul>");
+    for c in &m.captions {
+        let _ = write!(h, "<li>{}</li>", esc(c));
     }
     h.push_str("</ul></figcaption></figure>");
 }

@@ -18,6 +18,11 @@ const JS: &str = include_str!("page.js");
 /// collapsed (the page of a month stays quick to scroll).
 const OPEN_UP_TO: usize = 30;
 
+/// Cards written into the page as HTML (it reads without a script); the
+/// rest are data the script turns into cards as they are shown, a third
+/// of the size (a month of a large platform has tens of thousands).
+pub(super) const HTML_CARDS: usize = 300;
+
 /// HTML-escapes text for an element or a quoted attribute.
 pub(super) fn esc(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
@@ -119,7 +124,7 @@ fn header(h: &mut String, c: &Collector, facts: &Facts, title: &str) {
     };
     let _ = writeln!(
         h,
-        "<header><h1>{}</h1><p>Events from <b>{}</b>. Written {}{}.</p>\
+        "<header><h1>{}</h1><p>Events from <b>{}</b>. Written {}{}. All times are UTC.</p>\
          <nav class=\"noprint\"><a href=\"#summary\">Summary</a><a href=\"#timeline\">Timeline</a>\
          <a href=\"#map\">Map</a><a href=\"#incidents\">Incidents</a></nav></header>",
         esc(title),
@@ -345,6 +350,7 @@ fn cards(h: &mut String, order: &[&Incident]) {
     for i in order {
         dets.extend(i.detectors());
     }
+    glossary(h, &dets);
     h.push_str("<form id=\"filters\" hidden><label>Detector<select name=\"detector\"><option value=\"\">all</option>");
     for d in &dets {
         let _ = write!(h, "<option value=\"{0}\">{0}</option>", esc(d));
@@ -363,15 +369,29 @@ fn cards(h: &mut String, order: &[&Incident]) {
     h.push_str(pager);
     h.push_str("<div id=\"cards\" class=\"cards\">\n");
     let open = order.len() <= OPEN_UP_TO;
-    for inc in order {
+    let (written, scripted) = order.split_at(order.len().min(HTML_CARDS));
+    for inc in written {
         card(h, inc, open);
     }
     h.push_str("</div>\n");
+    if !scripted.is_empty() {
+        let _ = write!(
+            h,
+            "<p class=\"noprint\">The first {} cards are written into this page; the script builds the other {} as the pages, filters and sorting show them (their data is below, in the page). Without JavaScript, the summary, timeline and map above count every incident.</p>",
+            n(written.len() as u64),
+            n(scripted.len() as u64)
+        );
+        super::more::cards(h, scripted);
+    }
     h.push_str(pager);
     h.push_str("</section>\n");
 }
 
 fn card(h: &mut String, inc: &Incident, open: bool) {
+    // Kept small: a month of a large platform has thousands of cards. The
+    // script reads the filters' keys from data-d (detectors), data-s
+    // (severity) and data-a (what was done); times are UTC (the header says
+    // so) and the cards come in time order.
     let dets = inc.detectors();
     let mut actions = vec![if inc.locked() { "lock" } else { "alert-only" }];
     if inc.dry_run_lock() {
@@ -383,53 +403,43 @@ fn card(h: &mut String, inc: &Incident, open: bool) {
     let sev = inc.severity();
     let _ = write!(
         h,
-        "<article class=\"card{}\" id=\"{}\" data-detectors=\" {} \" data-severity=\"{sev}\" data-action=\"{}\" data-ts=\"{}\" data-account=\"{}\">\
-         <details{}><summary>",
+        "<article class=\"card{}\" id=\"{}\" data-d=\" {} \" data-s=\"{sev}\" data-a=\"{}\"><details{}><summary>",
         if inc.locked() { " locked" } else { "" },
         esc(&inc.id),
         esc(&dets.join(" ")),
         actions.join(" "),
-        inc.first_ts(),
-        esc(&inc.account.to_lowercase()),
         if open { " open" } else { "" },
     );
-    if inc.locked() {
-        h.push_str("<span class=\"badge lock\">Locked</span>");
+    h.push_str(if inc.locked() {
+        "<b class=\"badge lock\">Locked</b>"
     } else {
-        h.push_str("<span class=\"badge alert\">Alert</span>");
-    }
+        "<b class=\"badge alert\">Alert</b>"
+    });
     if inc.dry_run_lock() {
-        h.push_str("<span class=\"badge dry\">Dry run: would lock</span>");
+        h.push_str("<b class=\"badge dry\">Dry run: would lock</b>");
     }
     if inc.unlocked() {
-        h.push_str("<span class=\"badge unlock\">Unlocked</span>");
+        h.push_str("<b class=\"badge unlock\">Unlocked</b>");
     }
     let _ = write!(
         h,
-        "<span class=\"acct\">{}</span><span class=\"sev {sev}\">{sev}</span><span class=\"dets\">{}</span><time>{}</time></summary><div class=\"body\"><div>",
-        esc(&inc.account),
-        dets.iter()
-            .map(|d| format!("<code>{}</code>", esc(d)))
-            .collect::<Vec<_>>()
-            .join(" "),
-        when(inc.first_ts()),
+        "<b class=\"acct\">{}</b><i class=\"sev {sev}\">{sev}</i>",
+        esc(&inc.account)
     );
-    h.push_str("<h4>What happened</h4><ol class=\"story\">");
+    for d in &dets {
+        let _ = write!(h, "<code>{}</code>", esc(d));
+    }
+    let _ = write!(
+        h,
+        "<time>{}</time></summary><div class=\"body\"><div><h4>What happened</h4><ol class=\"story\">",
+        &when(inc.first_ts())[..16]
+    );
     for f in &inc.findings {
-        let what = match f.action.as_deref() {
-            Some("lock") => "<b>locked</b>: ".to_string(),
-            Some("unlock") => "<b>unlocked</b>: ".to_string(),
-            Some("alert") if f.downgraded_by.is_some() => format!(
-                "<b>alert</b> (a lock held back: {}): ",
-                esc(f.downgraded_by.as_deref().unwrap_or(""))
-            ),
-            Some("alert") => "<b>alert</b>: ".to_string(),
-            _ => "found: ".to_string(),
-        };
+        let (what, why) = what_was_done(f);
         let _ = write!(
             h,
-            "<li><time>{}</time> <code>{}</code> {what}{}</li>",
-            when(f.ts),
+            "<li><time>{}</time> <code>{}</code> <b>{what}</b>{why}: {}</li>",
+            &when(f.ts)[5..16],
             esc(&f.detector),
             esc(&f.reason)
         );
@@ -446,19 +456,19 @@ fn card(h: &mut String, inc: &Incident, open: bool) {
             );
         }
         if !inc.messages.is_empty() {
-            h.push_str("<table><thead><tr><th>When</th><th>From (header)</th><th>Envelope sender</th><th class=\"n\">Recipients</th><th>Sent from</th></tr></thead><tbody>");
+            h.push_str("<table><tr><th>When</th><th>From (header)</th><th>Envelope sender</th><th class=\"n\">Recipients</th><th>Sent from</th></tr>");
             for m in &inc.messages {
                 let _ = write!(
                     h,
                     "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td><td>{}</td></tr>",
-                    m.ts.map(when).unwrap_or_default(),
+                    m.ts.map(|t| when(t)[5..16].to_string()).unwrap_or_default(),
                     esc(&m.header_from),
                     esc(&m.mail_from),
                     n(m.rcpt_count),
                     esc(m.from.as_deref().unwrap_or("unknown"))
                 );
             }
-            h.push_str("</tbody></table>");
+            h.push_str("</table>");
         }
     }
     if let Some(b) = inc.bounces {
@@ -480,23 +490,66 @@ fn card(h: &mut String, inc: &Incident, open: bool) {
             }
         );
     }
-    h.push_str("<h4>For the customer</h4><div class=\"customer\">");
+    // For the customer: this incident's own facts; what each detector
+    // means is said once, in the section's glossary, linked from here.
+    let _ = write!(
+        h,
+        "<h4>For the customer</h4><p class=\"customer\">{}What this means:",
+        esc(&customer_facts(inc))
+    );
     for d in &dets {
-        let _ = write!(h, "<p>{}</p>", for_the_customer(d));
+        let _ = write!(h, " <a href=\"#means-{0}\">{0}</a>", esc(d));
     }
+    h.push_str(".</p></div>");
+    charts::mini_map(h, inc);
+    h.push_str("</div></details></article>\n");
+}
+
+/// What a finding did, in a word, and why a lock was an alert.
+pub(super) fn what_was_done(f: &super::Finding) -> (&'static str, &'static str) {
+    match (f.action.as_deref(), f.downgraded_by.as_deref()) {
+        (Some("lock"), _) => ("locked", ""),
+        (Some("unlock"), _) => ("unlocked", ""),
+        (Some("alert"), Some("dry_run")) => ("alert", " (dry run: a lock)"),
+        (Some("alert"), Some("breaker")) => ("alert", " (a lock held by the breaker)"),
+        (Some("alert"), Some("protected")) => ("alert", " (a lock: protected account)"),
+        (Some("alert"), _) => ("alert", ""),
+        _ => ("found", ""),
+    }
+}
+
+/// This incident's own facts, in words for the customer.
+pub(super) fn customer_facts(inc: &Incident) -> String {
+    let mut o = String::new();
     for j in &inc.journeys {
         let _ = write!(
-            h,
-            "<p>The sign-in from {} at {} came {:.0} minutes after one from {}, {} km away: {} km/h.</p>",
-            esc(&j.to.label),
+            o,
+            "The sign-in from {} at {} came {:.0} minutes after one from {}, {} km away ({} km/h). ",
+            j.to.label,
             j.to.ts.map(when).unwrap_or_default(),
             j.minutes,
-            esc(&j.from.label),
+            j.from.label,
             n(j.km.round() as u64),
             n(j.kmh.round() as u64)
         );
     }
-    h.push_str("</div></div>");
-    charts::mini_map(h, inc);
-    h.push_str("</div></details></article>\n");
+    o
+}
+
+/// What each detector means, for the customer: said once, linked from
+/// every card.
+fn glossary(h: &mut String, dets: &BTreeSet<&str>) {
+    if dets.is_empty() {
+        return;
+    }
+    h.push_str("<h3>What each finding means, in words for the customer</h3><dl class=\"means\">");
+    for d in dets {
+        let _ = write!(
+            h,
+            "<dt id=\"means-{0}\"><code>{0}</code></dt><dd>{1}</dd>",
+            esc(d),
+            for_the_customer(d)
+        );
+    }
+    h.push_str("</dl>");
 }

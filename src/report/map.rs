@@ -51,13 +51,14 @@ pub fn great_circle(a: (f64, f64), b: (f64, f64), steps: usize) -> Vec<(f64, f64
 
 /// The SVG path data of the great circle from `a` to `b`, broken where it
 /// crosses the antimeridian (so it does not streak across the map).
-pub fn great_circle_path(a: (f64, f64), b: (f64, f64)) -> String {
+pub fn great_circle_path(a: (f64, f64), b: (f64, f64), steps: usize) -> String {
     let mut d = String::new();
     let mut last: Option<(f64, f64)> = None;
-    for (lat, lon) in great_circle(a, b, 48) {
+    for (lat, lon) in great_circle(a, b, steps) {
         let (x, y) = project(lat, lon);
         let jump = last.is_none_or(|(lx, _)| (x - lx).abs() > WIDTH / 2.0);
-        let _ = write!(d, "{}{:.1} {:.1}", if jump { "M" } else { "L" }, x, y);
+        // Whole units are finer than a pixel on every map of the page.
+        let _ = write!(d, "{}{:.0} {:.0}", if jump { "M" } else { "L" }, x, y);
         last = Some((x, y));
     }
     d

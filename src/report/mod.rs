@@ -11,6 +11,7 @@
 mod charts;
 mod html;
 pub mod map;
+mod more;
 #[cfg(test)]
 mod tests;
 

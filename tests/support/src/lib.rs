@@ -31,6 +31,7 @@ pub mod parser_contract;
 pub mod policy;
 pub mod prometheus;
 pub mod receiver;
+pub mod report;
 
 use std::net::IpAddr;
 use std::sync::Arc;
