@@ -492,15 +492,18 @@ fn card(h: &mut String, inc: &Incident, open: bool) {
     }
     // For the customer: this incident's own facts; what each detector
     // means is said once, in the section's glossary, linked from here.
-    let _ = write!(
-        h,
-        "<h4>For the customer</h4><p class=\"customer\">{}What this means:",
-        esc(&customer_facts(inc))
-    );
+    // For the customer: what each finding means, then this incident's own
+    // facts (the scripted cards link to the meanings instead: they are
+    // said once, in the section's glossary).
+    h.push_str("<h4>For the customer</h4><div class=\"customer\">");
     for d in &dets {
-        let _ = write!(h, " <a href=\"#means-{0}\">{0}</a>", esc(d));
+        let _ = write!(h, "<p>{}</p>", for_the_customer(d));
     }
-    h.push_str(".</p></div>");
+    let facts = customer_facts(inc);
+    if !facts.is_empty() {
+        let _ = write!(h, "<p>{}</p>", esc(facts.trim_end()));
+    }
+    h.push_str("</div></div>");
     charts::mini_map(h, inc);
     h.push_str("</div></details></article>\n");
 }
