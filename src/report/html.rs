@@ -183,6 +183,13 @@ fn summary(h: &mut String, c: &Collector, facts: &Facts, order: &[&Incident]) {
         h.push_str(&parts.join(", "));
         h.push_str(".</p>");
     }
+    if c.unreadable > 0 {
+        let _ = write!(
+            h,
+            "<p>{} action(s) could not be read and are not on this page.</p>",
+            n(c.unreadable)
+        );
+    }
     if c.hours.outside > 0 {
         let _ = write!(
             h,

@@ -86,8 +86,8 @@ pub(super) fn cards(h: &mut String, incidents: &[&Incident]) {
     let items: Vec<Value> = incidents.iter().map(|i| item(i)).collect();
     let text = serde_json::to_string(&items).unwrap_or_else(|_| "[]".into());
     h.push_str("<script type=\"application/json\" id=\"more-cards\">");
-    // "</" inside a string would end the script block: "<\/" is the same
-    // JSON string.
-    h.push_str(&text.replace("</", "<\\/"));
+    // No "<" at all inside the block: "</script" would end it and "<!--"
+    // would change how it is read. "\u003c" is the same JSON string.
+    h.push_str(&text.replace('<', "\\u003c"));
     h.push_str("</script>\n");
 }

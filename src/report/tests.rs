@@ -2,7 +2,7 @@ use serde_json::json;
 
 use super::map::{great_circle, great_circle_path, project, view_box};
 use super::*;
-use crate::time::parse_rfc3339;
+use crate::time::{format_rfc3339, parse_rfc3339};
 
 fn ts(s: &str) -> Millis {
     parse_rfc3339(s).expect("a good time")
@@ -228,4 +228,36 @@ fn the_page_is_self_contained_escaped_and_draws_the_journey() {
         "{}",
         &page[..0]
     );
+}
+
+#[test]
+fn a_hostile_account_in_the_scripted_cards_cannot_end_their_data_block() {
+    let mut c = Collector::new();
+    let n = super::html::HTML_CARDS + 5;
+    for i in 0..n {
+        let account = if i == n - 1 {
+            "</script><script>alert(1)</script>@example.jp".to_string()
+        } else {
+            format!("user{i}@example.jp")
+        };
+        let at = format_rfc3339(ts("2026-11-05T00:00:00Z") + i as i64 * 60_000);
+        c.action_json(&alert(
+            &account,
+            &format!("cw_{i}"),
+            "backscatter",
+            &at,
+            None,
+        ));
+    }
+    let page = render(&c, &Facts::default(), None);
+    let block = page
+        .split("<script type=\"application/json\" id=\"more-cards\">")
+        .nth(1)
+        .and_then(|rest| rest.split("</script>").next())
+        .expect("a data block");
+    let items: Vec<Value> = serde_json::from_str(block).expect("the block is whole JSON");
+    assert_eq!(items.len(), 5);
+    assert_eq!(items[4][1], "</script><script>alert(1)</script>@example.jp");
+    assert!(!block.contains('<'));
+    assert_eq!(page.matches("<script>alert(1)").count(), 0);
 }
