@@ -38,10 +38,16 @@ use kafka::*;
 /// tansu holds a fetch for up to `fetch.wait.max.ms` even when it has
 /// data, and hands events over in bursts whose queue made the p99 of
 /// receipt -> decision 18-22 ms with librdkafka's default of 500 ms; Kafka
-/// answers at once. The bench sets 100 ms, as an operator on such a broker
-/// would in `[kafka.properties]`. (Not credwatch's default: a consumer on
-/// tansu over S3 with a short wait was seen stuck at a partition's end.)
-const FETCH_WAIT: &str = "\"fetch.wait.max.ms\" = \"100\"\n";
+/// answers at once. The bench sets 100 ms (CREDWATCH_BENCH_KAFKA_FETCH_WAIT
+/// to change it), as an operator on such a broker would in
+/// `[kafka.properties]`. (Not credwatch's default: a consumer on tansu over
+/// S3 with a short wait was seen stuck at a partition's end.)
+fn fetch_wait() -> String {
+    format!(
+        "\"fetch.wait.max.ms\" = \"{}\"\n",
+        env("CREDWATCH_BENCH_KAFKA_FETCH_WAIT", 100)
+    )
+}
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -173,7 +179,7 @@ fn main() {
     let raw = raw_consume(&brokers, n);
     let metrics = Arc::new(Metrics::new());
     let svc = Service::start(
-        settings_with_properties(&world, &brokers, "bench-run", "", FETCH_WAIT),
+        settings_with_properties(&world, &brokers, "bench-run", "", &fetch_wait()),
         metrics.clone(),
     )
     .expect("service");
@@ -214,7 +220,7 @@ fn main() {
     let metrics2 = Arc::new(Metrics::new());
     let started = Instant::now();
     let svc2 = Service::start(
-        settings_with_properties(&world, &brokers, "bench-run", "", FETCH_WAIT),
+        settings_with_properties(&world, &brokers, "bench-run", "", &fetch_wait()),
         metrics2.clone(),
     )
     .expect("service");
@@ -231,7 +237,10 @@ fn main() {
     let tracked = svc2.engine().accounts_tracked();
     svc2.shutdown().expect("shutdown");
 
-    println!("credwatch on Kafka (tansu broker on loopback, 4 input partitions, 2 judge threads)");
+    println!(
+        "credwatch on Kafka (tansu broker on loopback, 4 input partitions, 2 judge threads, fetch.wait.max.ms {})",
+        env("CREDWATCH_BENCH_KAFKA_FETCH_WAIT", 100)
+    );
     println!("events: {n} (sample day, {accounts} accounts); steady phase: {rate} events/s for {seconds} s, 1 in 20 causes a lock");
     println!();
     println!("| measure | value |");
