@@ -400,13 +400,7 @@ fn card(h: &mut String, inc: &Incident, open: bool) {
     // (severity) and data-a (what was done); times are UTC (the header says
     // so) and the cards come in time order.
     let dets = inc.detectors();
-    let mut actions = vec![if inc.locked() { "lock" } else { "alert-only" }];
-    if inc.dry_run_lock() {
-        actions.push("dry-run");
-    }
-    if inc.unlocked() {
-        actions.push("unlock");
-    }
+    let actions = inc.action_keys();
     let sev = inc.severity();
     let _ = write!(
         h,
@@ -414,7 +408,7 @@ fn card(h: &mut String, inc: &Incident, open: bool) {
         if inc.locked() { " locked" } else { "" },
         esc(&inc.id),
         esc(&dets.join(" ")),
-        actions.join(" "),
+        actions,
         if open { " open" } else { "" },
     );
     h.push_str(if inc.locked() {

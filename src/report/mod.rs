@@ -199,6 +199,19 @@ impl Incident {
             .max_by_key(|s| ORDER.iter().position(|o| o == s))
             .unwrap_or("low")
     }
+    /// What was done, as the page's filter keys: `lock` or `alert-only`,
+    /// then `dry-run` and `unlock` when they apply.
+    pub fn action_keys(&self) -> String {
+        let mut keys = String::from(if self.locked() { "lock" } else { "alert-only" });
+        if self.dry_run_lock() {
+            keys.push_str(" dry-run");
+        }
+        if self.unlocked() {
+            keys.push_str(" unlock");
+        }
+        keys
+    }
+
     /// Would a lock have been sent without dry run?
     pub fn dry_run_lock(&self) -> bool {
         self.findings

@@ -15,13 +15,7 @@ use super::Incident;
 /// `page.js` (`build`), which reads it.
 fn item(inc: &Incident) -> Value {
     let dets = inc.detectors();
-    let mut actions = vec![if inc.locked() { "lock" } else { "alert-only" }];
-    if inc.dry_run_lock() {
-        actions.push("dry-run");
-    }
-    if inc.unlocked() {
-        actions.push("unlock");
-    }
+    let actions = inc.action_keys();
     let story: Vec<Value> = inc
         .findings
         .iter()
@@ -68,7 +62,7 @@ fn item(inc: &Incident) -> Value {
         inc.id,
         inc.account,
         inc.severity(),
-        actions.join(" "),
+        actions,
         format!(" {} ", dets.join(" ")),
         &when(inc.first_ts())[..16],
         story,
