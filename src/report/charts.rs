@@ -36,8 +36,8 @@ pub(super) fn colour(detector: &str) -> &'static str {
 
 /// Events per hour (stacked by kind) and findings per detector per hour,
 /// with the numbers in a table.
-pub(super) fn timeline(h: &mut String, c: &Collector) {
-    let (first, counts) = c.hours.series();
+pub(super) fn timeline(h: &mut String, c: &Collector, series: &super::Series) {
+    let (first, counts) = (series.first, &series.counts[..]);
     h.push_str("<section id=\"timeline\"><h2>Timeline</h2>");
     if counts.is_empty() {
         h.push_str("<p>No events.</p></section>\n");
@@ -59,10 +59,37 @@ pub(super) fn timeline(h: &mut String, c: &Collector) {
             }
         }
     }
-    let bar = 10.0_f64.min(1100.0 / hours as f64).max(1.0);
+    // The pictures draw hours, or days when the run is longer than the
+    // plot has room for (1,100 units: an hour's bar is at most 40, so an
+    // hour's run is one bar, not a wall).
+    let bin = if hours <= 1100 {
+        1
+    } else {
+        24 * hours.div_ceil(24 * 1100)
+    };
+    // Bins of days start at midnight.
+    let shift = if bin == 1 {
+        0
+    } else {
+        first.rem_euclid(24) as usize
+    };
+    let slots = (hours + shift).div_ceil(bin);
+    let mut drawn = vec![[0u64; 4]; slots];
+    for (i, c) in counts.iter().enumerate() {
+        for (t, v) in drawn[(i + shift) / bin].iter_mut().zip(c) {
+            *t += v;
+        }
+    }
+    let unit = match bin {
+        1 => "hour".to_string(),
+        24 => "day".to_string(),
+        b => format!("{} days", b / 24),
+    };
+    let slot_start = |i: usize| (first - shift as i64 + (i * bin) as i64) * HOUR;
+    let bar = (1100.0 / slots as f64).clamp(1.0, 40.0);
     let (left, top, plot_h) = (60.0, 10.0, 140.0);
-    let width = left + bar * hours as f64 + 10.0;
-    let max = counts
+    let width = left + 1100.0_f64.max(bar * slots as f64) + 10.0;
+    let max = drawn
         .iter()
         .map(|c| c.iter().sum::<u64>())
         .max()
@@ -71,9 +98,9 @@ pub(super) fn timeline(h: &mut String, c: &Collector) {
     let total: u64 = counts.iter().flatten().sum();
     let _ = write!(
         h,
-        "<figure><svg class=\"chart\" viewBox=\"0 0 {width:.0} {:.0}\" role=\"img\" aria-label=\"Events per hour, {} hours, at most {} in an hour\">",
+        "<figure><svg class=\"chart\" viewBox=\"0 0 {width:.0} {:.0}\" role=\"img\" aria-label=\"Events per {unit}, {} {unit}s, at most {} in one\">",
         top + plot_h + 34.0,
-        hours,
+        slots,
         n(max)
     );
     let _ = write!(
@@ -87,7 +114,7 @@ pub(super) fn timeline(h: &mut String, c: &Collector) {
         left - 4.0,
         top + plot_h
     );
-    for (i, c) in counts.iter().enumerate() {
+    for (i, c) in drawn.iter().enumerate() {
         let x = left + bar * i as f64;
         let mut y = top + plot_h;
         let sum: u64 = c.iter().sum();
@@ -96,8 +123,8 @@ pub(super) fn timeline(h: &mut String, c: &Collector) {
         }
         let _ = write!(
             h,
-            "<g><title>{}: {} event(s): {} auth, {} submission, {} bounce</title>",
-            when((first + i as i64) * HOUR),
+            "<g><title>{} ({unit}): {} event(s): {} auth, {} submission, {} bounce</title>",
+            when(slot_start(i)),
             n(sum),
             n(c[0]),
             n(c[1]),
@@ -118,17 +145,32 @@ pub(super) fn timeline(h: &mut String, c: &Collector) {
         }
         h.push_str("</g>");
     }
-    // A tick at every day's start (or every 6 hours for a short run).
-    let step = if hours <= 48 { 6 } else { 24 };
-    for i in 0..=hours {
-        let hour = first + i as i64;
-        if hour.rem_euclid(step) != 0 {
+    // Ticks at least 60 units apart, on whole hours or whole days.
+    let every = {
+        let k = (60.0 / bar).ceil() as usize;
+        if bin == 1 && k > 6 {
+            k.div_ceil(24) * 24
+        } else {
+            k.max(1)
+        }
+    };
+    let long = hours > 24 * 365;
+    for i in 0..slots {
+        let hour = first - shift as i64 + (i * bin) as i64;
+        let on_grid = if bin == 1 && every >= 24 {
+            hour.rem_euclid(24) == 0 && (hour.div_euclid(24) as usize).is_multiple_of(every / 24)
+        } else {
+            (hour.div_euclid(bin as i64) as usize).is_multiple_of(every)
+        };
+        if !on_grid {
             continue;
         }
         let x = left + bar * i as f64;
         let t = format_rfc3339(hour * HOUR);
-        let label = if step == 6 && hour.rem_euclid(24) != 0 {
+        let label = if hour.rem_euclid(24) != 0 {
             t[11..16].to_string()
+        } else if long {
+            t[..10].to_string()
         } else {
             t[5..10].to_string()
         };
@@ -140,7 +182,10 @@ pub(super) fn timeline(h: &mut String, c: &Collector) {
             top + plot_h + 18.0
         );
     }
-    h.push_str("</svg><figcaption>Events per hour (UTC), stacked by kind: ");
+    let _ = write!(
+        h,
+        "</svg><figcaption>Events per {unit} (UTC), stacked by kind: "
+    );
     for (k, kind) in Kind::ALL.iter().enumerate().take(3) {
         let _ = write!(
             h,
@@ -157,13 +202,17 @@ pub(super) fn timeline(h: &mut String, c: &Collector) {
         let row = 22.0;
         let fh = row * findings.len() as f64 + 24.0;
         let left = 150.0;
-        let fwidth = left + bar * hours as f64 + 10.0;
+        let fwidth = left + 1100.0_f64.max(bar * slots as f64) + 10.0;
         let _ = write!(
             h,
-            "<figure><svg class=\"chart\" viewBox=\"0 0 {fwidth:.0} {fh:.0}\" role=\"img\" aria-label=\"Findings per detector per hour\">"
+            "<figure><svg class=\"chart\" viewBox=\"0 0 {fwidth:.0} {fh:.0}\" role=\"img\" aria-label=\"Findings per detector per {unit}\">"
         );
-        for (r, (det, per)) in findings.iter().enumerate() {
+        for (r, (det, hourly)) in findings.iter().enumerate() {
             let y = 14.0 + row * r as f64;
+            let mut per = vec![0u64; slots];
+            for (i, v) in hourly.iter().enumerate() {
+                per[(i + shift) / bin] += v;
+            }
             let fmax = per.iter().copied().max().unwrap_or(1).max(1);
             let _ = write!(
                 h,
@@ -180,16 +229,16 @@ pub(super) fn timeline(h: &mut String, c: &Collector) {
                 let r = 3.0 + 5.0 * (*v as f64 / fmax as f64).sqrt();
                 let _ = write!(
                     h,
-                    "<circle cx=\"{:.1}\" cy=\"{y:.0}\" r=\"{r:.1}\" fill=\"{}\" stroke=\"#000\" stroke-width=\".6\"><title>{}: {} finding(s) of {}</title></circle>",
+                    "<circle cx=\"{:.1}\" cy=\"{y:.0}\" r=\"{r:.1}\" fill=\"{}\" stroke=\"#000\" stroke-width=\".6\"><title>{} ({unit}): {} finding(s) of {}</title></circle>",
                     left + bar * (i as f64 + 0.5),
                     colour(det),
-                    when((first + i as i64) * HOUR),
+                    when(slot_start(i)),
                     v,
                     esc(det)
                 );
             }
         }
-        h.push_str("</svg><figcaption>Findings per detector per hour: a bigger mark is more findings in that hour (the numbers are in the table below).</figcaption></figure>");
+        let _ = write!(h, "</svg><figcaption>Findings per detector per {unit}: a bigger mark is more findings in that {unit} (the numbers, hour by hour, are in the table below).</figcaption></figure>");
     }
 
     // The numbers behind both pictures.

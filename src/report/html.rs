@@ -96,10 +96,11 @@ pub fn render(c: &Collector, facts: &Facts, geo: Option<&GeoIp>) -> String {
          </defs></svg>",
         map::LAND.trim()
     );
-    header(&mut h, c, facts, &title);
+    let series = c.hours.series();
+    header(&mut h, &series, facts, &title);
     h.push_str("<main>\n");
-    summary(&mut h, c, facts, &order);
-    charts::timeline(&mut h, c);
+    summary(&mut h, c, facts, &order, &series);
+    charts::timeline(&mut h, c, &series);
     charts::world(&mut h, &order, geo);
     cards(&mut h, &order);
     h.push_str("</main>\n<script>");
@@ -108,8 +109,8 @@ pub fn render(c: &Collector, facts: &Facts, geo: Option<&GeoIp>) -> String {
     h
 }
 
-fn header(h: &mut String, c: &Collector, facts: &Facts, title: &str) {
-    let (first, counts) = c.hours.series();
+fn header(h: &mut String, series: &super::Series, facts: &Facts, title: &str) {
+    let (first, counts) = (series.first, &series.counts);
     let period = if counts.is_empty() {
         "no events".to_string()
     } else {
@@ -137,7 +138,13 @@ fn header(h: &mut String, c: &Collector, facts: &Facts, title: &str) {
     );
 }
 
-fn summary(h: &mut String, c: &Collector, facts: &Facts, order: &[&Incident]) {
+fn summary(
+    h: &mut String,
+    c: &Collector,
+    facts: &Facts,
+    order: &[&Incident],
+    series: &super::Series,
+) {
     let events: u64 = Kind::ALL.iter().map(|k| c.hours.total(*k)).sum();
     let locked = order.iter().filter(|i| i.locked()).count() as u64;
     let alert_only: Vec<&&Incident> = order.iter().filter(|i| !i.locked()).collect();
@@ -190,11 +197,11 @@ fn summary(h: &mut String, c: &Collector, facts: &Facts, order: &[&Incident]) {
             n(c.unreadable)
         );
     }
-    if c.hours.outside > 0 {
+    if series.outside > 0 {
         let _ = write!(
             h,
-            "<p>{} event(s) lay more than 400 days from the others and are left out of the timeline.</p>",
-            n(c.hours.outside)
+            "<p>{} event(s) lay outside the busiest 400 days of the run and are left out of the timeline (they are counted above).</p>",
+            n(series.outside)
         );
     }
 

@@ -48,28 +48,34 @@ fn alert(
 }
 
 #[test]
-fn hours_count_by_kind_grow_both_ways_and_keep_far_times_apart() {
+fn hours_count_by_kind_in_any_order_and_draw_the_busiest_stretch() {
     let mut h = Hours::default();
     let t = ts("2026-11-05T10:30:00Z");
+    // A broken timestamp ten years away comes first: it must not decide
+    // where the timeline is.
+    h.add(t - 10 * 365 * 24 * HOUR, Kind::Auth);
     h.add(t, Kind::Auth);
     h.add(t + 5 * HOUR, Kind::Bounce);
     h.add(t - 3 * HOUR, Kind::Submission);
-    h.add(t + 10 * 365 * 24 * HOUR, Kind::Auth);
-    let (first, counts) = h.series();
-    assert_eq!(first, (t - 3 * HOUR).div_euclid(HOUR));
-    assert_eq!(counts.len(), 9);
-    assert_eq!(counts[0], [0, 1, 0, 0]);
-    assert_eq!(counts[3], [1, 0, 0, 0]);
-    assert_eq!(counts[8], [0, 0, 1, 0]);
-    assert_eq!(h.outside, 1);
+    h.add(t, Kind::Auth);
+    let s = h.series();
+    assert_eq!(s.first, (t - 3 * HOUR).div_euclid(HOUR));
+    assert_eq!(s.counts.len(), 9);
+    assert_eq!(s.counts[0], [0, 1, 0, 0]);
+    assert_eq!(s.counts[3], [2, 0, 0, 0]);
+    assert_eq!(s.counts[8], [0, 0, 1, 0]);
+    assert_eq!(s.outside, 1);
+    // Every event counts in the totals, drawn or not.
+    assert_eq!(h.total(Kind::Auth), 3);
     let mut other = Hours::default();
-    other.add(t, Kind::Auth);
     other.add(t, Kind::Auth);
     other.add(t + 20 * HOUR, Kind::Unlock);
     h.merge(&other);
-    assert_eq!(h.total(Kind::Auth), 3);
+    assert_eq!(h.total(Kind::Auth), 4);
     assert_eq!(h.total(Kind::Unlock), 1);
-    assert_eq!(h.series().1.len(), 24);
+    let s = h.series();
+    assert_eq!(s.counts.len(), 24);
+    assert_eq!(s.counts[3], [3, 0, 0, 0]);
 }
 
 #[test]
@@ -260,4 +266,28 @@ fn a_hostile_account_in_the_scripted_cards_cannot_end_their_data_block() {
     assert_eq!(items[4][1], "</script><script>alert(1)</script>@example.jp");
     assert!(!block.contains('<'));
     assert_eq!(page.matches("<script>alert(1)").count(), 0);
+}
+
+#[test]
+fn a_long_run_is_drawn_by_day_and_a_short_one_by_hour_at_the_same_width() {
+    let start = ts("2026-01-13T20:00:00Z");
+    let mut long = Collector::new();
+    long.event(start, Kind::Auth);
+    long.event(start + 99 * 24 * HOUR, Kind::Submission);
+    let page = render(&long, &Facts::default(), None);
+    assert!(
+        page.contains("Events per day (UTC)"),
+        "100 days are drawn by day"
+    );
+    // Days start at midnight: the first bar is the 13th, from 00:00.
+    assert!(page.contains("<title>2026-01-13 00:00 UTC (day): 1 event(s)"));
+    assert!(page.contains(">01-13</text>"), "a tick names the first day");
+    let mut short = Collector::new();
+    short.event(start, Kind::Auth);
+    let page = render(&short, &Facts::default(), None);
+    assert!(page.contains("Events per hour (UTC)"));
+    assert!(
+        page.contains("viewBox=\"0 0 1170 184\""),
+        "one hour is drawn as wide as a month"
+    );
 }
