@@ -202,6 +202,19 @@ fn the_sample_days_report_reads_in_a_real_browser_offline() {
         }
     }
 
+    // A burst's sources are placed on its card's map.
+    for (id, (account, detectors)) in &incidents {
+        if detectors.contains("failed_login_burst") {
+            let marks = b.run(&format!(
+                "return document.getElementById('{id}').querySelectorAll('svg.mini circle.failedfrom').length"
+            ));
+            assert!(
+                marks.as_u64().unwrap_or(0) >= 1,
+                "{account}'s failed logins are not on its map"
+            );
+        }
+    }
+
     // The map draws each impossible journey as a line of real length, and
     // the travel cards draw theirs on their little maps.
     let lines = b.run(

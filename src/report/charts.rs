@@ -7,8 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use super::html::{esc, n, when};
-use super::{ip_of, map, Collector, Incident, Spot};
-use crate::geo::GeoIp;
+use super::{map, Collector, Incident, Spot};
 use crate::source::event::Kind;
 use crate::time::{format_rfc3339, HOUR};
 
@@ -282,13 +281,20 @@ fn journey_path(h: &mut String, s: &Spot, t: &Spot, steps: usize, title: Option<
     h.push_str("</path>");
 }
 
+/// The class of a place's mark: a login, where a message was sent from,
+/// where failed logins came from, a sprayer.
+fn mark_class(s: &Spot) -> &'static str {
+    match s.what {
+        "sent from" => "sentfrom",
+        "failed logins from" => "failedfrom",
+        "sprayed from" => "sprayerdot",
+        _ => "login",
+    }
+}
+
 fn spot_mark(h: &mut String, s: &Spot, r: f64, title: Option<&str>) {
     let (x, y) = map::project(s.lat, s.lon);
-    let class = if s.what == "sent from" {
-        "sentfrom"
-    } else {
-        "login"
-    };
+    let class = mark_class(s);
     let _ = write!(
         h,
         "<circle class=\"{class}\" cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"{r}\">"
@@ -302,11 +308,11 @@ fn spot_mark(h: &mut String, s: &Spot, r: f64, title: Option<&str>) {
 }
 
 /// A source's latitude, longitude and place in words.
-type Placed = (f64, f64, String);
+type Where = (f64, f64, String);
 
 /// Every login place of the incidents, their impossible journeys and the
 /// sources that sprayed, on one map, with the same in a table.
-pub(super) fn world(h: &mut String, order: &[&Incident], geo: Option<&GeoIp>) {
+pub(super) fn world(h: &mut String, order: &[&Incident], placed: &super::Placed) {
     h.push_str("<section id=\"map\"><h2>Where</h2>");
     // Sprayers: address -> accounts it got into, placed by the GeoIP file.
     let mut sprayers: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
@@ -315,18 +321,8 @@ pub(super) fn world(h: &mut String, order: &[&Incident], geo: Option<&GeoIp>) {
             sprayers.entry(s).or_default().push(&inc.account);
         }
     }
-    let placed: Vec<(&str, Option<Placed>)> = sprayers
-        .keys()
-        .map(|ip| {
-            let p = geo.zip(ip_of(ip)).and_then(|(g, addr)| {
-                let place = g.place(addr);
-                place
-                    .coords
-                    .map(|(lat, lon)| (f64::from(lat), f64::from(lon), place.describe()))
-            });
-            (*ip, p)
-        })
-        .collect();
+    let sprayed: Vec<(&str, Option<&Where>)> =
+        sprayers.keys().map(|ip| (*ip, placed.get(ip))).collect();
     h.push_str("<figure><svg class=\"world\" id=\"world\" viewBox=\"0 0 720 360\" role=\"img\" aria-label=\"World map of the places in incidents\"><use href=\"#land\" class=\"land\"/>");
     // One line per pair of places and one mark per place, however many
     // incidents share them (a month has thousands).
@@ -343,6 +339,15 @@ pub(super) fn world(h: &mut String, order: &[&Incident], geo: Option<&GeoIp>) {
             places.entry((s.label.as_str(), s.what)).or_insert((s, 0)).1 += 1;
         }
     }
+    // Where failed logins came from (the sprayers have their own mark).
+    let failed: Vec<Spot> = order
+        .iter()
+        .flat_map(|inc| placed.spots(inc))
+        .filter(|s| s.what == "failed logins from")
+        .collect();
+    for s in &failed {
+        places.entry((s.label.as_str(), s.what)).or_insert((s, 0)).1 += 1;
+    }
     for ((from, to), (s, t, k)) in &pairs {
         let title = format!("impossible journey {from} to {to}: {k} incident(s)");
         journey_path(h, s, t, 48, Some(&title));
@@ -352,7 +357,7 @@ pub(super) fn world(h: &mut String, order: &[&Incident], geo: Option<&GeoIp>) {
         let title = format!("{what}: {label}, {k} time(s) in incidents");
         spot_mark(h, s, (r * 10.0).round() / 10.0, Some(&title));
     }
-    for (ip, p) in &placed {
+    for (ip, p) in &sprayed {
         if let Some((lat, lon, label)) = p {
             let (x, y) = map::project(*lat, *lon);
             let _ = write!(
@@ -366,6 +371,7 @@ pub(super) fn world(h: &mut String, order: &[&Incident], geo: Option<&GeoIp>) {
     }
     h.push_str("</svg><figcaption><span class=\"key\" style=\"background:#0072B2;border-radius:6px\"></span>login \
          <span class=\"key\" style=\"background:#E69F00;border-radius:6px\"></span>message sent from \
+         <span class=\"key\" style=\"background:#fff;border:2px solid #000;border-radius:6px\"></span>failed logins from \
          <span class=\"key\" style=\"background:#CC79A7\"></span>source that sprayed passwords \
          <span class=\"key\" style=\"background:#D55E00;height:3px\"></span>impossible journey (great circle, arrow at the later login). \
          The world's land is Natural Earth's (public domain).</figcaption></figure>");
@@ -412,11 +418,11 @@ pub(super) fn world(h: &mut String, order: &[&Incident], geo: Option<&GeoIp>) {
         h.push_str("</tbody></table>");
     }
     h.push_str("<h3>Sources that sprayed passwords</h3>");
-    if placed.is_empty() {
+    if sprayed.is_empty() {
         h.push_str("<p>None.</p>");
     } else {
         h.push_str("<table><thead><tr><th>Source</th><th>Place</th><th>Accounts logged into from it</th></tr></thead><tbody>");
-        for (ip, p) in placed.iter().take(TABLE_ROWS) {
+        for (ip, p) in sprayed.iter().take(TABLE_ROWS) {
             let _ = write!(
                 h,
                 "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -428,11 +434,11 @@ pub(super) fn world(h: &mut String, order: &[&Incident], geo: Option<&GeoIp>) {
             );
         }
         h.push_str("</tbody></table>");
-        if placed.len() > TABLE_ROWS {
+        if sprayed.len() > TABLE_ROWS {
             let _ = write!(
                 h,
                 "<p>And {} more sources; their accounts' cards name them.</p>",
-                n((placed.len() - TABLE_ROWS) as u64)
+                n((sprayed.len() - TABLE_ROWS) as u64)
             );
         }
     }
@@ -455,15 +461,13 @@ pub(super) struct MiniMap {
 }
 
 impl MiniMap {
-    pub(super) fn of(inc: &Incident) -> Option<MiniMap> {
-        if inc.spots.is_empty() {
+    pub(super) fn of(inc: &Incident, placed: &super::Placed) -> Option<MiniMap> {
+        let sources = placed.spots(inc);
+        let spots: Vec<&Spot> = inc.spots.iter().chain(&sources).collect();
+        if spots.is_empty() {
             return None;
         }
-        let mut pts: Vec<(f64, f64)> = inc
-            .spots
-            .iter()
-            .map(|s| map::project(s.lat, s.lon))
-            .collect();
+        let mut pts: Vec<(f64, f64)> = spots.iter().map(|s| map::project(s.lat, s.lon)).collect();
         for j in &inc.journeys {
             pts.extend(
                 map::great_circle((j.from.lat, j.from.lon), (j.to.lat, j.to.lon), 16)
@@ -480,21 +484,18 @@ impl MiniMap {
                 .iter()
                 .map(|j| map::great_circle_path((j.from.lat, j.from.lon), (j.to.lat, j.to.lon), 12))
                 .collect(),
-            marks: inc
-                .spots
+            marks: spots
                 .iter()
                 .map(|s| {
                     let (x, y) = map::project(s.lat, s.lon);
-                    let class = if s.what == "sent from" {
-                        "sentfrom"
-                    } else {
-                        "login"
-                    };
-                    ((x * 10.0).round() / 10.0, (y * 10.0).round() / 10.0, class)
+                    (
+                        (x * 10.0).round() / 10.0,
+                        (y * 10.0).round() / 10.0,
+                        mark_class(s),
+                    )
                 })
                 .collect(),
-            captions: inc
-                .spots
+            captions: spots
                 .iter()
                 .map(|s| {
                     format!(
@@ -512,8 +513,10 @@ impl MiniMap {
 
 /// A card's little map: its places and journeys, zoomed to them, and the
 /// places in words beside it.
-pub(super) fn mini_map(h: &mut String, inc: &Incident) {
-    let Some(m) = MiniMap::of(inc) else { return };
+pub(super) fn mini_map(h: &mut String, inc: &Incident, placed: &super::Placed) {
+    let Some(m) = MiniMap::of(inc, placed) else {
+        return;
+    };
     let [x, y, w, hgt] = m.view;
     let _ = write!(
         h,

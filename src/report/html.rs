@@ -101,8 +101,9 @@ pub fn render(c: &Collector, facts: &Facts, geo: Option<&GeoIp>) -> String {
     h.push_str("<main>\n");
     summary(&mut h, c, facts, &order, &series);
     charts::timeline(&mut h, c, &series);
-    charts::world(&mut h, &order, geo);
-    cards(&mut h, &order);
+    let placed = super::Placed::look_up(incidents, geo);
+    charts::world(&mut h, &order, &placed);
+    cards(&mut h, &order, &placed);
     h.push_str("</main>\n<script>");
     h.push_str(JS);
     h.push_str("</script>\n</body></html>\n");
@@ -352,7 +353,7 @@ fn list_accounts<'a>(
     out.join(", ")
 }
 
-fn cards(h: &mut String, order: &[&Incident]) {
+fn cards(h: &mut String, order: &[&Incident], placed: &super::Placed) {
     let _ = write!(
         h,
         "<section id=\"incidents\"><h2>Incidents ({})</h2>\
@@ -385,7 +386,7 @@ fn cards(h: &mut String, order: &[&Incident]) {
     let open = order.len() <= OPEN_UP_TO;
     let (written, scripted) = order.split_at(order.len().min(HTML_CARDS));
     for inc in written {
-        card(h, inc, open);
+        card(h, inc, open, placed);
     }
     h.push_str("</div>\n");
     if !scripted.is_empty() {
@@ -395,13 +396,13 @@ fn cards(h: &mut String, order: &[&Incident]) {
             n(written.len() as u64),
             n(scripted.len() as u64)
         );
-        super::more::cards(h, scripted);
+        super::more::cards(h, scripted, placed);
     }
     h.push_str(pager);
     h.push_str("</section>\n");
 }
 
-fn card(h: &mut String, inc: &Incident, open: bool) {
+fn card(h: &mut String, inc: &Incident, open: bool, placed: &super::Placed) {
     // Kept small: a month of a large platform has thousands of cards. The
     // script reads the filters' keys from data-d (detectors), data-s
     // (severity) and data-a (what was done); times are UTC (the header says
@@ -512,7 +513,7 @@ fn card(h: &mut String, inc: &Incident, open: bool) {
         let _ = write!(h, "<p>{}</p>", esc(facts.trim_end()));
     }
     h.push_str("</div></div>");
-    charts::mini_map(h, inc);
+    charts::mini_map(h, inc, placed);
     h.push_str("</div></details></article>\n");
 }
 

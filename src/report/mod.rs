@@ -532,6 +532,72 @@ pub(crate) fn ip_of(s: &str) -> Option<IpAddr> {
     s.parse().ok()
 }
 
+/// Distinct source addresses placed at most (GeoIP lookups when the page
+/// is written; the rest stay addresses on their cards).
+const PLACED_SOURCES: usize = 20_000;
+
+/// The places of the incidents' sources (addresses that failed to log in
+/// or sprayed), looked up in the GeoIP databases when the page is written:
+/// the evidence names them as addresses only.
+#[derive(Default)]
+pub(crate) struct Placed(HashMap<String, (f64, f64, String)>);
+
+impl Placed {
+    pub(crate) fn look_up(incidents: &[Incident], geo: Option<&crate::geo::GeoIp>) -> Placed {
+        let mut placed = HashMap::new();
+        let Some(geo) = geo else {
+            return Placed(placed);
+        };
+        'all: for inc in incidents {
+            for s in &inc.sources {
+                if placed.len() >= PLACED_SOURCES {
+                    break 'all;
+                }
+                if placed.contains_key(s) {
+                    continue;
+                }
+                let Some(ip) = ip_of(s) else { continue };
+                let place = geo.place(ip);
+                if let Some((lat, lon)) = place.coords {
+                    placed.insert(
+                        s.clone(),
+                        (f64::from(lat), f64::from(lon), place.describe()),
+                    );
+                }
+            }
+        }
+        Placed(placed)
+    }
+
+    /// Where an address is, if the databases know.
+    pub(crate) fn get(&self, ip: &str) -> Option<&(f64, f64, String)> {
+        self.0.get(ip)
+    }
+
+    /// An incident's sources as places: `sprayed from` for the address that
+    /// sprayed, `failed logins from` for the others.
+    pub(crate) fn spots(&self, inc: &Incident) -> Vec<Spot> {
+        inc.sources
+            .iter()
+            .filter_map(|ip| {
+                let (lat, lon, label) = self.0.get(ip)?;
+                Some(Spot {
+                    lat: *lat,
+                    lon: *lon,
+                    label: label.clone(),
+                    ip: ip.clone(),
+                    ts: None,
+                    what: if inc.sprayer.as_deref() == Some(ip.as_str()) {
+                        "sprayed from"
+                    } else {
+                        "failed logins from"
+                    },
+                })
+            })
+            .collect()
+    }
+}
+
 impl Facts {
     /// The facts of a `replay`, from its summary.
     pub fn of_replay(s: &crate::cli::replay::Summary, inputs: &[String], now: Millis) -> Facts {

@@ -13,7 +13,7 @@ use super::Incident;
 /// `[id, account, severity, actions, " detectors ", first seen, story,
 /// senders, messages, bounces, sources, customer words, map]`; see
 /// `page.js` (`build`), which reads it.
-fn item(inc: &Incident) -> Value {
+fn item(inc: &Incident, placed: &super::Placed) -> Value {
     let dets = inc.detectors();
     let actions = inc.action_keys();
     let story: Vec<Value> = inc
@@ -37,7 +37,7 @@ fn item(inc: &Incident) -> Value {
             ])
         })
         .collect();
-    let map = MiniMap::of(inc).map(|m| {
+    let map = MiniMap::of(inc, placed).map(|m| {
         json!([
             m.view,
             m.r,
@@ -76,8 +76,8 @@ fn item(inc: &Incident) -> Value {
 }
 
 /// The data block of the scripted cards.
-pub(super) fn cards(h: &mut String, incidents: &[&Incident]) {
-    let items: Vec<Value> = incidents.iter().map(|i| item(i)).collect();
+pub(super) fn cards(h: &mut String, incidents: &[&Incident], placed: &super::Placed) {
+    let items: Vec<Value> = incidents.iter().map(|i| item(i, placed)).collect();
     let text = serde_json::to_string(&items).unwrap_or_else(|_| "[]".into());
     h.push_str("<script type=\"application/json\" id=\"more-cards\">");
     // No "<" at all inside the block: "</script" would end it and "<!--"

@@ -398,6 +398,16 @@ fn the_report_has_every_incident_of_the_replay() {
     assert_eq!(one.len(), 2, "alice's travel and bob's burst");
     assert_eq!(report_cards(&page1), one);
     assert!(page1.contains("alice@example.jp") && page1.contains("class=\"journey\""));
+    // Bob's failed logins came from Lagos: placed by the GeoIP file, on his
+    // card's map and on the world map.
+    assert!(
+        page1.contains("failed logins from Lagos"),
+        "bob's sources are placed"
+    );
+    assert!(
+        page1.contains("<title>failed logins from: Lagos"),
+        "and on the world map"
+    );
     assert!(
         page1.contains("Events judged</dt><dd>15</dd>"),
         "every event counted once: {}",
