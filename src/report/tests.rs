@@ -2,7 +2,7 @@ use serde_json::json;
 
 use super::map::{great_circle, great_circle_path, project, view_box};
 use super::*;
-use crate::time::{format_rfc3339, parse_rfc3339};
+use crate::time::{format_rfc3339, parse_rfc3339, HOUR};
 
 fn ts(s: &str) -> Millis {
     parse_rfc3339(s).expect("a good time")
