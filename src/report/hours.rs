@@ -63,17 +63,6 @@ impl Hours {
         m
     }
 
-    /// Adds another run's hours (the threads of a parallel replay).
-    pub fn merge(&mut self, other: &Hours) {
-        self.settle();
-        for (hour, c) in other.all() {
-            let e = self.by_hour.entry(hour).or_default();
-            for (total, n) in e.iter_mut().zip(c) {
-                *total += n;
-            }
-        }
-    }
-
     /// The busiest stretch of at most [`MAX_SPAN_HOURS`], hour by hour.
     pub fn series(&self) -> Series {
         let all: Vec<(i64, [u64; 4])> = self.all().into_iter().collect();

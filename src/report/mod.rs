@@ -421,11 +421,6 @@ pub fn detector_facts(incidents: &[Incident]) -> Vec<DetectorFacts> {
     m.into_values().collect()
 }
 
-/// A source address, parsed for a GeoIP lookup.
-pub(crate) fn ip_of(s: &str) -> Option<IpAddr> {
-    s.parse().ok()
-}
-
 /// Distinct source addresses placed at most (GeoIP lookups when the page
 /// is written; the rest stay addresses on their cards).
 const PLACED_SOURCES: usize = 20_000;
@@ -450,7 +445,9 @@ impl Placed {
                 if placed.contains_key(s) {
                     continue;
                 }
-                let Some(ip) = ip_of(s) else { continue };
+                let Ok(ip) = s.parse::<IpAddr>() else {
+                    continue;
+                };
                 let place = geo.place(ip);
                 if let Some((lat, lon)) = place.coords {
                     placed.insert(

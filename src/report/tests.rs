@@ -67,10 +67,9 @@ fn hours_count_by_kind_in_any_order_and_draw_the_busiest_stretch() {
     assert_eq!(s.outside, 1);
     // Every event counts in the totals, drawn or not.
     assert_eq!(h.total(Kind::Auth), 3);
-    let mut other = Hours::default();
-    other.add(t, Kind::Auth);
-    other.add(t + 20 * HOUR, Kind::Unlock);
-    h.merge(&other);
+    // An hour met again later adds to what it had.
+    h.add(t + 20 * HOUR, Kind::Unlock);
+    h.add(t, Kind::Auth);
     assert_eq!(h.total(Kind::Auth), 4);
     assert_eq!(h.total(Kind::Unlock), 1);
     let s = h.series();
