@@ -296,12 +296,10 @@ fn write_in_order<W: Write>(
             let b = batches.remove(&next).expect("checked");
             let (_, mut decisions) = parts.remove(&next).expect("checked");
             decisions.sort_by_key(|(i, _)| *i);
-            if let Some(r) = report.as_deref_mut() {
-                for e in b.items.iter().flatten() {
+            for (i, item) in b.items.iter().enumerate() {
+                if let (Ok(e), Some(r)) = (item, report.as_deref_mut()) {
                     r.event(e.ts, e.kind);
                 }
-            }
-            for (i, item) in b.items.iter().enumerate() {
                 if let Err(r) = item {
                     *rejected.entry(r.reason).or_default() += 1;
                     if let Some(sink) = rejects.as_deref_mut() {

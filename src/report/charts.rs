@@ -267,18 +267,15 @@ pub(super) fn timeline(h: &mut String, c: &Collector, series: &super::Series) {
     h.push_str("</tbody></table></details></section>\n");
 }
 
-/// A great circle with an arrow at its end; `title` says what it is (on
-/// the world map; a card's map has its places written beside it).
-fn journey_path(h: &mut String, s: &Spot, t: &Spot, steps: usize, title: Option<&str>) {
+/// A great circle on the world map, with an arrow at its end and a title
+/// (a card's map draws its own from [`MiniMap`], its places written beside it).
+fn journey_path(h: &mut String, s: &Spot, t: &Spot, title: &str) {
     let _ = write!(
         h,
-        "<path class=\"journey\" d=\"{}\">",
-        map::great_circle_path((s.lat, s.lon), (t.lat, t.lon), steps)
+        "<path class=\"journey\" d=\"{}\"><title>{}</title></path>",
+        map::great_circle_path((s.lat, s.lon), (t.lat, t.lon), 48),
+        esc(title)
     );
-    if let Some(title) = title {
-        let _ = write!(h, "<title>{}</title>", esc(title));
-    }
-    h.push_str("</path>");
 }
 
 /// The class of a place's mark: a login, where a message was sent from,
@@ -292,19 +289,15 @@ fn mark_class(s: &Spot) -> &'static str {
     }
 }
 
-fn spot_mark(h: &mut String, s: &Spot, r: f64, title: Option<&str>) {
+/// A place's mark on the world map, with a title.
+fn spot_mark(h: &mut String, s: &Spot, r: f64, title: &str) {
     let (x, y) = map::project(s.lat, s.lon);
-    let class = mark_class(s);
     let _ = write!(
         h,
-        "<circle class=\"{class}\" cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"{r}\">"
+        "<circle class=\"{}\" cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"{r}\"><title>{}</title></circle>",
+        mark_class(s),
+        esc(title)
     );
-    match title {
-        Some(t) => {
-            let _ = write!(h, "<title>{}</title></circle>", esc(t));
-        }
-        None => h.push_str("</circle>"),
-    }
 }
 
 /// A source's latitude, longitude and place in words.
@@ -350,12 +343,12 @@ pub(super) fn world(h: &mut String, order: &[&Incident], placed: &super::Placed)
     }
     for ((from, to), (s, t, k)) in &pairs {
         let title = format!("impossible journey {from} to {to}: {k} incident(s)");
-        journey_path(h, s, t, 48, Some(&title));
+        journey_path(h, s, t, &title);
     }
     for ((label, what), (s, k)) in &places {
         let r = (3.0 + (*k as f64).sqrt().min(6.0) * 0.8).min(8.0);
         let title = format!("{what}: {label}, {k} time(s) in incidents");
-        spot_mark(h, s, (r * 10.0).round() / 10.0, Some(&title));
+        spot_mark(h, s, (r * 10.0).round() / 10.0, &title);
     }
     for (ip, p) in &sprayed {
         if let Some((lat, lon, label)) = p {

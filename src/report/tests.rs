@@ -191,8 +191,7 @@ fn the_page_is_self_contained_escaped_and_draws_the_journey() {
         "2026-11-05T04:00:00.000Z",
         None,
     ));
-    let c2 = c.unreadable;
-    assert_eq!(c2, 0);
+    assert_eq!(c.unreadable, 0);
     let facts = Facts {
         source: "day.jsonl".into(),
         detectors: detector_facts(c.incidents()),
