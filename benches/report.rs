@@ -9,7 +9,9 @@
 //!    and with the report (its hour counters, its incidents, then the page
 //!    written), alternately, three rounds each.
 //! 2. Pages of 1,000, 10,000 and 100,000 incidents: the sample day's real
-//!    actions, copied onto other accounts and spread over 30 days.
+//!    actions, copied onto other accounts and spread over 30 days; where
+//!    their bytes are. CREDWATCH_BENCH_REPORT_SAVE=/tmp/p saves them as
+//!    /tmp/p-<n>.html to look at.
 
 use std::io::{self, Cursor};
 use std::sync::Arc;
@@ -65,6 +67,44 @@ fn sample_actions(settings: &Settings) -> Vec<Value> {
         .lines()
         .map(|l| serde_json::from_str(l).expect("an action"))
         .collect()
+}
+
+/// Where a page's bytes are: the world map's section, and the cards
+/// written as HTML and carried as data, per card.
+struct Parts {
+    map: usize,
+    written_each: f64,
+    scripted_each: f64,
+}
+
+impl Parts {
+    fn of(page: &str) -> Parts {
+        let section = |id: &str| {
+            let start = page.find(&format!("<section id=\"{id}\">")).unwrap_or(0);
+            let len = page[start..].find("</section>").unwrap_or(0);
+            &page[start..start + len]
+        };
+        let cards = section("incidents");
+        let written = cards.matches("<article ").count().max(1);
+        let written_bytes: usize = cards
+            .split("<article ")
+            .skip(1)
+            .map(|c| c.find("</article>").unwrap_or(c.len()))
+            .sum();
+        let data = cards
+            .split("id=\"more-cards\">")
+            .nth(1)
+            .and_then(|d| d.split("</script>").next())
+            .unwrap_or("[]");
+        let items = serde_json::from_str::<Vec<Value>>(data)
+            .map_or(0, |v| v.len())
+            .max(1);
+        Parts {
+            map: section("map").len(),
+            written_each: written_bytes as f64 / written as f64,
+            scripted_each: data.len() as f64 / items as f64,
+        }
+    }
 }
 
 fn main() {
@@ -134,8 +174,8 @@ fn main() {
     let actions = sample_actions(&settings);
     println!("Pages of many incidents (the sample day's {} actions, copied onto other accounts over 30 days):", actions.len());
     println!();
-    println!("| incidents | page MB | bytes per incident | write s |");
-    println!("|---|---|---|---|");
+    println!("| incidents | page MB | bytes per incident | world map KB | written cards, bytes each | scripted cards, bytes each | write s |");
+    println!("|---|---|---|---|---|---|---|");
     for n in [1_000usize, 10_000, 100_000] {
         let c = credwatch_testkit::report::many_incidents(&actions, n);
         let facts = Facts {
@@ -150,11 +190,16 @@ fn main() {
         if let Ok(p) = std::env::var("CREDWATCH_BENCH_REPORT_SAVE") {
             std::fs::write(format!("{p}-{n}.html"), &page).expect("save the page");
         }
+        let text = String::from_utf8_lossy(&page);
+        let parts = Parts::of(&text);
         println!(
-            "| {} | {:.2} | {:.0} | {secs:.3} |",
+            "| {} | {:.2} | {:.0} | {:.0} | {:.0} | {:.0} | {secs:.3} |",
             c.incidents().len(),
             page.len() as f64 / 1e6,
-            page.len() as f64 / c.incidents().len().max(1) as f64
+            page.len() as f64 / c.incidents().len().max(1) as f64,
+            parts.map as f64 / 1e3,
+            parts.written_each,
+            parts.scripted_each,
         );
     }
 }
