@@ -330,6 +330,15 @@ fn push_spot(inc: &mut Incident, s: Spot) {
     }
 }
 
+/// The strings of a JSON array (none if it is no array).
+fn strings(v: &Value) -> impl Iterator<Item = String> + '_ {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str())
+        .map(str::to_string)
+}
+
 /// Places, journeys, messages, bounces and sources out of one action's
 /// evidence (whatever the detector: the keys are the evidence's own).
 fn gather_evidence(inc: &mut Incident, detector: &str, ev: &Value) {
@@ -369,25 +378,11 @@ fn gather_evidence(inc: &mut Incident, detector: &str, ev: &Value) {
             push_spot(inc, s);
         }
     }
-    if let Some(senders) = ev["senders"].as_array() {
-        inc.senders.extend(
-            senders
-                .iter()
-                .filter_map(|s| s.as_str())
-                .map(str::to_string),
-        );
-    }
+    inc.senders.extend(strings(&ev["senders"]));
     if let Some(b) = ev["bounces_last_hour"].as_u64().filter(|b| *b > 0) {
         inc.bounces = Some(inc.bounces.unwrap_or(0).max(b));
     }
-    if let Some(sources) = ev["sources"].as_array() {
-        inc.sources.extend(
-            sources
-                .iter()
-                .filter_map(|s| s.as_str())
-                .map(str::to_string),
-        );
-    }
+    inc.sources.extend(strings(&ev["sources"]));
     if let Some(ip) = ev["source_ip"].as_str() {
         inc.sources.insert(ip.to_string());
         if detector == "password_spray" {
