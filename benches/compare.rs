@@ -195,10 +195,7 @@ fn crowdsec(dir: &Path, log: &Path, lines: usize) -> Result<(Run, BTreeSet<Strin
 }
 
 fn main() {
-    let accounts: usize = std::env::var("CREDWATCH_BENCH_ACCOUNTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5_000);
+    let accounts: usize = credwatch_testkit::env_usize("CREDWATCH_BENCH_ACCOUNTS", 5_000);
     let dir = tempfile::tempdir().expect("tempdir");
     // CREDWATCH_BENCH_KEEP=DIR: the day's files are written there and kept
     // (events.jsonl, mail.log, credwatch.toml and its GeoIP databases), to

@@ -49,12 +49,7 @@ fn fetch_wait() -> String {
     )
 }
 
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use credwatch_testkit::env_usize as env;
 
 fn raw_consume(brokers: &str, n: usize) -> f64 {
     let c: BaseConsumer = ClientConfig::new()

@@ -111,10 +111,7 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let accounts: usize = std::env::var("CREDWATCH_BENCH_ACCOUNTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
+    let accounts: usize = credwatch_testkit::env_usize("CREDWATCH_BENCH_ACCOUNTS", 1_000_000);
     let dir = tempfile::tempdir().expect("tempdir");
     let geo_files = sample::write_geoip(dir.path()).expect("GeoIP");
     let settings =

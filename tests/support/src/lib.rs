@@ -14,6 +14,15 @@ pub fn repo_root() -> std::path::PathBuf {
 
 /// The `credwatch` binary cargo built beside the running test or bench
 /// (`target/<profile>/credwatch`; the test runs from `target/<profile>/deps`).
+/// A bench's setting from the environment (`CREDWATCH_BENCH_*`), or
+/// `default` when it is unset or not a whole number.
+pub fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 pub fn credwatch_exe() -> std::path::PathBuf {
     let me = std::env::current_exe().expect("the test's own path");
     let profile = me
