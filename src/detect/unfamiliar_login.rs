@@ -233,10 +233,18 @@ impl UnfamiliarLogin {
         if silent.is_some_and(|s| s >= self.cfg.dormant_days as Millis * DAY) {
             axes |= DORMANT;
         }
-        let (usual, usual_words) = usual(h, ts);
+        let score = self.points(axes);
+        // What the account normally uses is evidence: only written for a
+        // login that alerts (most logins score below it, and this is a
+        // score of allocations).
+        let (usual, usual_words) = if score >= self.cfg.alert_score {
+            usual(h, ts)
+        } else {
+            (Map::new(), String::new())
+        };
         Some(Judged {
             axes,
-            score: self.points(axes),
+            score,
             silent,
             usual,
             usual_words,
