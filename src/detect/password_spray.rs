@@ -29,7 +29,7 @@ use super::{ev, Context, Detector, DetectorConfig, Finding, Registration, Severi
 use crate::section::Checks;
 use crate::source::event::{network_key, truncate, AuthResult, Event, Kind};
 use crate::source::event::AccountForm;
-use crate::state::{Entry, Items, KeyedBy, StateConfig, Swept, Table};
+use crate::state::{remember, Entry, Items, KeyedBy, RecentLog, StateConfig, Swept, Table, Timed};
 use crate::time::{format_rfc3339, human_duration, Millis, SECOND};
 
 pub const NAME: &str = "password_spray";
@@ -117,12 +117,9 @@ crate::codec_fields!(Success { ts, account, key, familiar_since, account_since, 
 crate::codec_fields!(Spraying { from, until, first_failure, peak });
 crate::codec_fields!(Source { failed, successes, spraying });
 
-impl crate::state::codec::Codec for Recent {
-    fn put(&self, w: &mut Vec<u8>) {
-        self.0.put(w)
-    }
-    fn get(r: &mut crate::state::codec::Reader<'_>) -> Result<Self, crate::state::codec::CodecError> {
-        Ok(Recent(Items::get(r)?))
+impl Timed for Success {
+    fn ts(&self) -> Millis {
+        self.ts
     }
 }
 
@@ -144,26 +141,14 @@ impl Entry for Source {
     }
 }
 
-/// Successes at sources with no failures yet, for `max_disorder_secs`.
-struct Recent(Items<Success>);
-
-impl Entry for Recent {
-    fn last_seen(&self) -> Millis {
-        self.0.iter().map(|x| x.ts).max().unwrap_or(Millis::MIN)
-    }
-    fn prune(&mut self, horizon: Millis) -> bool {
-        self.0.retain(|x| x.ts >= horizon);
-        self.0.is_empty()
-    }
-}
-
 pub struct PasswordSpray {
     cfg: SprayConfig,
     window: Millis,
     slot: Millis,
     disorder: Millis,
     sources: Table<Source>,
-    recent: Table<Recent>,
+    /// Successes at sources with no failures yet, for `max_disorder_secs`.
+    recent: RecentLog<Success>,
     max_failed: usize,
 }
 
@@ -319,12 +304,7 @@ impl PasswordSpray {
     }
 
     fn remember(&self, list: &mut Items<Success>, s: Success) {
-        if list.len() >= self.cfg.max_successes_per_source {
-            if let Some(i) = (0..list.len()).min_by_key(|&i| list[i].ts) {
-                list.swap_remove(i);
-            }
-        }
-        list.push(s);
+        remember(list, s, self.cfg.max_successes_per_source)
     }
 }
 
@@ -365,7 +345,13 @@ impl Registration for PasswordSpray {
             disorder: state.max_disorder_secs as Millis * SECOND,
             sources: Table::sparse("spray_sources", KeyedBy::Source, state.max_sources, window),
             // Kept for the allowed disorder only (the sweep's slack).
-            recent: Table::new("spray_recent_successes", KeyedBy::Source, state.max_sources, 0),
+            recent: RecentLog::new(
+                "spray_recent_successes",
+                KeyedBy::Source,
+                state.max_sources,
+                cfg.max_successes_per_source,
+                0,
+            ),
             // Enough to recognise the source; beyond that only the newest matter.
             max_failed: state.max_entries_per_key.max(cfg.min_accounts * 4),
         }
@@ -386,7 +372,7 @@ impl Detector for PasswordSpray {
                         // Successes judged while this source had no
                         // failures (before its first, or another thread ran
                         // ahead): they join it now.
-                        if let Some(list) = self.recent.with(key, |r| std::mem::take(&mut r.0)) {
+                        if let Some(list) = self.recent.take(key) {
                             for s in list {
                                 self.remember(&mut src.successes, s);
                             }
@@ -422,8 +408,7 @@ impl Detector for PasswordSpray {
                     }
                 });
                 if kept.is_none() {
-                    self.recent
-                        .update(key, || Recent(Items::new()), |r| self.remember(&mut r.0, s));
+                    self.recent.push(key, s);
                 }
             }
             None => {}

@@ -22,10 +22,12 @@
 pub mod codec;
 mod items;
 pub mod profile;
+mod recent;
 pub mod snapshot;
 mod table;
 
 pub use items::{insert_sorted, prune_sorted, HourCount, Items};
+pub use recent::{remember, RecentLog, Timed};
 pub use table::{KeyHasher, Table};
 
 use crate::section::Checks;
