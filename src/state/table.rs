@@ -48,14 +48,33 @@ fn stripe(s: &[Stripe; STRIPES], key: u64) -> &AtomicUsize {
 /// rebuilds the bitmap from the surviving keys into the second buffer while
 /// lookups check both; inserts hold a read lock so none can slip between
 /// the switch and the rebuild. A false "might be here" only costs a lookup.
+///
+/// **Sized to the table.** A buffer uses only as many of its bits as the
+/// table needs (`BITS_PER_KEY` a key, from `MIN_BITS`): an event checks
+/// half a dozen of these, and a few kilobytes each stay in the cache where
+/// the full 128 KB each did not. A sweep sizes the buffer it rebuilds; a
+/// table that outgrows its buffer between sweeps is rebuilt into a bigger
+/// one at once ([`Table::grow_presence`]).
 struct Presence {
     bits: [Vec<AtomicU64>; 2],
+    /// The bit-index mask of each buffer (its used size - 1).
+    masks: [AtomicU64; 2],
     current: AtomicUsize,
     rebuilding: AtomicBool,
     switch: RwLock<()>,
 }
 
 const PRESENCE_BITS: u64 = 1 << 20;
+const MIN_BITS: u64 = 1 << 12;
+const BITS_PER_KEY: u64 = 32;
+
+/// The bits a bitmap for `keys` keys uses.
+fn presence_bits(keys: usize) -> u64 {
+    (keys as u64)
+        .saturating_mul(BITS_PER_KEY)
+        .next_power_of_two()
+        .clamp(MIN_BITS, PRESENCE_BITS)
+}
 
 impl Presence {
     fn new() -> Presence {
@@ -65,32 +84,53 @@ impl Presence {
                 (0..words).map(|_| AtomicU64::new(0)).collect(),
                 (0..words).map(|_| AtomicU64::new(0)).collect(),
             ],
+            masks: [AtomicU64::new(MIN_BITS - 1), AtomicU64::new(MIN_BITS - 1)],
             current: AtomicUsize::new(0),
             rebuilding: AtomicBool::new(false),
             switch: RwLock::new(()),
         }
     }
 
-    fn slot(key: u64) -> (usize, u64) {
+    fn slot(&self, which: usize, key: u64) -> (usize, u64) {
         // The low bits: the map's shard and bucket use the high ones.
-        let bit = key % PRESENCE_BITS;
+        let bit = key & self.masks[which].load(Ordering::Acquire);
         ((bit / 64) as usize, 1u64 << (bit % 64))
     }
 
     fn set(&self, which: usize, key: u64) {
-        let (w, m) = Self::slot(key);
+        let (w, m) = self.slot(which, key);
         let word = &self.bits[which][w];
         if word.load(Ordering::Relaxed) & m == 0 {
             word.fetch_or(m, Ordering::Relaxed);
         }
     }
 
+    fn has(&self, which: usize, key: u64) -> bool {
+        let (w, m) = self.slot(which, key);
+        self.bits[which][w].load(Ordering::Acquire) & m != 0
+    }
+
     fn may_contain(&self, key: u64) -> bool {
-        let (w, m) = Self::slot(key);
         let cur = self.current.load(Ordering::Acquire);
-        self.bits[cur][w].load(Ordering::Acquire) & m != 0
-            || (self.rebuilding.load(Ordering::Acquire)
-                && self.bits[1 - cur][w].load(Ordering::Acquire) & m != 0)
+        self.has(cur, key) || (self.rebuilding.load(Ordering::Acquire) && self.has(1 - cur, key))
+    }
+
+    /// Empties the buffer that is not current and sizes it for `keys`
+    /// keys; returns it. The caller holds `switch` for writing.
+    fn prepare(&self, keys: usize) -> usize {
+        let next = 1 - self.current.load(Ordering::Acquire);
+        let used = (self.masks[next].load(Ordering::Acquire) + 1) / 64;
+        for w in &self.bits[next][..used as usize] {
+            w.store(0, Ordering::Relaxed);
+        }
+        self.masks[next].store(presence_bits(keys) - 1, Ordering::Release);
+        next
+    }
+
+    /// Whether a table of `keys` keys has outgrown the current buffer.
+    fn outgrown(&self, keys: usize) -> bool {
+        let cur = self.current.load(Ordering::Relaxed);
+        presence_bits(keys) > (self.masks[cur].load(Ordering::Relaxed) + 1) * 2
     }
 }
 
@@ -242,6 +282,29 @@ impl<V: Entry> Table<V> {
         self.presence.as_ref().is_some_and(|p| !p.may_contain(key))
     }
 
+    /// Rebuilds the presence bitmap into a bigger buffer when the table
+    /// has outgrown it (more than one key per `BITS_PER_KEY / 2` bits).
+    /// Not during a sweep, which sizes the buffer it rebuilds. Inserts wait
+    /// (they hold `switch` for reading); lookups go on against the current
+    /// buffer, which stays right until the switch. Called holding no shard.
+    fn grow_presence(&self) {
+        let Some(p) = &self.presence else { return };
+        if !p.outgrown(self.len()) || p.rebuilding.load(Ordering::Acquire) {
+            return;
+        }
+        let _g = unpoisoned(p.switch.write());
+        if !p.outgrown(self.len()) || p.rebuilding.load(Ordering::Acquire) {
+            return;
+        }
+        let next = p.prepare(self.len());
+        for shard in self.shards.iter() {
+            for k in unpoisoned(shard.0.read()).keys() {
+                p.set(next, *k);
+            }
+        }
+        p.current.store(next, Ordering::Release);
+    }
+
     pub fn ttl(&self) -> Millis {
         self.ttl
     }
@@ -258,6 +321,7 @@ impl<V: Entry> Table<V> {
         if self.len() >= self.cap {
             self.evict_for_cap();
         }
+        self.grow_presence();
         let _switch = self.presence.as_ref().map(|p| {
             let g = unpoisoned(p.switch.read());
             p.set(p.current.load(Ordering::Acquire), key);
@@ -276,6 +340,7 @@ impl<V: Entry> Table<V> {
         if (self.absent(key) || !self.read(key).contains_key(&key)) && self.len() >= self.cap {
             self.evict_for_cap();
         }
+        self.grow_presence();
         let _switch = self.presence.as_ref().map(|p| {
             let g = unpoisoned(p.switch.read());
             p.set(p.current.load(Ordering::Acquire), key);
@@ -341,10 +406,7 @@ impl<V: Entry> Table<V> {
         // The survivors rebuild the presence bitmap (see `Presence`).
         let presence = self.presence.as_ref().map(|p| {
             let _g = unpoisoned(p.switch.write());
-            let next = 1 - p.current.load(Ordering::Acquire);
-            for w in &p.bits[next] {
-                w.store(0, Ordering::Relaxed);
-            }
+            let next = p.prepare(self.len());
             p.rebuilding.store(true, Ordering::Release);
             p.current.store(next, Ordering::Release);
             next
@@ -561,6 +623,51 @@ mod tests {
         }
         t.update(5, || E(Items::new()), |e| e.0.push(20_000));
         assert!(t.with(5, |_| ()).is_some());
+    }
+
+    #[test]
+    fn a_sparse_tables_bitmap_grows_with_it_and_never_hides_a_key() {
+        let t: Table<E> = Table::sparse("t", KeyedBy::Account, 1_000_000, 1000);
+        let mask = |t: &Table<E>| {
+            let p = t.presence.as_ref().unwrap();
+            p.masks[p.current.load(Ordering::Relaxed)].load(Ordering::Relaxed)
+        };
+        assert_eq!(mask(&t) + 1, MIN_BITS, "an empty table's bitmap is small");
+        // Two threads insert while the bitmap is rebuilt bigger under them.
+        let keys = |from: u64| (from..from + 20_000).map(|k| k.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        std::thread::scope(|s| {
+            for from in [0, 20_000] {
+                let t = &t;
+                s.spawn(move || {
+                    for k in keys(from) {
+                        t.update(k, || E(Items::new()), |e| e.0.push(1));
+                    }
+                });
+            }
+        });
+        assert_eq!(t.len(), 40_000);
+        assert!(
+            mask(&t) + 1 >= presence_bits(20_000),
+            "grew: {}",
+            mask(&t) + 1
+        );
+        for k in keys(0).chain(keys(20_000)) {
+            assert!(t.with(k, |_| ()).is_some(), "key {k} hidden");
+        }
+        // Most absent keys are told absent without the map.
+        let others = (0..20_000u64).map(|k| k.wrapping_mul(0xd6e8_feb8_6659_fd93) | 1 << 63);
+        let absent = others.filter(|k| t.absent(*k)).count();
+        assert!(
+            absent > 18_000,
+            "{absent} of 20000 absent keys skipped the map"
+        );
+        // A sweep sizes the rebuilt bitmap to the survivors.
+        t.sweep(1_000_000, 0);
+        assert_eq!(t.len(), 0);
+        t.update(5, || E(Items::new()), |e| e.0.push(2_000_000));
+        assert!(t.with(5, |_| ()).is_some());
+        t.sweep(1_000_000, 0);
+        assert!(mask(&t) + 1 <= presence_bits(40_000));
     }
 
     #[test]
