@@ -290,13 +290,16 @@ impl Breaker {
             return false;
         }
         let _ = self.bucket(ts);
-        let active = self.active_accounts().max(1.0);
+        // Asked only when a side has the locks to open: below `min_locks`
+        // (nearly always) the share does not matter.
+        let active = std::cell::OnceCell::new();
+        let active = || *active.get_or_init(|| self.active_accounts().max(1.0));
         let window = self.cfg.window_secs as Millis * SECOND;
         let mut any = false;
         for (d, side) in self.sides.iter().enumerate() {
             let locks = self.locks_in_window(d);
             let open =
-                locks >= self.cfg.min_locks && locks as f64 > self.cfg.max_lock_ratio * active;
+                locks >= self.cfg.min_locks && locks as f64 > self.cfg.max_lock_ratio * active();
             any |= open;
             let was = side.open.swap(open, Ordering::Relaxed);
             if open && !was {
@@ -316,7 +319,7 @@ impl Breaker {
                     detector = side.name,
                     locks,
                     distinct_networks = networks,
-                    active_accounts = active.round() as u64,
+                    active_accounts = active().round() as u64,
                     max_lock_ratio = self.cfg.max_lock_ratio,
                     "Lock-storm breaker opened: this detector's automatic locks are suspended, its alerts go on. Locks from many networks: a storm (a bad GeoIP update, a broken detector); from a few: someone tripping it on purpose (docs/runbooks.md#credwatchbreakeropen)."
                 );
