@@ -10,8 +10,6 @@
 //! Anonymous-IP database is configured) are kept as evidence but never
 //! measured, because their place is the provider's, not the person's.
 
-use std::net::IpAddr;
-
 use serde_json::Map;
 
 use super::{DetectorConfig, Registration, ev, place_evidence, thousands, Context, Detector, Finding, Severity, Strength};
@@ -19,7 +17,8 @@ use crate::section::Checks;
 use crate::geo::distance_km;
 use crate::source::event::{AuthResult, Event};
 use crate::source::event::AccountForm;
-use crate::state::{KeyedBy, StateConfig, insert_sorted, prune_sorted, Entry, Items, Swept, Table};
+use crate::state::profile::Login;
+use crate::state::{insert_sorted, prune_sorted, KeyedBy, StateConfig, Swept};
 use crate::time::{format_rfc3339, human_duration, Millis, HOUR, SECOND};
 
 pub const NAME: &str = "impossible_travel";
@@ -57,47 +56,14 @@ impl DetectorConfig for TravelConfig {
     }
 }
 
-/// One remembered successful login.
-#[derive(Debug, Clone, Copy)]
-struct Login {
-    ts: Millis,
-    ip: IpAddr,
-    lat: f32,
-    lon: f32,
-    accuracy_km: u16,
-    /// From an anonymous or hosting network: evidence, never measured.
-    anonymous: bool,
-}
-
-struct History(Items<Login>);
-
-crate::codec_fields!(Login { ts, ip, lat, lon, accuracy_km, anonymous });
-
-impl crate::state::codec::Codec for History {
-    fn put(&self, w: &mut Vec<u8>) {
-        self.0.put(w)
-    }
-    fn get(r: &mut crate::state::codec::Reader<'_>) -> Result<Self, crate::state::codec::CodecError> {
-        Ok(History(Items::get(r)?))
-    }
-}
-
-impl Entry for History {
-    fn last_seen(&self) -> Millis {
-        self.0.last().map_or(Millis::MIN, |l| l.ts)
-    }
-    fn weight(&self) -> usize {
-        self.0.len()
-    }
-    fn prune(&mut self, horizon: Millis) -> bool {
-        prune_sorted(&mut self.0, horizon, |l| l.ts);
-        self.0.is_empty()
-    }
-}
-
+/// Its state is in the account's profile ([`Login`], kept with the rest
+/// of what the account did, so that a login reaches one table).
 pub struct ImpossibleTravel {
     cfg: TravelConfig,
-    logins: Table<History>,
+    /// How long a login is remembered, and how long past that it may still
+    /// be there (the allowed disorder, as a table's sweep would leave it).
+    history: Millis,
+    slack: Millis,
     cap: usize,
 }
 
@@ -222,12 +188,8 @@ impl Registration for ImpossibleTravel {
     fn new(cfg: &TravelConfig, state: &StateConfig, _form: &AccountForm) -> Self {
         ImpossibleTravel {
             cfg: cfg.clone(),
-            logins: Table::new(
-                "travel_logins",
-                KeyedBy::Account,
-                state.max_accounts,
-                cfg.history_secs as Millis * SECOND,
-            ),
+            history: cfg.history_secs as Millis * SECOND,
+            slack: state.max_disorder_secs as Millis * SECOND,
             cap: cfg.max_logins.min(state.max_entries_per_key).max(2),
         }
     }
@@ -239,15 +201,24 @@ impl Detector for ImpossibleTravel {
             return;
         }
         let Some(ip) = event.src_ip else { return };
+        // The source stage has no profiles, and this detector is keyed by
+        // account: it never runs there.
+        let Some(profile) = ctx.profile() else { return };
+        // What a sweep of a table of logins `history` long would have
+        // removed by now goes first (the profile keeps its entry longer).
+        let stale = event.ts - self.history - self.slack;
         // The same address as the account's latest login (the common case:
         // a mail client polling from home) is the same place: only its time
         // moves, and no GeoIP lookup is needed.
-        let repeat = self.logins.with(event.key, |h| match h.0.last_mut() {
-            Some(last) if last.ip == ip && event.ts >= last.ts => {
-                last.ts = event.ts;
-                true
+        let repeat = profile.with_logins(event.key, |h| {
+            prune_sorted(h, stale, |l| l.ts);
+            match h.last_mut() {
+                Some(last) if last.ip == ip && event.ts >= last.ts => {
+                    last.ts = event.ts;
+                    true
+                }
+                _ => false,
             }
-            _ => false,
         });
         if repeat == Some(true) {
             return;
@@ -264,41 +235,35 @@ impl Detector for ImpossibleTravel {
             accuracy_km: place.accuracy_km,
             anonymous: place.anonymity.any(),
         };
-        let horizon = event.ts - self.logins.ttl();
+        let horizon = event.ts - self.history;
         let cap = self.cap;
-        let found = self.logins.update(
-            event.key,
-            || History(Items::new()),
-            |h| {
-                let at = insert_sorted(&mut h.0, login, cap, |l| l.ts);
-                if login.anonymous {
-                    return None;
-                }
-                let measured = |l: &&Login| !l.anonymous && l.ts >= horizon;
-                let before = h.0[..at].iter().rev().find(measured);
-                let after = h.0[at + 1..].iter().find(measured);
-                let jump = before
-                    .and_then(|b| self.judge(b, &login))
-                    .or_else(|| after.and_then(|a| self.judge(&login, a)))?;
-                let anonymous: Vec<Login> = h.0.iter().filter(|l| l.anonymous).copied().collect();
-                // The pair is settled: forget the older login so the same
-                // journey is not reported again by the next login.
-                let keep_from =
-                    h.0.iter()
-                        .position(|l| l.ts >= jump.to.ts && l.ip == jump.to.ip);
-                if let Some(k) = keep_from {
-                    h.0.drain(..k);
-                }
-                Some((jump, anonymous))
-            },
-        );
+        let found = profile.update_logins(event.key, |h| {
+            let at = insert_sorted(h, login, cap, |l| l.ts);
+            if login.anonymous {
+                return None;
+            }
+            let measured = |l: &&Login| !l.anonymous && l.ts >= horizon;
+            let before = h[..at].iter().rev().find(measured);
+            let after = h[at + 1..].iter().find(measured);
+            let jump = before
+                .and_then(|b| self.judge(b, &login))
+                .or_else(|| after.and_then(|a| self.judge(&login, a)))?;
+            let anonymous: Vec<Login> = h.iter().filter(|l| l.anonymous).copied().collect();
+            // The pair is settled: forget the older login so the same
+            // journey is not reported again by the next login.
+            let keep_from = h.iter().position(|l| l.ts >= jump.to.ts && l.ip == jump.to.ip);
+            if let Some(k) = keep_from {
+                h.drain(..k);
+            }
+            Some((jump, anonymous))
+        });
         if let Some((jump, anonymous)) = found {
             out.push(self.finding(event, ctx, jump, anonymous));
         }
     }
 
     fn state(&self) -> Vec<&dyn Swept> {
-        vec![&self.logins]
+        Vec::new() // in the profile
     }
 }
 

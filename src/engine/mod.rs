@@ -302,8 +302,12 @@ impl Engine {
                 t.remove(event.key);
             }
         }
-        if let (Some(p), Some(since)) = (&self.profile, since) {
-            p.forget_since(event.key, since);
+        if let Some(p) = &self.profile {
+            // The detectors' part of the profile goes with their tables.
+            p.forget_logins(event.key);
+            if let Some(since) = since {
+                p.forget_since(event.key, since);
+            }
         }
         self.unlocks.fetch_add(1, Ordering::Relaxed);
         out.push(Decision::Emit(Box::new(action)));

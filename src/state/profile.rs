@@ -141,6 +141,29 @@ impl Client {
     }
 }
 
+/// One remembered successful login with its place, for
+/// `impossible_travel` (which owns what is kept here: it lives in the
+/// profile's record so that a login reaches one table, not two).
+#[derive(Debug, Clone, Copy)]
+pub struct Login {
+    pub ts: Millis,
+    pub ip: IpAddr,
+    pub lat: f32,
+    pub lon: f32,
+    pub accuracy_km: u16,
+    /// From an anonymous or hosting network: evidence, never measured.
+    pub anonymous: bool,
+}
+
+crate::codec_fields!(Login {
+    ts,
+    ip,
+    lat,
+    lon,
+    accuracy_km,
+    anonymous
+});
+
 /// One account's profile.
 pub struct Habits {
     pub networks: Items<Network>,
@@ -159,6 +182,9 @@ pub struct Habits {
     pub sent_days: u16,
     /// The protocols it has logged in with (bit `1 << protocol`).
     pub protocols: u8,
+    /// Its latest successful logins with their places, in time order
+    /// (`impossible_travel`'s; see [`Profile::update_logins`]).
+    pub logins: Items<Login>,
 }
 
 crate::codec_fields!(Network {
@@ -178,7 +204,8 @@ crate::codec_fields!(Habits {
     last_sent,
     days,
     sent_days,
-    protocols
+    protocols,
+    logins
 });
 
 impl Entry for Habits {
@@ -208,6 +235,7 @@ impl Habits {
             days: 0,
             sent_days: 0,
             protocols: 0,
+            logins: Items::new(),
         }
     }
 
@@ -375,6 +403,31 @@ impl Profile {
     /// `Context::seen`, no `seen`), or the thread waits on itself.
     pub fn with_habits<R>(&self, account: u64, f: impl FnOnce(&Habits) -> R) -> Option<R> {
         self.table.with(account, |h| f(h))
+    }
+
+    /// Runs `f` on `account`'s remembered logins, if it has a profile.
+    /// The entry is locked while `f` runs (see [`Profile::with_habits`]).
+    pub fn with_logins<R>(
+        &self,
+        account: u64,
+        f: impl FnOnce(&mut Items<Login>) -> R,
+    ) -> Option<R> {
+        self.table.with(account, |h| f(&mut h.logins))
+    }
+
+    /// Runs `f` on `account`'s remembered logins, giving it an empty
+    /// profile first if it has none (the login is learned right after the
+    /// detectors; an empty profile reads as none: no networks, no first
+    /// login, not established).
+    pub fn update_logins<R>(&self, account: u64, f: impl FnOnce(&mut Items<Login>) -> R) -> R {
+        self.table
+            .update(account, Habits::empty, |h| f(&mut h.logins))
+    }
+
+    /// Forgets `account`'s remembered logins (an unlock: the attacker's
+    /// logins must not make the owner's next one look like travel).
+    pub fn forget_logins(&self, account: u64) {
+        self.table.with(account, |h| h.logins = Items::new());
     }
 
     /// When `account` first logged in successfully (among what is remembered).

@@ -58,7 +58,9 @@ use super::Swept;
 ///   hashes of 32 bits (`account_profile` entries 104 bytes, not 128);
 ///   every chunk names where the input window before it starts
 ///   (`window_from`).
-pub const FORMAT: u32 = 3;
+/// - 4: `impossible_travel`'s remembered logins are part of the account's
+///   profile entry (the `travel_logins` table is gone).
+pub const FORMAT: u32 = 4;
 
 /// Chunks stay below Kafka's default `message.max.bytes` (1 MB) with room
 /// for the record's framing.
