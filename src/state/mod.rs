@@ -21,9 +21,11 @@
 
 pub mod codec;
 mod items;
+mod presence;
 pub mod profile;
 mod recent;
 pub mod snapshot;
+mod sweep;
 mod table;
 
 pub use items::{insert_sorted, prune_sorted, HourCount, Items};

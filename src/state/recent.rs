@@ -27,10 +27,11 @@
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 use std::ops::Range;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use super::codec::{Codec, CodecError, Reader};
+use super::sweep::{try_locked, unpoisoned, SweepRun, Sweeper};
 use super::{shard_of, Items, KeyHasher, KeyedBy, Swept, TableStats, SHARDS};
 use crate::time::Millis;
 
@@ -199,14 +200,6 @@ impl<T: Timed> Log<T> {
 #[repr(align(128))]
 struct Shard<T>(Mutex<Log<T>>);
 
-/// A sweep under way (see [`super::Table`]'s, which this mirrors).
-struct SweepRun {
-    horizon: Millis,
-    removed: u64,
-    oldest: Millis,
-    busy: Vec<usize>,
-}
-
 /// Small lists of timed items per 64-bit key, in an append-only log per
 /// shard (see the module documentation).
 pub struct RecentLog<T> {
@@ -216,15 +209,8 @@ pub struct RecentLog<T> {
     cap: usize,
     per_shard: usize,
     per_key: usize,
-    ttl: Millis,
-    evicted_expired: AtomicU64,
+    sweeps: Sweeper,
     evicted_cap: AtomicU64,
-    oldest: AtomicI64,
-    sweeping: Mutex<Option<SweepRun>>,
-}
-
-fn unpoisoned<T>(r: Result<T, std::sync::PoisonError<T>>) -> T {
-    r.unwrap_or_else(|e| e.into_inner())
 }
 
 impl<T: Timed + Send> RecentLog<T> {
@@ -253,11 +239,8 @@ impl<T: Timed + Send> RecentLog<T> {
             cap: cap.max(1),
             per_shard: cap.max(1).div_ceil(SHARDS),
             per_key: per_key.max(1),
-            ttl,
-            evicted_expired: AtomicU64::new(0),
+            sweeps: Sweeper::new(ttl),
             evicted_cap: AtomicU64::new(0),
-            oldest: AtomicI64::new(Millis::MIN),
-            sweeping: Mutex::new(None),
         }
     }
 
@@ -356,55 +339,22 @@ impl<T: Timed + Send> RecentLog<T> {
 
 impl<T: Timed + Codec + Send> Swept for RecentLog<T> {
     fn sweep_begin(&self, watermark: Millis, slack: Millis) -> bool {
-        let horizon = watermark.saturating_sub(self.ttl).saturating_sub(slack);
-        if horizon <= self.oldest.load(Ordering::Relaxed) {
-            return false;
-        }
-        let mut run = unpoisoned(self.sweeping.lock());
-        if run.is_some() {
-            return false;
-        }
-        *run = Some(SweepRun {
-            horizon,
-            removed: 0,
-            oldest: Millis::MAX,
-            busy: Vec::new(),
-        });
-        true
+        self.sweeps.begin(watermark, slack, || None)
     }
 
     fn sweep_shards(&self, shards: Range<usize>) {
-        let mut guard = unpoisoned(self.sweeping.lock());
-        let Some(run) = guard.as_mut() else { return };
-        for i in shards {
-            match self.shards[i].0.try_lock() {
-                Ok(mut log) => self.sweep_shard(run, &mut log),
-                Err(std::sync::TryLockError::Poisoned(e)) => {
-                    self.sweep_shard(run, &mut e.into_inner())
-                }
-                Err(std::sync::TryLockError::WouldBlock) => run.busy.push(i),
-            }
-        }
+        self.sweeps.shards(shards, |i, run| {
+            try_locked(self.shards[i].0.try_lock())
+                .map(|mut log| self.sweep_shard(run, &mut log))
+                .is_some()
+        });
     }
 
     fn sweep_end(&self) {
-        let Some(mut run) = unpoisoned(self.sweeping.lock()).take() else {
-            return;
-        };
-        for i in std::mem::take(&mut run.busy) {
+        self.sweeps.end(|i, run| {
             let mut log = unpoisoned(self.shards[i].0.lock());
-            self.sweep_shard(&mut run, &mut log);
-        }
-        self.oldest.store(
-            if run.oldest == Millis::MAX {
-                run.horizon
-            } else {
-                run.oldest
-            },
-            Ordering::Relaxed,
-        );
-        self.evicted_expired
-            .fetch_add(run.removed, Ordering::Relaxed);
+            self.sweep_shard(run, &mut log);
+        });
     }
 
     fn stats(&self) -> TableStats {
@@ -413,9 +363,9 @@ impl<T: Timed + Codec + Send> Swept for RecentLog<T> {
             keyed_by: self.keyed_by,
             len: self.len(),
             cap: self.cap,
-            evicted_expired: self.evicted_expired.load(Ordering::Relaxed),
+            evicted_expired: self.sweeps.expired(),
             evicted_cap: self.evicted_cap.load(Ordering::Relaxed),
-            ttl: self.ttl,
+            ttl: self.sweeps.ttl(),
         }
     }
 

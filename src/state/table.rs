@@ -5,10 +5,12 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, RwLock, RwLockWriteGuard};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{RwLock, RwLockWriteGuard};
 
 use super::codec::{Codec, CodecError, Reader};
+use super::presence::Presence;
+use super::sweep::{try_locked, unpoisoned, SweepRun, Sweeper};
 use super::{shard_of, Entry, KeyedBy, Swept, TableStats, SHARDS};
 use crate::time::Millis;
 
@@ -40,117 +42,11 @@ fn stripe(s: &[Stripe; STRIPES], key: u64) -> &AtomicUsize {
     &s[(key >> 59) as usize % STRIPES].0
 }
 
-/// A lock-free "might this key be here?" bitmap in front of a sparse
-/// table (failures, spraying sources), so that the many events whose key is
-/// not in it (every successful login) skip the map and its shard lock.
-///
-/// Bits are set on insert and never cleared, except by a sweep, which
-/// rebuilds the bitmap from the surviving keys into the second buffer while
-/// lookups check both; inserts hold a read lock so none can slip between
-/// the switch and the rebuild. A false "might be here" only costs a lookup.
-///
-/// **Sized to the table.** A buffer uses only as many of its bits as the
-/// table needs (`BITS_PER_KEY` a key, from `MIN_BITS`): an event checks
-/// half a dozen of these, and a few kilobytes each stay in the cache where
-/// the full 128 KB each did not. A sweep sizes the buffer it rebuilds; a
-/// table that outgrows its buffer between sweeps is rebuilt into a bigger
-/// one at once ([`Table::grow_presence`]).
-struct Presence {
-    bits: [Vec<AtomicU64>; 2],
-    /// The bit-index mask of each buffer (its used size - 1).
-    masks: [AtomicU64; 2],
-    current: AtomicUsize,
-    rebuilding: AtomicBool,
-    switch: RwLock<()>,
-}
-
-const PRESENCE_BITS: u64 = 1 << 20;
-const MIN_BITS: u64 = 1 << 12;
-const BITS_PER_KEY: u64 = 32;
-
-/// The bits a bitmap for `keys` keys uses.
-fn presence_bits(keys: usize) -> u64 {
-    (keys as u64)
-        .saturating_mul(BITS_PER_KEY)
-        .next_power_of_two()
-        .clamp(MIN_BITS, PRESENCE_BITS)
-}
-
-impl Presence {
-    fn new() -> Presence {
-        let words = (PRESENCE_BITS / 64) as usize;
-        Presence {
-            bits: [
-                (0..words).map(|_| AtomicU64::new(0)).collect(),
-                (0..words).map(|_| AtomicU64::new(0)).collect(),
-            ],
-            masks: [AtomicU64::new(MIN_BITS - 1), AtomicU64::new(MIN_BITS - 1)],
-            current: AtomicUsize::new(0),
-            rebuilding: AtomicBool::new(false),
-            switch: RwLock::new(()),
-        }
-    }
-
-    fn slot(&self, which: usize, key: u64) -> (usize, u64) {
-        // The low bits: the map's shard and bucket use the high ones.
-        let bit = key & self.masks[which].load(Ordering::Acquire);
-        ((bit / 64) as usize, 1u64 << (bit % 64))
-    }
-
-    fn set(&self, which: usize, key: u64) {
-        let (w, m) = self.slot(which, key);
-        let word = &self.bits[which][w];
-        if word.load(Ordering::Relaxed) & m == 0 {
-            word.fetch_or(m, Ordering::Relaxed);
-        }
-    }
-
-    fn has(&self, which: usize, key: u64) -> bool {
-        let (w, m) = self.slot(which, key);
-        self.bits[which][w].load(Ordering::Acquire) & m != 0
-    }
-
-    fn may_contain(&self, key: u64) -> bool {
-        let cur = self.current.load(Ordering::Acquire);
-        self.has(cur, key) || (self.rebuilding.load(Ordering::Acquire) && self.has(1 - cur, key))
-    }
-
-    /// Empties the buffer that is not current and sizes it for `keys`
-    /// keys; returns it. The caller holds `switch` for writing.
-    fn prepare(&self, keys: usize) -> usize {
-        let next = 1 - self.current.load(Ordering::Acquire);
-        let used = (self.masks[next].load(Ordering::Acquire) + 1) / 64;
-        for w in &self.bits[next][..used as usize] {
-            w.store(0, Ordering::Relaxed);
-        }
-        self.masks[next].store(presence_bits(keys) - 1, Ordering::Release);
-        next
-    }
-
-    /// Whether a table of `keys` keys has outgrown the current buffer.
-    fn outgrown(&self, keys: usize) -> bool {
-        let cur = self.current.load(Ordering::Relaxed);
-        presence_bits(keys) > (self.masks[cur].load(Ordering::Relaxed) + 1) * 2
-    }
-}
-
 type Map<V> = HashMap<u64, V, BuildHasherDefault<KeyHasher>>;
 
 /// One shard: its own lock and map, on its own cache lines.
 #[repr(align(128))]
 struct Shard<V>(RwLock<Map<V>>);
-
-/// A sweep in progress: begun with [`Table::sweep_begin`], carried through
-/// the shards by [`Table::sweep_shards`], closed by [`Table::sweep_end`].
-struct SweepRun {
-    horizon: Millis,
-    removed: u64,
-    oldest: Millis,
-    /// The presence buffer the survivors are written to.
-    presence: Option<usize>,
-    /// Shards a step found locked by a judge, swept at the end.
-    busy: Vec<usize>,
-}
 
 impl<V: Entry + Codec> Swept for Table<V> {
     fn sweep_begin(&self, watermark: Millis, slack: Millis) -> bool {
@@ -196,22 +92,13 @@ pub struct Table<V> {
     keyed_by: KeyedBy,
     shards: Box<[Shard<V>]>,
     cap: usize,
-    ttl: Millis,
-    evicted_expired: AtomicU64,
+    sweeps: Sweeper,
     evicted_cap: AtomicU64,
-    /// The oldest `last_seen` that survived the last sweep: until the
-    /// horizon passes it, a sweep would find nothing and is skipped.
-    oldest: AtomicI64,
     /// Entry count, kept beside the map (`DashMap::len` locks every shard),
     /// striped by key so that threads inserting different keys do not
     /// fight over one cache line.
     count: [Stripe; STRIPES],
     presence: Option<Presence>,
-    sweeping: Mutex<Option<SweepRun>>,
-}
-
-fn unpoisoned<T>(r: Result<T, std::sync::PoisonError<T>>) -> T {
-    r.unwrap_or_else(|e| e.into_inner())
 }
 
 impl<V: Entry> Table<V> {
@@ -224,13 +111,10 @@ impl<V: Entry> Table<V> {
                 .map(|_| Shard(RwLock::new(Map::default())))
                 .collect(),
             cap: cap.max(1),
-            ttl,
-            evicted_expired: AtomicU64::new(0),
+            sweeps: Sweeper::new(ttl),
             evicted_cap: AtomicU64::new(0),
-            oldest: AtomicI64::new(Millis::MIN),
             count: Default::default(),
             presence: None,
-            sweeping: Mutex::new(None),
         }
     }
 
@@ -306,7 +190,7 @@ impl<V: Entry> Table<V> {
     }
 
     pub fn ttl(&self) -> Millis {
-        self.ttl
+        self.sweeps.ttl()
     }
 
     /// Runs `f` on the entry of `key`, creating it with `new` first if absent.
@@ -395,46 +279,26 @@ impl<V: Entry> Table<V> {
     /// so that no event waits for a whole table to be visited). False:
     /// nothing can be that old yet, and there is nothing to carry out.
     pub fn sweep_begin(&self, watermark: Millis, slack: Millis) -> bool {
-        let horizon = watermark.saturating_sub(self.ttl).saturating_sub(slack);
-        if horizon <= self.oldest.load(Ordering::Relaxed) {
-            return false;
-        }
-        let mut run = unpoisoned(self.sweeping.lock());
-        if run.is_some() {
-            return false; // one at a time; the one under way goes on
-        }
         // The survivors rebuild the presence bitmap (see `Presence`).
-        let presence = self.presence.as_ref().map(|p| {
-            let _g = unpoisoned(p.switch.write());
-            let next = p.prepare(self.len());
-            p.rebuilding.store(true, Ordering::Release);
-            p.current.store(next, Ordering::Release);
-            next
-        });
-        *run = Some(SweepRun {
-            horizon,
-            removed: 0,
-            oldest: Millis::MAX,
-            presence,
-            busy: Vec::new(),
-        });
-        true
+        self.sweeps.begin(watermark, slack, || {
+            self.presence.as_ref().map(|p| {
+                let _g = unpoisoned(p.switch.write());
+                let next = p.prepare(self.len());
+                p.rebuilding.store(true, Ordering::Release);
+                p.current.store(next, Ordering::Release);
+                next
+            })
+        })
     }
 
     /// Sweeps the shards `shards` (of [`SHARDS`]) of the sweep under way.
     /// A shard a judge holds is not waited for: it is swept at the end.
     pub fn sweep_shards(&self, shards: Range<usize>) {
-        let mut guard = unpoisoned(self.sweeping.lock());
-        let Some(run) = guard.as_mut() else { return };
-        for i in shards {
-            match self.shards[i].0.try_write() {
-                Ok(mut m) => self.sweep_shard(run, &mut m),
-                Err(std::sync::TryLockError::Poisoned(e)) => {
-                    self.sweep_shard(run, &mut e.into_inner())
-                }
-                Err(std::sync::TryLockError::WouldBlock) => run.busy.push(i),
-            }
-        }
+        self.sweeps.shards(shards, |i, run| {
+            try_locked(self.shards[i].0.try_write())
+                .map(|mut m| self.sweep_shard(run, &mut m))
+                .is_some()
+        });
     }
 
     fn sweep_shard(&self, run: &mut SweepRun, m: &mut Map<V>) {
@@ -455,33 +319,18 @@ impl<V: Entry> Table<V> {
 
     /// Closes the sweep under way.
     pub fn sweep_end(&self) {
-        let Some(mut run) = unpoisoned(self.sweeping.lock()).take() else {
-            return;
-        };
-        for i in std::mem::take(&mut run.busy) {
+        let ended = self.sweeps.end(|i, run| {
             let mut m = unpoisoned(self.shards[i].0.write());
-            self.sweep_shard(&mut run, &mut m);
-        }
-        if let Some(p) = &self.presence {
+            self.sweep_shard(run, &mut m);
+        });
+        if let (true, Some(p)) = (ended, &self.presence) {
             p.rebuilding.store(false, Ordering::Release);
         }
-        // Entries created meanwhile are newer than the horizon, except those
-        // within the allowed disorder, which the slack already covers.
-        self.oldest.store(
-            if run.oldest == Millis::MAX {
-                run.horizon
-            } else {
-                run.oldest
-            },
-            Ordering::Relaxed,
-        );
-        self.evicted_expired
-            .fetch_add(run.removed, Ordering::Relaxed);
     }
 
     fn score(&self, v: &V) -> Millis {
         let extra = (v.weight().clamp(1, 4) - 1) as Millis;
-        v.last_seen().saturating_add(extra * (self.ttl / 4))
+        v.last_seen().saturating_add(extra * (self.ttl() / 4))
     }
 
     fn evict_for_cap(&self) {
@@ -508,9 +357,9 @@ impl<V: Entry> Table<V> {
             keyed_by: self.keyed_by,
             len: self.len(),
             cap: self.cap,
-            evicted_expired: self.evicted_expired.load(Ordering::Relaxed),
+            evicted_expired: self.sweeps.expired(),
             evicted_cap: self.evicted_cap.load(Ordering::Relaxed),
-            ttl: self.ttl,
+            ttl: self.ttl(),
         }
     }
 
@@ -525,6 +374,7 @@ impl<V: Entry> Table<V> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::presence::{presence_bits, MIN_BITS};
     use crate::state::{insert_sorted, prune_sorted, Items};
 
     struct E(Items<Millis>);
