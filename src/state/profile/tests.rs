@@ -136,3 +136,16 @@ fn hours_fade_when_one_fills_up() {
     assert_eq!(nine_pm, 0, "the one login at 21:00 faded with the halving");
     assert_eq!(near, u32::from(nine));
 }
+
+#[test]
+fn a_profile_entry_stays_within_its_budget() {
+    // The state budget (512 bytes an account, BENCHMARKS.md) is counted
+    // with this entry: one network, one client and one travel login
+    // inline. A field added here shows in every account's state.
+    assert!(
+        std::mem::size_of::<Habits>() <= 152,
+        "{}",
+        std::mem::size_of::<Habits>()
+    );
+    assert!(std::mem::size_of::<super::Login>() <= 40);
+}
