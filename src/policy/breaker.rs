@@ -214,10 +214,11 @@ impl Breaker {
     }
 
     /// Estimated distinct accounts active in the window. Asked at every
-    /// lock: computed afresh only when a register or the window changed
-    /// since the last time (the merge of twelve buckets' registers was 12 %
-    /// of a replay in which one event in twenty was a lock, see
-    /// BENCHMARKS.md).
+    /// lock once a detector has `min_locks` locks in the window (see
+    /// [`Breaker::refresh`]): computed afresh only when a register or the
+    /// window changed since the last time (the merge of twelve buckets'
+    /// registers was 12 % of a replay in which one event in twenty was a
+    /// lock, see BENCHMARKS.md).
     pub fn active_accounts(&self) -> f64 {
         // Read before the registers: a change during the merge makes the
         // next call compute again.

@@ -2,7 +2,7 @@
 //! ([`Presence`]).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::RwLock;
+use std::sync::{PoisonError, RwLock, RwLockReadGuard};
 
 /// A lock-free "might this key be here?" bitmap in front of a sparse
 /// table (failures, spraying sources), so that the many events whose key is
@@ -18,14 +18,14 @@ use std::sync::RwLock;
 /// half a dozen of these, and a few kilobytes each stay in the cache where
 /// the full 128 KB each did not. A sweep sizes the buffer it rebuilds; a
 /// table that outgrows its buffer between sweeps is rebuilt into a bigger
-/// one at once (`Table::grow_presence`).
+/// one at once ([`Presence::grow`]).
 pub(super) struct Presence {
-    pub(super) bits: [Vec<AtomicU64>; 2],
+    bits: [Vec<AtomicU64>; 2],
     /// The bit-index mask of each buffer (its used size - 1).
-    pub(super) masks: [AtomicU64; 2],
-    pub(super) current: AtomicUsize,
-    pub(super) rebuilding: AtomicBool,
-    pub(super) switch: RwLock<()>,
+    masks: [AtomicU64; 2],
+    current: AtomicUsize,
+    rebuilding: AtomicBool,
+    switch: RwLock<()>,
 }
 
 const PRESENCE_BITS: u64 = 1 << 20;
@@ -79,9 +79,52 @@ impl Presence {
         self.has(cur, key) || (self.rebuilding.load(Ordering::Acquire) && self.has(1 - cur, key))
     }
 
+    /// Marks `key` as inserted. The guard keeps a rebuild from switching
+    /// buffers until the insert it marks is in the table.
+    pub(super) fn insert(&self, key: u64) -> RwLockReadGuard<'_, ()> {
+        let g = self.switch.read().unwrap_or_else(PoisonError::into_inner);
+        self.set(self.current.load(Ordering::Acquire), key);
+        g
+    }
+
+    /// Begins a sweep's rebuild for a table of `keys` keys: lookups check
+    /// both buffers until [`Presence::end_rebuild`], and the survivors are
+    /// [`Presence::set`] into the buffer returned.
+    pub(super) fn begin_rebuild(&self, keys: usize) -> usize {
+        let _g = self.switch.write().unwrap_or_else(PoisonError::into_inner);
+        let next = self.prepare(keys);
+        self.rebuilding.store(true, Ordering::Release);
+        self.current.store(next, Ordering::Release);
+        next
+    }
+
+    pub(super) fn end_rebuild(&self) {
+        self.rebuilding.store(false, Ordering::Release);
+    }
+
+    /// Rebuilds into a bigger buffer when a table of `keys` keys has
+    /// outgrown the current one (more than one key per `BITS_PER_KEY / 2`
+    /// bits); `each_key` hands every key of the table to its argument. Not
+    /// during a sweep, which sizes the buffer it rebuilds. Inserts wait;
+    /// lookups go on against the current buffer, which stays right until
+    /// the switch. The caller holds no shard of the table.
+    pub(super) fn grow(&self, keys: usize, each_key: impl FnOnce(&mut dyn FnMut(u64))) {
+        if !self.outgrown(keys) {
+            return;
+        }
+        let _g = self.switch.write().unwrap_or_else(PoisonError::into_inner);
+        // Another insert may have grown it meanwhile.
+        if !self.outgrown(keys) {
+            return;
+        }
+        let next = self.prepare(keys);
+        each_key(&mut |k| self.set(next, k));
+        self.current.store(next, Ordering::Release);
+    }
+
     /// Empties the buffer that is not current and sizes it for `keys`
     /// keys; returns it. The caller holds `switch` for writing.
-    pub(super) fn prepare(&self, keys: usize) -> usize {
+    fn prepare(&self, keys: usize) -> usize {
         let next = 1 - self.current.load(Ordering::Acquire);
         let used = (self.masks[next].load(Ordering::Acquire) + 1) / 64;
         for w in &self.bits[next][..used as usize] {
@@ -91,9 +134,17 @@ impl Presence {
         next
     }
 
-    /// Whether a table of `keys` keys has outgrown the current buffer.
-    pub(super) fn outgrown(&self, keys: usize) -> bool {
+    /// Whether a table of `keys` keys has outgrown the current buffer
+    /// (never while a sweep rebuilds it).
+    fn outgrown(&self, keys: usize) -> bool {
         let cur = self.current.load(Ordering::Relaxed);
-        presence_bits(keys) > (self.masks[cur].load(Ordering::Relaxed) + 1) * 2
+        !self.rebuilding.load(Ordering::Acquire)
+            && presence_bits(keys) > (self.masks[cur].load(Ordering::Relaxed) + 1) * 2
+    }
+
+    /// The bits the current buffer uses.
+    #[cfg(test)]
+    pub(super) fn used_bits(&self) -> u64 {
+        self.masks[self.current.load(Ordering::Relaxed)].load(Ordering::Relaxed) + 1
     }
 }

@@ -124,14 +124,7 @@ impl<T: Timed> Log<T> {
 
     /// The newest time of a key's list.
     fn newest(&self, head: &Head) -> Millis {
-        let mut newest = Millis::MIN;
-        let mut i = head.newest;
-        while i != NONE {
-            let r = &self.recs[i as usize];
-            newest = newest.max(r.item.as_ref().map_or(Millis::MIN, Timed::ts));
-            i = r.prev;
-        }
-        newest
+        walk(&self.recs, head.newest).1
     }
 
     /// Compacts the log in place, dropping its holes and the items older
@@ -174,13 +167,7 @@ impl<T: Timed> Log<T> {
                 removed += 1;
                 return false;
             }
-            let (mut len, mut newest, mut i) = (0, Millis::MIN, head.newest);
-            while i != NONE {
-                let r = &recs[i as usize];
-                newest = newest.max(r.item.as_ref().map_or(Millis::MIN, Timed::ts));
-                len += 1;
-                i = r.prev;
-            }
+            let (len, newest) = walk(recs, head.newest);
             head.len = len;
             oldest = oldest.min(newest);
             true
@@ -194,6 +181,19 @@ impl<T: Timed> Log<T> {
             self.compact(Millis::MIN);
         }
     }
+}
+
+/// The length and the newest time of the list whose newest record is at
+/// `newest`.
+fn walk<T: Timed>(recs: &[Rec<T>], newest: u32) -> (u32, Millis) {
+    let (mut len, mut ts, mut i) = (0, Millis::MIN, newest);
+    while i != NONE {
+        let r = &recs[i as usize];
+        ts = ts.max(r.item.as_ref().map_or(Millis::MIN, Timed::ts));
+        len += 1;
+        i = r.prev;
+    }
+    (len, ts)
 }
 
 /// One shard: its own lock and log, on its own cache lines.
@@ -302,23 +302,19 @@ impl<T: Timed + Send> RecentLog<T> {
 
     /// Forgets the tenth of a full shard's keys whose newest item is oldest.
     fn evict_for_cap(&self, log: &mut Log<T>) {
-        let mut newest: Vec<Millis> = log.heads.values().map(|h| log.newest(h)).collect();
-        if newest.is_empty() {
+        let mut keys: Vec<(Millis, u64)> =
+            log.heads.iter().map(|(k, h)| (log.newest(h), *k)).collect();
+        if keys.is_empty() {
             return;
         }
-        newest.sort_unstable();
-        let cutoff = newest[newest.len() / 10];
-        let drop: Vec<u64> = log
-            .heads
-            .iter()
-            .filter(|(_, h)| log.newest(h) <= cutoff)
-            .map(|(k, _)| *k)
-            .collect();
-        for k in &drop {
-            log.take(*k);
+        keys.sort_unstable();
+        let cutoff = keys[keys.len() / 10].0;
+        let mut dropped = 0;
+        for (_, k) in keys.into_iter().take_while(|(t, _)| *t <= cutoff) {
+            log.take(k);
+            dropped += 1;
         }
-        self.evicted_cap
-            .fetch_add(drop.len() as u64, Ordering::Relaxed);
+        self.evicted_cap.fetch_add(dropped, Ordering::Relaxed);
     }
 
     /// Keys held.

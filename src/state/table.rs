@@ -166,27 +166,16 @@ impl<V: Entry> Table<V> {
         self.presence.as_ref().is_some_and(|p| !p.may_contain(key))
     }
 
-    /// Rebuilds the presence bitmap into a bigger buffer when the table
-    /// has outgrown it (more than one key per `BITS_PER_KEY / 2` bits).
-    /// Not during a sweep, which sizes the buffer it rebuilds. Inserts wait
-    /// (they hold `switch` for reading); lookups go on against the current
-    /// buffer, which stays right until the switch. Called holding no shard.
-    fn grow_presence(&self) {
-        let Some(p) = &self.presence else { return };
-        if !p.outgrown(self.len()) || p.rebuilding.load(Ordering::Acquire) {
-            return;
+    /// Grows the presence bitmap if the table, at `len` keys, outgrew it
+    /// (see [`Presence::grow`]). Called holding no shard.
+    fn grow_presence(&self, len: usize) {
+        if let Some(p) = &self.presence {
+            p.grow(len, |set| {
+                for shard in self.shards.iter() {
+                    unpoisoned(shard.0.read()).keys().for_each(|k| set(*k));
+                }
+            });
         }
-        let _g = unpoisoned(p.switch.write());
-        if !p.outgrown(self.len()) || p.rebuilding.load(Ordering::Acquire) {
-            return;
-        }
-        let next = p.prepare(self.len());
-        for shard in self.shards.iter() {
-            for k in unpoisoned(shard.0.read()).keys() {
-                p.set(next, *k);
-            }
-        }
-        p.current.store(next, Ordering::Release);
     }
 
     pub fn ttl(&self) -> Millis {
@@ -202,15 +191,12 @@ impl<V: Entry> Table<V> {
                 return f(e);
             }
         }
-        if self.len() >= self.cap {
+        let len = self.len();
+        if len >= self.cap {
             self.evict_for_cap();
         }
-        self.grow_presence();
-        let _switch = self.presence.as_ref().map(|p| {
-            let g = unpoisoned(p.switch.read());
-            p.set(p.current.load(Ordering::Acquire), key);
-            g
-        });
+        self.grow_presence(len);
+        let _insert = self.presence.as_ref().map(|p| p.insert(key));
         let mut m = self.write(key);
         let e = m.entry(key).or_insert_with(|| {
             stripe(&self.count, key).fetch_add(1, Ordering::Relaxed);
@@ -221,15 +207,12 @@ impl<V: Entry> Table<V> {
 
     /// Sets the entry of `key` (a restore), replacing any.
     pub fn put(&self, key: u64, v: V) {
-        if (self.absent(key) || !self.read(key).contains_key(&key)) && self.len() >= self.cap {
+        let len = self.len();
+        if (self.absent(key) || !self.read(key).contains_key(&key)) && len >= self.cap {
             self.evict_for_cap();
         }
-        self.grow_presence();
-        let _switch = self.presence.as_ref().map(|p| {
-            let g = unpoisoned(p.switch.read());
-            p.set(p.current.load(Ordering::Acquire), key);
-            g
-        });
+        self.grow_presence(len);
+        let _insert = self.presence.as_ref().map(|p| p.insert(key));
         if self.write(key).insert(key, v).is_none() {
             stripe(&self.count, key).fetch_add(1, Ordering::Relaxed);
         }
@@ -281,13 +264,7 @@ impl<V: Entry> Table<V> {
     pub fn sweep_begin(&self, watermark: Millis, slack: Millis) -> bool {
         // The survivors rebuild the presence bitmap (see `Presence`).
         self.sweeps.begin(watermark, slack, || {
-            self.presence.as_ref().map(|p| {
-                let _g = unpoisoned(p.switch.write());
-                let next = p.prepare(self.len());
-                p.rebuilding.store(true, Ordering::Release);
-                p.current.store(next, Ordering::Release);
-                next
-            })
+            self.presence.as_ref().map(|p| p.begin_rebuild(self.len()))
         })
     }
 
@@ -324,7 +301,7 @@ impl<V: Entry> Table<V> {
             self.sweep_shard(run, &mut m);
         });
         if let (true, Some(p)) = (ended, &self.presence) {
-            p.rebuilding.store(false, Ordering::Release);
+            p.end_rebuild();
         }
     }
 
@@ -478,10 +455,7 @@ mod tests {
     #[test]
     fn a_sparse_tables_bitmap_grows_with_it_and_never_hides_a_key() {
         let t: Table<E> = Table::sparse("t", KeyedBy::Account, 1_000_000, 1000);
-        let mask = |t: &Table<E>| {
-            let p = t.presence.as_ref().unwrap();
-            p.masks[p.current.load(Ordering::Relaxed)].load(Ordering::Relaxed)
-        };
+        let mask = |t: &Table<E>| t.presence.as_ref().unwrap().used_bits() - 1;
         assert_eq!(mask(&t) + 1, MIN_BITS, "an empty table's bitmap is small");
         // Two threads insert while the bitmap is rebuilt bigger under them.
         let keys = |from: u64| (from..from + 20_000).map(|k| k.wrapping_mul(0x9e37_79b9_7f4a_7c15));
