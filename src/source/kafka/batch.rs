@@ -37,13 +37,17 @@ pub(crate) struct Incoming<'a> {
 }
 
 impl<'a> Incoming<'a> {
-    pub(crate) fn of<M: rdkafka::Message>(m: &'a M) -> Incoming<'a> {
+    /// `hints`: whether this input reads the account stage's profile
+    /// hints. Only then are the headers parsed: librdkafka parses a
+    /// message's header block on first access, a fifth of the consumer
+    /// thread's time where no header is ever used.
+    pub(crate) fn of<M: rdkafka::Message>(m: &'a M, hints: bool) -> Incoming<'a> {
         Incoming {
             offset: m.offset(),
             created: m.timestamp().to_millis(),
             key: m.key(),
             payload: m.payload(),
-            hint: hint_of(m),
+            hint: if hints { hint_of(m) } else { None },
         }
     }
 }
@@ -67,7 +71,7 @@ impl Batch {
         }
     }
 
-    fn push(&mut self, m: Incoming<'_>) {
+    fn push(&mut self, m: Incoming<'_>, received: Instant) {
         let Incoming {
             offset,
             created,
@@ -88,7 +92,7 @@ impl Batch {
             key,
             payload,
             hint,
-            received: Instant::now(),
+            received,
         });
     }
 
@@ -120,14 +124,22 @@ impl Batcher {
         }
     }
 
-    pub(crate) fn push(&mut self, send: &dyn Fn(Batch), part: &Arc<Part>, m: Incoming<'_>) {
+    /// Adds a message received at `now` (the caller reads the clock once
+    /// per message for this and [`Batcher::due`]).
+    pub(crate) fn push(
+        &mut self,
+        send: &dyn Fn(Batch),
+        part: &Arc<Part>,
+        m: Incoming<'_>,
+        now: Instant,
+    ) {
         let i = match self.open.get(self.last) {
             Some(b) if Arc::ptr_eq(&b.part, part) => self.last,
             _ => match self.open.iter().position(|b| Arc::ptr_eq(&b.part, part)) {
                 Some(i) => i,
                 None => {
                     if self.open.is_empty() {
-                        self.since = Instant::now();
+                        self.since = now;
                     }
                     self.open.push(Batch::new(part.clone(), self.restore));
                     self.open.len() - 1
@@ -136,14 +148,15 @@ impl Batcher {
         };
         self.last = i;
         let b = &mut self.open[i];
-        b.push(m);
+        b.push(m, now);
         if b.msgs.len() >= BATCH_MESSAGES || b.data.len() >= BATCH_BYTES {
             send(self.open.swap_remove(i));
         }
     }
 
-    pub(crate) fn due(&self) -> bool {
-        !self.open.is_empty() && self.since.elapsed() >= BATCH_AGE
+    /// Whether the open batches are old enough at `now` to be sent.
+    pub(crate) fn due(&self, now: Instant) -> bool {
+        !self.open.is_empty() && now.saturating_duration_since(self.since) >= BATCH_AGE
     }
 
     /// Sends every open batch (or only those of `only`).

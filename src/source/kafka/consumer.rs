@@ -289,6 +289,9 @@ pub(crate) fn consume(consumer: BaseConsumer<ConsumerCtx>, s: &Arc<Input>) {
                 .flush(&|b| s.send_batch(b), None);
             polled = consumer.poll(Duration::from_millis(10));
         }
+        // One clock reading per message: its receipt, the batches' age and
+        // the periodic work below (the clock was a quarter of this thread).
+        let now = Instant::now();
         match polled {
             Some(Ok(m)) => {
                 s.log.up();
@@ -312,8 +315,9 @@ pub(crate) fn consume(consumer: BaseConsumer<ConsumerCtx>, s: &Arc<Input>) {
                     part.saw(ts, m.offset());
                 }
                 let mut b = s.batcher.lock().unwrap_or_else(|e| e.into_inner());
-                b.push(&|b| s.send_batch(b), &part, super::batch::Incoming::of(&m));
-                if b.due() {
+                let m = super::batch::Incoming::of(&m, s.trusts_hints);
+                b.push(&|b| s.send_batch(b), &part, m, now);
+                if b.due(now) {
                     b.flush(&|b| s.send_batch(b), None);
                 }
             }
@@ -329,11 +333,11 @@ pub(crate) fn consume(consumer: BaseConsumer<ConsumerCtx>, s: &Arc<Input>) {
                     .flush(&|b| s.send_batch(b), None);
             }
         }
-        if last_commit.elapsed() >= commit_every {
+        if now.saturating_duration_since(last_commit) >= commit_every {
             commit(s, &consumer, &s.all_parts(), CommitMode::Async);
             last_commit = Instant::now();
         }
-        if last_engine.elapsed() >= Duration::from_secs(1) && s.primary {
+        if now.saturating_duration_since(last_engine) >= Duration::from_secs(1) && s.primary {
             s.metrics.observe_engine(&s.engine);
             last_engine = Instant::now();
         }

@@ -418,7 +418,8 @@ fn restore(parts: &[Arc<Part>], s: &Arc<Input>) -> Result<u64, RestoreError> {
                     batcher.push(
                         &|b| s.send_batch(b),
                         &r.part,
-                        super::batch::Incoming::of(&m),
+                        super::batch::Incoming::of(&m, s.trusts_hints),
+                        Instant::now(),
                     );
                     read += 1;
                 }
