@@ -91,7 +91,7 @@ impl Detector for Canary {
         evidence.insert("failures".into(), ev(failures));
         out.push(Finding {
             detector: NAME,
-            account: event.account.clone(),
+            account: event.account.as_str().into(),
             key: event.key,
             strength: Strength::Alert,
             severity: Severity::Low,

@@ -165,7 +165,7 @@ impl ImpossibleTravel {
             };
         Finding {
             detector: NAME,
-            account: event.account.clone(),
+            account: event.account.as_str().into(),
             key: event.key,
             strength: Strength::Lock,
             severity,

@@ -27,7 +27,7 @@ use serde_json::Map;
 
 use super::{ev, Context, Detector, DetectorConfig, Finding, Registration, Severity, Strength};
 use crate::section::Checks;
-use crate::source::event::{network_key, truncate, AuthResult, Event, Kind};
+use crate::source::event::{network_key, truncate, AccountName, AuthResult, Event, Kind};
 use crate::source::event::AccountForm;
 use crate::state::{remember, Entry, Items, KeyedBy, RecentLog, StateConfig, Swept, Table, Timed};
 use crate::time::{format_rfc3339, human_duration, Millis, SECOND};
@@ -85,7 +85,7 @@ struct Failed {
 #[derive(Debug, Clone)]
 struct Success {
     ts: Millis,
-    account: Box<str>,
+    account: AccountName,
     key: u64,
     /// Since when the account had used this address's network (its profile).
     familiar_since: Option<Millis>,
@@ -271,7 +271,7 @@ impl PasswordSpray {
         e.insert("min_accounts".into(), ev(self.cfg.min_accounts));
         Finding {
             detector: NAME,
-            account: s.account.clone(),
+            account: s.account.as_str().into(),
             key: s.key,
             strength: Strength::Lock,
             severity: Severity::High,

@@ -227,6 +227,7 @@ impl Owners {
                 .domain_admins
                 .iter()
                 .filter_map(|a| canonical_account(a, form).ok())
+                .map(|a| a.as_str().into())
                 .collect(),
         }
     }
@@ -400,7 +401,7 @@ impl Detector for SenderMismatch {
         };
         out.push(Finding {
             detector: NAME,
-            account: event.account.clone(),
+            account: event.account.as_str().into(),
             key: event.key,
             strength,
             severity,

@@ -305,6 +305,7 @@ impl Policy {
                 .protected_accounts
                 .iter()
                 .filter_map(|a| canonical_account(a, form).ok())
+                .map(|a| a.as_str().into())
                 .collect(),
             cooldown,
             breaker: Breaker::new(&cfg.breaker, detectors),

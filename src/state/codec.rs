@@ -198,10 +198,15 @@ impl Codec for IpAddr {
     }
 }
 
+/// Text: its length, then its UTF-8 bytes.
+fn put_str(w: &mut Vec<u8>, s: &str) {
+    put_varint(w, s.len() as u64);
+    w.extend_from_slice(s.as_bytes());
+}
+
 impl Codec for String {
     fn put(&self, w: &mut Vec<u8>) {
-        put_varint(w, self.len() as u64);
-        w.extend_from_slice(self.as_bytes());
+        put_str(w, self);
     }
     fn get(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let n = r.len("text")?;
@@ -212,11 +217,20 @@ impl Codec for String {
 
 impl Codec for Box<str> {
     fn put(&self, w: &mut Vec<u8>) {
-        put_varint(w, self.len() as u64);
-        w.extend_from_slice(self.as_bytes());
+        put_str(w, self);
     }
     fn get(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         Ok(String::get(r)?.into_boxed_str())
+    }
+}
+
+/// An account name: the same bytes as any text (snapshots do not change).
+impl Codec for smol_str::SmolStr {
+    fn put(&self, w: &mut Vec<u8>) {
+        put_str(w, self);
+    }
+    fn get(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        Ok(String::get(r)?.into())
     }
 }
 
@@ -353,6 +367,17 @@ mod tests {
         round(Some(String::from("alice@example.com")));
         round(None::<u32>);
         round(vec![(1i64, 2u64, 3u64), (4, 5, 6)]);
+        // Account names, inline and shared, in the bytes of any text.
+        for name in [
+            "a@example.jp",
+            "a-very-long-login-name@subdomain.example.jp",
+        ] {
+            round(smol_str::SmolStr::new(name));
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            smol_str::SmolStr::new(name).put(&mut a);
+            Box::<str>::from(name).put(&mut b);
+            assert_eq!(a, b);
+        }
     }
 
     #[test]

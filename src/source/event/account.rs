@@ -100,6 +100,11 @@ fn is_format(c: char) -> bool {
         | 0xE0020..=0xE007F)
 }
 
+/// An account in its one form ([`canonical_account`]): up to 23 bytes
+/// inline (nearly every login), a longer one shared, so that an event's
+/// account is kept or cloned without an allocation.
+pub type AccountName = smol_str::SmolStr;
+
 /// The one form an account has, whatever its spelling: Unicode NFKC
 /// (fullwidth `ｆｒａｎｋ＠ｅｘａｍｐｌｅ．ｊｐ` is `frank@example.jp`), no
 /// format characters (zero-width spaces, direction marks), trimmed, lower
@@ -107,7 +112,7 @@ fn is_format(c: char) -> bool {
 /// [`AccountForm::subaddress`]), and the default domain on a bare login
 /// (per [`AccountForm::default_domain`]). Every key, `protected_accounts`,
 /// the alias map and the actions use it.
-pub fn canonical_account(raw: &str, form: &AccountForm) -> Result<Box<str>, Reject> {
+pub fn canonical_account(raw: &str, form: &AccountForm) -> Result<AccountName, Reject> {
     // Nearly every account is already in its form: printable ASCII, lower
     // case, no sub-address, no trailing dot. One pass over the bytes says
     // so (the general path reads the text three times).
@@ -120,13 +125,13 @@ pub fn canonical_account(raw: &str, form: &AccountForm) -> Result<Box<str>, Reje
             .all(|c| c.is_ascii_graphic() && !c.is_ascii_uppercase() && !sub.contains(c))
         && (form.default_domain.is_none() || b.contains(&b'@'))
     {
-        return Ok(raw.into());
+        return Ok(AccountName::new(raw));
     }
     canonical_in_general(raw, form)
 }
 
 /// [`canonical_account`] for any text.
-fn canonical_in_general(raw: &str, form: &AccountForm) -> Result<Box<str>, Reject> {
+fn canonical_in_general(raw: &str, form: &AccountForm) -> Result<AccountName, Reject> {
     if raw.chars().any(char::is_control) {
         return Err(Reject::new(
             RejectReason::BadAccount,
@@ -138,10 +143,10 @@ fn canonical_in_general(raw: &str, form: &AccountForm) -> Result<Box<str>, Rejec
         b.is_ascii_graphic() && !b.is_ascii_uppercase() && !form.subaddress.as_bytes().contains(&b)
     }) && !t.ends_with('.')
         && (form.default_domain.is_none() || t.contains('@'));
-    let folded: Box<str> = if plain {
-        t.into()
+    let folded = if plain {
+        AccountName::new(t)
     } else {
-        fold(t, form).into_boxed_str()
+        AccountName::from(fold(t, form))
     };
     if folded.is_empty() {
         return Err(Reject::new(RejectReason::BadAccount, "`account` is empty"));
@@ -181,7 +186,7 @@ fn fold(t: &str, form: &AccountForm) -> String {
 
 /// [`canonical_account`] with the standard form (`+` sub-addresses, no
 /// default domain).
-pub fn normalise_account(raw: &str) -> Result<Box<str>, Reject> {
+pub fn normalise_account(raw: &str) -> Result<AccountName, Reject> {
     canonical_account(raw, &AccountForm::default())
 }
 

@@ -14,7 +14,7 @@ use std::net::IpAddr;
 
 pub use account::{
     account_key, address_key, canonical_account, network_key, normalise_account, parse_ip,
-    set_state_key, truncate, AccountForm,
+    set_state_key, truncate, AccountForm, AccountName,
 };
 pub use mailbox::{mailboxes, MAX_MAILBOXES};
 pub use parse::{
@@ -185,7 +185,7 @@ impl ProfileHint {
 pub struct Event {
     pub ts: Millis,
     pub kind: Kind,
-    pub account: Box<str>,
+    pub account: AccountName,
     pub key: u64,
     pub protocol: Option<Protocol>,
     pub src_ip: Option<IpAddr>,
