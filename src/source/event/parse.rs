@@ -282,15 +282,17 @@ fn parse(line: &[u8], limits: &ParseLimits, fast: bool) -> Result<Event, Reject>
             "the event is not a JSON object",
         ));
     }
-    let raw = match fast.then(|| scan::scan(text)).flatten() {
-        Some(raw) => raw,
-        None => serde_json::from_str(text).map_err(|e| serde_reject(&e))?,
-    };
-    validate(raw, limits)
+    // Filled in place and validated by reference: the raw event is some
+    // 400 bytes, and moving it twice was a tenth of the parsing time.
+    let mut raw = RawEvent::default();
+    if !(fast && scan::scan(text, &mut raw)) {
+        raw = serde_json::from_str(text).map_err(|e| serde_reject(&e))?;
+    }
+    validate(&mut raw, limits)
 }
 
-fn validate(raw: RawEvent<'_>, limits: &ParseLimits) -> Result<Event, Reject> {
-    let ts = match raw.ts.ok_or_else(|| Reject::missing("ts"))? {
+fn validate(raw: &mut RawEvent<'_>, limits: &ParseLimits) -> Result<Event, Reject> {
+    let ts = match raw.ts.take().ok_or_else(|| Reject::missing("ts"))? {
         RawTs::Text(Str(s)) => parse_rfc3339(&s).ok_or_else(|| {
             Reject::new(
                 RejectReason::BadTimestamp,
@@ -317,7 +319,7 @@ fn validate(raw: RawEvent<'_>, limits: &ParseLimits) -> Result<Event, Reject> {
             "`ts` is more than 24 h in the future",
         ));
     }
-    let kind = enum_field(raw.kind, "kind", |s| match s {
+    let kind = enum_field(raw.kind.take(), "kind", |s| match s {
         "auth" => Some(Kind::Auth),
         "submission" => Some(Kind::Submission),
         "bounce" => Some(Kind::Bounce),
@@ -326,10 +328,13 @@ fn validate(raw: RawEvent<'_>, limits: &ParseLimits) -> Result<Event, Reject> {
     })?
     .unwrap_or(Kind::Auth);
     let account = canonical_account(
-        &raw.account.ok_or_else(|| Reject::missing("account"))?.0,
+        &raw.account
+            .take()
+            .ok_or_else(|| Reject::missing("account"))?
+            .0,
         &limits.form,
     )?;
-    let protocol = enum_field(raw.protocol, "protocol", |s| match s {
+    let protocol = enum_field(raw.protocol.take(), "protocol", |s| match s {
         "smtp" => Some(Protocol::Smtp),
         "imap" => Some(Protocol::Imap),
         "pop3" => Some(Protocol::Pop3),
@@ -337,12 +342,12 @@ fn validate(raw: RawEvent<'_>, limits: &ParseLimits) -> Result<Event, Reject> {
         "other" => Some(Protocol::Other),
         _ => None,
     })?;
-    let result = enum_field(raw.result, "result", |s| match s {
+    let result = enum_field(raw.result.take(), "result", |s| match s {
         "success" => Some(AuthResult::Success),
         "failure" => Some(AuthResult::Failure),
         _ => None,
     })?;
-    let src_ip = match raw.src_ip {
+    let src_ip = match raw.src_ip.take() {
         None => None,
         Some(Str(s)) => Some(parse_ip(&s).ok_or_else(|| {
             Reject::new(
@@ -351,7 +356,7 @@ fn validate(raw: RawEvent<'_>, limits: &ParseLimits) -> Result<Event, Reject> {
             )
         })?),
     };
-    let pwhash = match raw.pwhash {
+    let pwhash = match raw.pwhash.take() {
         None => None,
         Some(Str(s)) if !s.is_empty() && s.len() <= 16 => Some(
             u64::from_str_radix(&s, 16)
@@ -364,7 +369,7 @@ fn validate(raw: RawEvent<'_>, limits: &ParseLimits) -> Result<Event, Reject> {
             ))
         }
     };
-    let rcpt_count = match raw.rcpt_count {
+    let rcpt_count = match raw.rcpt_count.take() {
         None => None,
         Some(n) => Some(u32::try_from(n).map_err(|_| {
             Reject::new(RejectReason::BadValue, "`rcpt_count` is implausibly large")
@@ -406,19 +411,19 @@ fn validate(raw: RawEvent<'_>, limits: &ParseLimits) -> Result<Event, Reject> {
         src_ip,
         result,
         pwhash,
-        mechanism: raw.mechanism.map(|Str(m)| match mechanism(m) {
+        mechanism: raw.mechanism.take().map(|Str(m)| match mechanism(m) {
             Cow::Owned(s) if s.len() > MAX_FIELD_BYTES => {
                 Cow::Owned(clip(&s, MAX_FIELD_BYTES).to_string())
             }
             m => m,
         }),
-        client: bounded(raw.client, MAX_FIELD_BYTES),
-        mail_from: sender(raw.mail_from),
-        header_from: sender(raw.header_from),
+        client: bounded(raw.client.take(), MAX_FIELD_BYTES),
+        mail_from: sender(raw.mail_from.take()),
+        header_from: sender(raw.header_from.take()),
         rcpt_count,
-        queue_id: bounded(raw.queue_id, MAX_FIELD_BYTES),
+        queue_id: bounded(raw.queue_id.take(), MAX_FIELD_BYTES),
         reason: match kind {
-            Kind::Unlock => bounded(raw.reason, MAX_FIELD_BYTES),
+            Kind::Unlock => bounded(raw.reason.take(), MAX_FIELD_BYTES),
             _ => None,
         },
         hint: None,
@@ -467,7 +472,7 @@ impl Fields {
             v.as_deref().map(|x| Str(Cow::Borrowed(x)))
         }
         let e = |v: Option<&'static str>| v.map(|x| Str(Cow::Borrowed(x)));
-        let raw = RawEvent {
+        let mut raw = RawEvent {
             ts: Some(if self.ts < 0 {
                 RawTs::Negative
             } else {
@@ -488,7 +493,7 @@ impl Fields {
             queue_id: s(&self.queue_id),
             reason: None,
         };
-        validate(raw, limits)
+        validate(&mut raw, limits)
     }
 
     /// The contract's JSON event (`ts` as RFC 3339).

@@ -143,11 +143,15 @@ fn string_field<'a>(slot: &mut Option<Str<'a>>, v: Value<'a>) -> Option<()> {
     }
 }
 
-/// The event as serde_json would read it, when the line is in the simple
-/// subset; `None` otherwise (see the module's text).
-pub(super) fn scan(text: &str) -> Option<RawEvent<'_>> {
+/// Fills `raw` (empty) with the event as serde_json would read it, when
+/// the line is in the simple subset; false otherwise (see the module's
+/// text), and `raw` is then partly filled.
+pub(super) fn scan<'a>(text: &'a str, raw: &mut RawEvent<'a>) -> bool {
+    fill(text, raw).is_some()
+}
+
+fn fill<'a>(text: &'a str, raw: &mut RawEvent<'a>) -> Option<()> {
     let mut s = Scanner { text, at: 0 };
-    let mut raw = RawEvent::default();
     s.skip_ws();
     s.eat(b'{')?;
     s.skip_ws();
@@ -199,15 +203,20 @@ pub(super) fn scan(text: &str) -> Option<RawEvent<'_>> {
         }
     }
     s.skip_ws();
-    (s.at == text.len()).then_some(raw)
+    (s.at == text.len()).then_some(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn scanned(line: &str) -> Option<RawEvent<'_>> {
+        let mut raw = RawEvent::default();
+        scan(line, &mut raw).then_some(raw)
+    }
+
     fn same_as_serde(line: &str) -> bool {
-        let fast = scan(line);
+        let fast = scanned(line);
         let slow = serde_json::from_str::<RawEvent>(line).ok();
         match fast {
             Some(f) => {
@@ -317,7 +326,7 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(&line)
             );
-            if std::str::from_utf8(&line).ok().and_then(scan).is_some() {
+            if std::str::from_utf8(&line).ok().and_then(scanned).is_some() {
                 fast += 1;
             }
         }
