@@ -150,9 +150,13 @@ impl KeyBudget {
     }
 }
 
+/// Account keys are already keyed hashes (an outsider cannot aim them at
+/// one bucket): the set uses them as they are, as the state tables do.
+pub(crate) type Keys = HashSet<u64, std::hash::BuildHasherDefault<crate::state::KeyHasher>>;
+
 pub(crate) struct Accounts {
-    pub(crate) current: HashSet<u64>,
-    pub(crate) previous: HashSet<u64>,
+    pub(crate) current: Keys,
+    pub(crate) previous: Keys,
     since: Instant,
 }
 
@@ -171,8 +175,8 @@ impl Part {
             revoked: AtomicBool::new(false),
             restoring: AtomicBool::new(true),
             accounts: Mutex::new(Accounts {
-                current: HashSet::new(),
-                previous: HashSet::new(),
+                current: Keys::default(),
+                previous: Keys::default(),
                 since: Instant::now(),
             }),
             chain: Mutex::new(Default::default()),
@@ -198,21 +202,18 @@ impl Part {
             a.since = Instant::now();
         }
         let mut refused = 0;
-        for k in keys {
-            if a.current.contains(k) {
-                continue;
-            }
-            if !budget.take() {
+        for &k in keys {
+            // One probe for the common case (a key already remembered).
+            if a.current.insert(k) && !budget.take() {
+                a.current.remove(&k);
                 refused += 1;
-                continue;
             }
-            a.current.insert(*k);
         }
         refused
     }
 
     /// Every account remembered, emptied (the partition moved away).
-    pub(crate) fn take_accounts(&self, budget: &KeyBudget) -> HashSet<u64> {
+    pub(crate) fn take_accounts(&self, budget: &KeyBudget) -> Keys {
         let mut a = self.accounts.lock().unwrap_or_else(|e| e.into_inner());
         let mut all = std::mem::take(&mut a.current);
         let previous = std::mem::take(&mut a.previous);
