@@ -119,7 +119,7 @@ impl Detector for Backscatter {
                 e.insert("own_sending_ratio".into(), ev(self.cfg.own_sending_ratio));
                 out.push(Finding {
                     detector: NAME,
-                    account: event.account.as_str().into(),
+                    account: event.account.clone(),
                     key: event.key,
                     strength: Strength::Alert,
                     severity: Severity::Medium,

@@ -91,7 +91,7 @@ impl Detector for Canary {
         evidence.insert("failures".into(), ev(failures));
         out.push(Finding {
             detector: NAME,
-            account: event.account.as_str().into(),
+            account: event.account.clone(),
             key: event.key,
             strength: Strength::Alert,
             severity: Severity::Low,

@@ -387,7 +387,7 @@ impl Detector for CredentialStuffing {
         };
         out.push(Finding {
             detector: NAME,
-            account: event.account.as_str().into(),
+            account: event.account.clone(),
             key: event.key,
             strength: if lock { Strength::Lock } else { Strength::Alert },
             severity: if lock { Severity::Critical } else { Severity::High },

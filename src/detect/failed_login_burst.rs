@@ -242,7 +242,7 @@ impl Detector for FailedLoginBurst {
                     };
                     out.push(Finding {
                         detector: NAME,
-                        account: event.account.as_str().into(),
+                        account: event.account.clone(),
                         key: event.key,
                         strength: Strength::Alert,
                         severity: Severity::Medium,
@@ -332,7 +332,7 @@ impl Detector for FailedLoginBurst {
                 };
                 out.push(Finding {
                     detector: NAME,
-                    account: event.account.as_str().into(),
+                    account: event.account.clone(),
                     key: event.key,
                     strength: if lock { Strength::Lock } else { Strength::Alert },
                     severity: if lock { Severity::Critical } else { Severity::High },

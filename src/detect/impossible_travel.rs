@@ -165,7 +165,7 @@ impl ImpossibleTravel {
             };
         Finding {
             detector: NAME,
-            account: event.account.as_str().into(),
+            account: event.account.clone(),
             key: event.key,
             strength: Strength::Lock,
             severity,

@@ -70,7 +70,7 @@ pub enum Strength {
 pub struct Finding {
     pub detector: &'static str,
     /// The account it is about (normalised), and its state key.
-    pub account: Box<str>,
+    pub account: crate::source::event::AccountName,
     pub key: u64,
     pub strength: Strength,
     pub severity: Severity,

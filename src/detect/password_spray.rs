@@ -271,7 +271,7 @@ impl PasswordSpray {
         e.insert("min_accounts".into(), ev(self.cfg.min_accounts));
         Finding {
             detector: NAME,
-            account: s.account.as_str().into(),
+            account: s.account.clone(),
             key: s.key,
             strength: Strength::Lock,
             severity: Severity::High,

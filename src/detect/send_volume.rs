@@ -290,7 +290,7 @@ impl Detector for SendVolume {
                 e.insert("message".into(), message_evidence(event, ctx));
                 out.push(Finding {
                     detector: NAME,
-                    account: event.account.as_str().into(),
+                    account: event.account.clone(),
                     key: event.key,
                     strength,
                     severity,

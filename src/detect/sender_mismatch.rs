@@ -26,7 +26,9 @@ use serde_json::Map;
 
 use super::{DetectorConfig, Registration, ev, message_evidence, Context, Detector, Finding, Severity, Strength};
 use crate::section::Checks;
-use crate::source::event::{account_key, canonical_account, mailboxes, AccountForm, Event, Kind};
+use crate::source::event::{
+    account_key, canonical_account, mailboxes, AccountForm, AccountName, Event, Kind,
+};
 use crate::state::{KeyedBy, StateConfig, insert_sorted, prune_sorted, Entry, Items, Swept, Table};
 use crate::time::{human_duration, Millis, SECOND};
 
@@ -215,7 +217,7 @@ impl Entry for Foreign {
 pub struct Owners {
     aliases: AliasMap,
     form: AccountForm,
-    admins: Vec<Box<str>>,
+    admins: Vec<AccountName>,
 }
 
 impl Owners {
@@ -227,7 +229,6 @@ impl Owners {
                 .domain_admins
                 .iter()
                 .filter_map(|a| canonical_account(a, form).ok())
-                .map(|a| a.as_str().into())
                 .collect(),
         }
     }
@@ -401,7 +402,7 @@ impl Detector for SenderMismatch {
         };
         out.push(Finding {
             detector: NAME,
-            account: event.account.as_str().into(),
+            account: event.account.clone(),
             key: event.key,
             strength,
             severity,

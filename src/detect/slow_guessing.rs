@@ -239,7 +239,7 @@ impl Detector for SlowGuessing {
                 if let Some((what, evidence, first, last)) = found {
                     out.push(Finding {
                         detector: NAME,
-                        account: event.account.as_str().into(),
+                        account: event.account.clone(),
                         key: event.key,
                         strength: Strength::Alert,
                         severity: Severity::Medium,
@@ -303,7 +303,7 @@ impl Detector for SlowGuessing {
                 };
                 out.push(Finding {
                     detector: NAME,
-                    account: event.account.as_str().into(),
+                    account: event.account.clone(),
                     key: event.key,
                     strength: if lock { Strength::Lock } else { Strength::Alert },
                     severity: if lock { Severity::Critical } else { Severity::High },

@@ -272,7 +272,7 @@ impl UnfamiliarLogin {
         e.insert("lock_imap_minutes".into(), ev(self.cfg.lock_imap_minutes));
         out.push(Finding {
             detector: NAME,
-            account: event.account.as_str().into(),
+            account: event.account.clone(),
             key: event.key,
             strength: Strength::Lock,
             severity: Severity::Critical,
@@ -435,7 +435,7 @@ impl Detector for UnfamiliarLogin {
         }
         out.push(Finding {
             detector: NAME,
-            account: event.account.as_str().into(),
+            account: event.account.clone(),
             key: event.key,
             strength: Strength::Alert,
             severity: Severity::High,

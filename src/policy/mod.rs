@@ -89,7 +89,7 @@ pub enum Decision {
     Emit(Box<Action>),
     /// The finding joined an incident that already had its action.
     Enrich {
-        account: Box<str>,
+        account: crate::source::event::AccountName,
         detector: &'static str,
         incident: String,
         reason: String,
@@ -283,7 +283,7 @@ pub struct Judged {
 pub struct Policy {
     incidents: Table<Incident>,
     held: Table<Held>,
-    protected: HashSet<Box<str>>,
+    protected: HashSet<crate::source::event::AccountName>,
     cooldown: Millis,
     pub breaker: Breaker,
 }
@@ -305,7 +305,6 @@ impl Policy {
                 .protected_accounts
                 .iter()
                 .filter_map(|a| canonical_account(a, form).ok())
-                .map(|a| a.as_str().into())
                 .collect(),
             cooldown,
             breaker: Breaker::new(&cfg.breaker, detectors),

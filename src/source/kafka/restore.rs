@@ -383,7 +383,9 @@ fn restore(parts: &[Arc<Part>], s: &Arc<Input>) -> Result<u64, RestoreError> {
     let mut batcher = Batcher::new(true);
     let mut read = 0u64;
     while ranges.values().any(|r| !r.done) {
-        if Instant::now() >= deadline {
+        // One clock reading per message, for the deadline and the batch.
+        let now = Instant::now();
+        if now >= deadline {
             batcher.flush(&|b| s.send_batch(b), None);
             return Err(RestoreError::Timeout(RESTORE_TIMEOUT.as_secs()));
         }
@@ -419,7 +421,7 @@ fn restore(parts: &[Arc<Part>], s: &Arc<Input>) -> Result<u64, RestoreError> {
                         &|b| s.send_batch(b),
                         &r.part,
                         super::batch::Incoming::of(&m, s.trusts_hints),
-                        Instant::now(),
+                        now,
                     );
                     read += 1;
                 }
