@@ -21,6 +21,7 @@
 
 pub mod codec;
 mod items;
+pub mod linear;
 mod presence;
 pub mod profile;
 mod recent;
