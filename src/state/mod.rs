@@ -21,7 +21,6 @@
 
 pub mod codec;
 mod items;
-pub mod linear;
 mod presence;
 pub mod profile;
 mod recent;

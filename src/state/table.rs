@@ -2,13 +2,13 @@
 //! (swept, in steps), a size bound (scored eviction) and, for sparse
 //! tables, a presence bitmap in front.
 
-use std::hash::Hasher;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{RwLock, RwLockWriteGuard};
 
 use super::codec::{Codec, CodecError, Reader};
-use super::linear::LinearMap;
 use super::presence::Presence;
 use super::sweep::{try_locked, unpoisoned, SweepRun, Sweeper};
 use super::{shard_of, Entry, KeyedBy, Swept, TableStats, SHARDS};
@@ -42,7 +42,7 @@ fn stripe(s: &[Stripe; STRIPES], key: u64) -> &AtomicUsize {
     &s[(key >> 59) as usize % STRIPES].0
 }
 
-type Map<V> = LinearMap<V>;
+type Map<V> = HashMap<u64, V, BuildHasherDefault<KeyHasher>>;
 
 /// One shard: its own lock and map, on its own cache lines.
 #[repr(align(128))]
@@ -71,7 +71,7 @@ impl<V: Entry + Codec> Swept for Table<V> {
         if self.absent(key) {
             return false;
         }
-        match self.read(key).get(key) {
+        match self.read(key).get(&key) {
             Some(e) => {
                 e.put(out);
                 true
@@ -143,10 +143,10 @@ impl<V: Entry> Table<V> {
     fn retain(&self, m: &mut Map<V>, keep: &mut impl FnMut(u64, &mut V) -> bool) -> u64 {
         let mut removed = 0;
         m.retain(|k, v| {
-            let kept = keep(k, v);
+            let kept = keep(*k, v);
             if !kept {
                 removed += 1;
-                stripe(&self.count, k).fetch_sub(1, Ordering::Relaxed);
+                stripe(&self.count, *k).fetch_sub(1, Ordering::Relaxed);
             }
             kept
         });
@@ -172,7 +172,7 @@ impl<V: Entry> Table<V> {
         if let Some(p) = &self.presence {
             p.grow(len, |set| {
                 for shard in self.shards.iter() {
-                    unpoisoned(shard.0.read()).keys().for_each(&mut *set);
+                    unpoisoned(shard.0.read()).keys().for_each(|k| set(*k));
                 }
             });
         }
@@ -187,7 +187,7 @@ impl<V: Entry> Table<V> {
     /// table again.
     pub fn update<R>(&self, key: u64, new: impl FnOnce() -> V, f: impl FnOnce(&mut V) -> R) -> R {
         if !self.absent(key) {
-            if let Some(e) = self.write(key).get_mut(key) {
+            if let Some(e) = self.write(key).get_mut(&key) {
                 return f(e);
             }
         }
@@ -198,7 +198,7 @@ impl<V: Entry> Table<V> {
         self.grow_presence(len);
         let _insert = self.presence.as_ref().map(|p| p.insert(key));
         let mut m = self.write(key);
-        let e = m.get_or_insert_with(key, || {
+        let e = m.entry(key).or_insert_with(|| {
             stripe(&self.count, key).fetch_add(1, Ordering::Relaxed);
             new()
         });
@@ -208,7 +208,7 @@ impl<V: Entry> Table<V> {
     /// Sets the entry of `key` (a restore), replacing any.
     pub fn put(&self, key: u64, v: V) {
         let len = self.len();
-        if (self.absent(key) || !self.read(key).contains_key(key)) && len >= self.cap {
+        if (self.absent(key) || !self.read(key).contains_key(&key)) && len >= self.cap {
             self.evict_for_cap();
         }
         self.grow_presence(len);
@@ -223,7 +223,7 @@ impl<V: Entry> Table<V> {
         if self.absent(key) {
             return None;
         }
-        self.write(key).get_mut(key).map(f)
+        self.write(key).get_mut(&key).map(f)
     }
 
     /// Removes the entry of `key` and gives it back. Its presence bit may
@@ -232,7 +232,7 @@ impl<V: Entry> Table<V> {
         if self.absent(key) {
             return None;
         }
-        let v = self.write(key).remove(key)?;
+        let v = self.write(key).remove(&key)?;
         stripe(&self.count, key).fetch_sub(1, Ordering::Relaxed);
         Some(v)
     }
