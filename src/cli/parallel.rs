@@ -31,6 +31,9 @@ use crate::source::lines::{Line, LineReader};
 use crate::state::shard_of;
 
 const BATCH_LINES: usize = 2048;
+/// A judge brings this many of its events' accounts into the cache at a
+/// time before judging them (see [`Engine::warm`]).
+const WARM_AHEAD: usize = 32;
 
 struct RawBatch {
     seq: u64,
@@ -242,14 +245,21 @@ fn judge(
     of: u64,
 ) {
     let mut decisions = Vec::new();
+    let mut mine = Vec::with_capacity(BATCH_LINES);
+    let mut keys = Vec::with_capacity(WARM_AHEAD);
     for b in rx {
         let mut part = Vec::new();
-        for (i, item) in b.items.iter().enumerate() {
-            if let Ok(ev) = item {
-                if shard_of(ev.key) as u64 % of == me {
-                    engine.process_in_lane(me as usize, ev, None, &mut decisions);
-                    part.extend(decisions.drain(..).map(|d| (i, d)));
-                }
+        mine.clear();
+        let event = |i: usize| b.items[i].as_ref().ok();
+        mine.extend(
+            (0..b.items.len())
+                .filter(|&i| event(i).is_some_and(|ev| shard_of(ev.key) as u64 % of == me)),
+        );
+        for chunk in mine.chunks(WARM_AHEAD) {
+            engine.warm(chunk.iter().filter_map(|&i| event(i)), &mut keys);
+            for (i, ev) in chunk.iter().filter_map(|&i| Some((i, event(i)?))) {
+                engine.process_in_lane(me as usize, ev, None, &mut decisions);
+                part.extend(decisions.drain(..).map(|d| (i, d)));
             }
         }
         engine.lane_progress(me as usize, b.max_ts);

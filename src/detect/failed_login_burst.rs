@@ -202,6 +202,9 @@ impl Registration for FailedLoginBurst {
 }
 
 impl Detector for FailedLoginBurst {
+    fn warm(&self, accounts: &[u64]) {
+        self.table.warm_presence(accounts);
+    }
     fn observe(&self, event: &Event, ctx: &Context<'_>, out: &mut Vec<Finding>) {
         if event.kind != Kind::Auth || ctx.source_trusted() {
             return;

@@ -226,6 +226,10 @@ pub trait Detector: Send + Sync {
     fn state(&self) -> Vec<&dyn Swept> {
         Vec::new()
     }
+    /// Brings what this detector will first read of `accounts` (the next
+    /// few dozen events' of a lane) into the processor's cache (see
+    /// `Engine::warm`). Changes nothing.
+    fn warm(&self, _accounts: &[u64]) {}
 }
 
 /// The submitted message a mail-side finding is about, for evidence: when,

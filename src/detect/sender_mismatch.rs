@@ -297,6 +297,9 @@ impl Registration for SenderMismatch {
 }
 
 impl Detector for SenderMismatch {
+    fn warm(&self, accounts: &[u64]) {
+        self.table.warm_presence(accounts);
+    }
     fn observe(&self, event: &Event, ctx: &Context<'_>, out: &mut Vec<Finding>) {
         if event.kind != Kind::Submission {
             return;

@@ -198,6 +198,9 @@ impl SlowGuessing {
 }
 
 impl Detector for SlowGuessing {
+    fn warm(&self, accounts: &[u64]) {
+        self.table.warm_presence(accounts);
+    }
     fn observe(&self, event: &Event, ctx: &Context<'_>, out: &mut Vec<Finding>) {
         if event.kind != Kind::Auth || ctx.source_trusted() {
             return;

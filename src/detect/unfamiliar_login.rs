@@ -339,6 +339,9 @@ impl UnfamiliarLogin {
 }
 
 impl Detector for UnfamiliarLogin {
+    fn warm(&self, accounts: &[u64]) {
+        self.table.warm_presence(accounts);
+    }
     fn observe(&self, event: &Event, ctx: &Context<'_>, out: &mut Vec<Finding>) {
         if !matches!(event.kind, Kind::Auth | Kind::Submission) || ctx.source_trusted() {
             return;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::Forward;
 use crate::policy::Decision;
 use crate::sink::kafka::{Origin, Record};
-use crate::source::event::{parse_event, Kind, ParseLimits, Reject};
+use crate::source::event::{parse_event, Event, Kind, ParseLimits, Reject};
 use crate::source::kafka::{durable, Batch, Input, Part, Work};
 use crate::time::{now_millis, Millis};
 use std::sync::Arc;
@@ -30,6 +30,8 @@ pub(super) fn run(
         lag: s.metrics.event_lag.local(),
         keys: Vec::new(),
         forward,
+        parsed: Vec::new(),
+        warm: Vec::new(),
     };
     loop {
         match rx.recv_timeout(Duration::from_secs(1)) {
@@ -101,7 +103,16 @@ struct Local {
     /// Where logins are forwarded, keyed by source (the account stage of
     /// a split pipeline).
     forward: Option<Forward>,
+    /// A batch's messages parsed, before they are judged (room kept from
+    /// batch to batch).
+    parsed: Vec<Option<Result<Event, Reject>>>,
+    /// Room for the accounts `Engine::warm` brings into the cache.
+    warm: Vec<u64>,
 }
+
+/// The worker parses a batch first, then brings this many events' state
+/// into the cache at a time before judging them (see `Engine::warm`).
+const WARM_AHEAD: usize = 32;
 
 fn judge(lane: usize, b: &Batch, s: &Input, decisions: &mut Vec<Decision>, local: &mut Local) {
     let part = &b.part;
@@ -177,18 +188,30 @@ fn judge_batch(
     // producer's threads, which on a busy machine take the core from the
     // events still to judge. The trackers hear of every record first.
     let mut records = Vec::new();
-    for m in &b.msgs {
-        let origin = || Origin {
-            part: part.clone(),
-            offset: m.offset,
-            received: m.received,
-        };
-        let parsed = match m.payload {
+    let mut parsed = std::mem::take(&mut local.parsed);
+    parsed.clear();
+    parsed.extend(b.msgs.iter().map(|m| {
+        Some(match m.payload {
             None => Err(Reject::empty()),
             Some(r) if (r.1 - r.0) as usize > limits.max_bytes => {
                 Err(Reject::too_large((r.1 - r.0) as usize, limits.max_bytes))
             }
             Some(r) => parse_event(b.slice(r), &limits),
+        })
+    }));
+    for (i, m) in b.msgs.iter().enumerate() {
+        if i % WARM_AHEAD == 0 {
+            let ahead = parsed[i..parsed.len().min(i + WARM_AHEAD)].iter();
+            let events = ahead.filter_map(|p| p.as_ref()?.as_ref().ok());
+            s.engine.warm(events, &mut local.warm);
+        }
+        let origin = || Origin {
+            part: part.clone(),
+            offset: m.offset,
+            received: m.received,
+        };
+        let Some(parsed) = parsed[i].take() else {
+            continue;
         };
         match parsed {
             Err(_) if b.restore => {}
@@ -302,6 +325,7 @@ fn judge_batch(
             part.tracker.processed(m.offset);
         }
     }
+    local.parsed = parsed;
     for r in records {
         s.producer.produce(r);
     }

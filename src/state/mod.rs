@@ -94,6 +94,11 @@ pub trait Entry: Send + Sync {
     fn weight(&self) -> usize {
         1
     }
+    /// Reads what judging first reads of this entry, to bring it into the
+    /// processor's cache ([`Table::warm`]); the answer means nothing.
+    fn touch(&self) -> u64 {
+        self.last_seen() as u64
+    }
 }
 
 /// Shards of every table. A thread that judges whole shards (see

@@ -215,6 +215,16 @@ impl Entry for Habits {
     fn weight(&self) -> usize {
         self.networks.len() + self.clients.len()
     }
+    /// The entry spans three cache lines, and its lists may be on the heap:
+    /// a login reads all of them.
+    fn touch(&self) -> u64 {
+        let first = |ts: Option<Millis>| ts.unwrap_or(0) as u64;
+        first(self.logins.first().map(|l| l.ts))
+            ^ first(self.networks.first().map(|n| n.first()))
+            ^ self.clients.len() as u64
+            ^ u64::from(self.hours[0])
+            ^ self.last as u64
+    }
     fn prune(&mut self, horizon: Millis) -> bool {
         // What is forgotten within a profile goes at learning time,
         // measured from the account's own last use; the sweep removes
@@ -357,6 +367,12 @@ impl Profile {
                 cfg.keep_silent_days as Millis * DAY,
             ),
         }
+    }
+
+    /// Brings the profiles of `accounts` into the cache (see
+    /// [`Table::warm`]); answers how many accounts have one.
+    pub fn warm(&self, accounts: &mut [u64]) -> usize {
+        self.table.warm(accounts)
     }
 
     /// The network an address belongs to, as the profile keys it.
