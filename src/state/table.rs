@@ -414,6 +414,29 @@ mod tests {
     }
 
     #[test]
+    fn warming_finds_what_is_held_and_changes_nothing() {
+        for t in [
+            Table::new("t", KeyedBy::Account, 10_000, 1000),
+            Table::sparse("s", KeyedBy::Account, 10_000, 1000),
+        ] {
+            let key = |i: u64| i.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            for i in 0..500 {
+                t.update(key(i), || E(Items::new()), |e| e.0.push(i as Millis));
+            }
+            // Held and not held, over every shard, one twice.
+            let mut keys: Vec<u64> = (250..750).map(key).chain([key(3)]).collect();
+            assert_eq!(t.warm(&mut keys), 251, "{}", t.name);
+            assert!(keys.windows(2).all(|w| shard_of(w[0]) <= shard_of(w[1])));
+            t.warm_presence(&keys);
+            assert_eq!(t.len(), 500);
+            for i in 0..750 {
+                let held = t.with(key(i), |e| e.0.to_vec());
+                assert_eq!(held, (i < 500).then(|| vec![i as Millis]), "{i}");
+            }
+        }
+    }
+
+    #[test]
     fn cap_evicts_the_stalest_first() {
         let t: Table<E> = Table::new("t", KeyedBy::Account, 100, 1_000_000);
         for k in 0..100u64 {
