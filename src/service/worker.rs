@@ -103,15 +103,15 @@ struct Local {
     /// Where logins are forwarded, keyed by source (the account stage of
     /// a split pipeline).
     forward: Option<Forward>,
-    /// A batch's messages parsed, before they are judged (room kept from
-    /// batch to batch).
+    /// The next few messages of a batch parsed, before they are judged
+    /// (room kept from batch to batch).
     parsed: Vec<Option<Result<Event, Reject>>>,
     /// Room for the accounts `Engine::warm` brings into the cache.
     warm: Vec<u64>,
 }
 
-/// The worker parses a batch first, then brings this many events' state
-/// into the cache at a time before judging them (see `Engine::warm`).
+/// The worker parses this many messages of a batch at a time, and brings
+/// their state into the cache before judging them (see `Engine::warm`).
 const WARM_AHEAD: usize = 32;
 
 fn judge(lane: usize, b: &Batch, s: &Input, decisions: &mut Vec<Decision>, local: &mut Local) {
@@ -188,21 +188,23 @@ fn judge_batch(
     // producer's threads, which on a busy machine take the core from the
     // events still to judge. The trackers hear of every record first.
     let mut records = Vec::new();
+    // Parsed a few dozen at a time, then brought into the cache and judged
+    // while the parsed events are still in the processor's own cache.
     let mut parsed = std::mem::take(&mut local.parsed);
-    parsed.clear();
-    parsed.extend(b.msgs.iter().map(|m| {
-        Some(match m.payload {
-            None => Err(Reject::empty()),
-            Some(r) if (r.1 - r.0) as usize > limits.max_bytes => {
-                Err(Reject::too_large((r.1 - r.0) as usize, limits.max_bytes))
-            }
-            Some(r) => parse_event(b.slice(r), &limits),
-        })
-    }));
     for (i, m) in b.msgs.iter().enumerate() {
         if i % WARM_AHEAD == 0 {
-            let ahead = parsed[i..parsed.len().min(i + WARM_AHEAD)].iter();
-            let events = ahead.filter_map(|p| p.as_ref()?.as_ref().ok());
+            parsed.clear();
+            let ahead = &b.msgs[i..b.msgs.len().min(i + WARM_AHEAD)];
+            parsed.extend(ahead.iter().map(|m| {
+                Some(match m.payload {
+                    None => Err(Reject::empty()),
+                    Some(r) if (r.1 - r.0) as usize > limits.max_bytes => {
+                        Err(Reject::too_large((r.1 - r.0) as usize, limits.max_bytes))
+                    }
+                    Some(r) => parse_event(b.slice(r), &limits),
+                })
+            }));
+            let events = parsed.iter().filter_map(|p| p.as_ref()?.as_ref().ok());
             s.engine.warm(events, &mut local.warm);
         }
         let origin = || Origin {
@@ -210,7 +212,7 @@ fn judge_batch(
             offset: m.offset,
             received: m.received,
         };
-        let Some(parsed) = parsed[i].take() else {
+        let Some(parsed) = parsed[i % WARM_AHEAD].take() else {
             continue;
         };
         match parsed {
