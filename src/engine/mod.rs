@@ -178,10 +178,10 @@ impl Engine {
     }
 
     /// Brings what judging `events` (the next few dozen of a lane) will
-    /// read first into the processor's cache: their accounts' profiles and
-    /// their addresses' GeoIP cache slots. Their memory misses then overlap,
-    /// where judging meets them one after another. Changes nothing; `keys`
-    /// is room for the accounts.
+    /// read first into the processor's cache: their accounts' profiles,
+    /// their addresses' GeoIP cache slots and the sparse tables' presence
+    /// bits. Their memory misses then overlap, where judging meets them
+    /// one after another. Changes nothing; `keys` is room for the accounts.
     pub fn warm<'a>(&self, events: impl Iterator<Item = &'a Event>, keys: &mut Vec<u64>) {
         keys.clear();
         let geo = self.geo.load();
