@@ -5,9 +5,14 @@
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{fence, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::source::event::truncate;
+
+mod cache;
+use cache::Cache;
+#[cfg(test)]
+use cache::{Cached, Slot};
 
 use maxminddb::Reader;
 use serde::Deserialize;
@@ -267,156 +272,6 @@ pub struct GeoStats {
 /// networks commonly routed, so a database's network is rarely smaller.
 const BLOCK_V4: u8 = 24;
 const BLOCK_V6: u8 = 48;
-/// Sets a block's slot apart from the slot of the address equal to it.
-const BLOCK_TAG: u64 = 0x9e37_79b9_7f4a_7c15;
-
-/// What a slot of the lookup cache holds: a block or an address, its
-/// point, and when (event time) it was looked up.
-#[derive(Clone, Copy, Debug, PartialEq)]
-struct Cached {
-    ip: IpAddr,
-    block: bool,
-    point: Point,
-    at: Millis,
-}
-
-const WORDS: usize = 6;
-
-impl Cached {
-    /// Flag bits of the last word.
-    const V6: u64 = 1;
-    const BLOCK: u64 = 1 << 1;
-    const COORDS: u64 = 1 << 2;
-    const ANON: [u64; 6] = [1 << 3, 1 << 4, 1 << 5, 1 << 6, 1 << 7, 1 << 8];
-    /// A slot ever written (a fresh slot is all zeros).
-    const FULL: u64 = 1 << 9;
-
-    fn pack(&self) -> [u64; WORDS] {
-        let (bits, v6) = match self.ip {
-            IpAddr::V4(a) => (u128::from(u32::from(a)), 0),
-            IpAddr::V6(a) => (u128::from(a), Self::V6),
-        };
-        let p = &self.point;
-        let (lat, lon) = p.coords.unwrap_or_default();
-        let a = &p.anonymity;
-        let anon = [
-            a.anonymous,
-            a.vpn,
-            a.hosting,
-            a.public_proxy,
-            a.tor,
-            a.residential_proxy,
-        ];
-        let mut flags = Self::FULL | v6;
-        flags |= if self.block { Self::BLOCK } else { 0 };
-        flags |= if p.coords.is_some() { Self::COORDS } else { 0 };
-        for (set, bit) in anon.iter().zip(Self::ANON) {
-            flags |= if *set { bit } else { 0 };
-        }
-        [
-            bits as u64,
-            (bits >> 64) as u64,
-            self.at as u64,
-            u64::from(lat.to_bits()) | u64::from(lon.to_bits()) << 32,
-            u64::from(p.asn)
-                | u64::from(p.accuracy_km) << 32
-                | u64::from(p.country[0]) << 48
-                | u64::from(p.country[1]) << 56,
-            flags,
-        ]
-    }
-
-    fn unpack(w: [u64; WORDS]) -> Option<Cached> {
-        let flags = w[5];
-        if flags & Self::FULL == 0 {
-            return None;
-        }
-        let bits = u128::from(w[0]) | u128::from(w[1]) << 64;
-        let ip = if flags & Self::V6 != 0 {
-            IpAddr::V6(bits.into())
-        } else {
-            IpAddr::V4((bits as u32).into())
-        };
-        let coords = (flags & Self::COORDS != 0).then(|| {
-            (
-                f32::from_bits(w[3] as u32),
-                f32::from_bits((w[3] >> 32) as u32),
-            )
-        });
-        let anon = Self::ANON.map(|bit| flags & bit != 0);
-        Some(Cached {
-            ip,
-            block: flags & Self::BLOCK != 0,
-            at: w[2] as Millis,
-            point: Point {
-                coords,
-                accuracy_km: (w[4] >> 32) as u16,
-                anonymity: Anonymity {
-                    anonymous: anon[0],
-                    vpn: anon[1],
-                    hosting: anon[2],
-                    public_proxy: anon[3],
-                    tor: anon[4],
-                    residential_proxy: anon[5],
-                },
-                country: [(w[4] >> 48) as u8, (w[4] >> 56) as u8],
-                asn: w[4] as u32,
-            },
-        })
-    }
-}
-
-/// One slot of the lookup cache, read without taking a lock: a sequence
-/// lock made of atomics. A hit is a few plain loads, where a mutex was a
-/// locked instruction that on x86 waits for every load before it, so
-/// that the slot's cache miss could not overlap the event's others. A
-/// writer makes the count odd while it writes; a reader that sees it odd
-/// or changed takes the slot as empty (and looks the address up). Two
-/// writers at once: the second leaves the slot to the first.
-#[repr(align(64))]
-#[derive(Default)]
-struct Slot {
-    seq: AtomicU64,
-    words: [AtomicU64; WORDS],
-}
-
-impl Slot {
-    fn load(&self) -> Option<Cached> {
-        let before = self.seq.load(Ordering::Acquire);
-        if before & 1 == 1 {
-            return None;
-        }
-        let w = std::array::from_fn(|i| self.words[i].load(Ordering::Relaxed));
-        fence(Ordering::Acquire);
-        if self.seq.load(Ordering::Relaxed) != before {
-            return None;
-        }
-        Cached::unpack(w)
-    }
-
-    fn store(&self, c: &Cached) {
-        let seq = self.seq.load(Ordering::Relaxed);
-        if seq & 1 == 1
-            || self
-                .seq
-                .compare_exchange(
-                    seq,
-                    seq.wrapping_add(1),
-                    Ordering::Acquire,
-                    Ordering::Relaxed,
-                )
-                .is_err()
-        {
-            return;
-        }
-        fence(Ordering::Release);
-        for (w, v) in self.words.iter().zip(c.pack()) {
-            w.store(v, Ordering::Relaxed);
-        }
-        self.seq.store(seq.wrapping_add(2), Ordering::Release);
-    }
-}
-
 /// Whether a database's answer for `ip` holds for its whole block: the
 /// network the database found is the block or larger. A failed lookup
 /// does not.
@@ -441,12 +296,7 @@ pub struct GeoIp {
     city: Option<Reader<Vec<u8>>>,
     asn: Option<Reader<Vec<u8>>>,
     anonymous: Option<Reader<Vec<u8>>>,
-    /// A direct-mapped cache: slot = hash(address) mod size. No allocation,
-    /// no global clear; a colliding address simply takes the slot over.
-    cache: Vec<Slot>,
-    /// The cache's secret hash seed (random per process).
-    seed: u64,
-    ttl: Millis,
+    cache: Cache,
     pub stats: GeoStats,
 }
 
@@ -511,14 +361,7 @@ impl GeoIp {
                 "an Anonymous-IP database",
                 &["Anonymous", "anonymous"],
             )?,
-            cache: (0..cfg.cache_size).map(|_| Slot::default()).collect(),
-            // Not the tables' key: that one may still be set from durable
-            // state after the databases are open.
-            seed: {
-                use std::hash::BuildHasher;
-                std::hash::RandomState::new().hash_one(0x0067_656f_6970_u64)
-            },
-            ttl: cfg.cache_ttl_secs as Millis * 1000,
+            cache: Cache::new(cfg.cache_size, cfg.cache_ttl_secs as Millis * 1000),
             stats: GeoStats::default(),
         })
     }
@@ -535,51 +378,20 @@ impl GeoIp {
     pub fn point(&self, ip: IpAddr, now: Millis) -> (Point, bool) {
         let block = truncate(ip, BLOCK_V4, BLOCK_V6);
         for (key, is_block) in [(block, true), (ip, false)] {
-            if let Some(c) = self.slot(key, is_block).load() {
-                if c.ip == key
-                    && c.block == is_block
-                    && now.saturating_sub(c.at) < self.ttl
-                    && c.at <= now.saturating_add(self.ttl)
-                {
-                    return (c.point, true);
-                }
+            if let Some(point) = self.cache.get(key, is_block, now) {
+                return (point, true);
             }
         }
         let (point, whole_block) = self.point_uncached(ip);
         let key = if whole_block { block } else { ip };
-        self.slot(key, whole_block).store(&Cached {
-            ip: key,
-            block: whole_block,
-            point,
-            at: now,
-        });
+        self.cache.put(key, whole_block, point, now);
         (point, false)
     }
 
     /// Brings the cache slot of `ip`'s block into the processor's cache
     /// ahead of its event (see `Engine::warm`); changes nothing.
     pub fn warm(&self, ip: IpAddr) {
-        let block = truncate(ip, BLOCK_V4, BLOCK_V6);
-        std::hint::black_box(self.slot(block, true).seq.load(Ordering::Relaxed));
-    }
-
-    fn slot(&self, ip: IpAddr, block: bool) -> &Slot {
-        // A multiply-fold under a secret seed: cheaper than the tables'
-        // SipHash, and an outsider still cannot aim addresses at one slot
-        // (which would only cost lookups). A block and an address of the
-        // same value hash apart.
-        let bits = match ip {
-            IpAddr::V4(a) => u128::from(u32::from(a)),
-            IpAddr::V6(a) => u128::from(a) ^ (1 << 127),
-        };
-        let seed = self.seed ^ if block { BLOCK_TAG } else { 0 };
-        let x = (bits as u64 ^ seed).wrapping_mul(0x9fb2_1c65_1e98_df25)
-            ^ ((bits >> 64) as u64)
-                .wrapping_add(seed)
-                .wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
-        let h = x ^ (x >> 29);
-        // The hash's high bits scaled to the slots (no division).
-        &self.cache[((u128::from(h) * self.cache.len() as u128) >> 64) as usize]
+        self.cache.warm(truncate(ip, BLOCK_V4, BLOCK_V6));
     }
 
     /// The point of `ip`, and whether every database's network for it
