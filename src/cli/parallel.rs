@@ -23,7 +23,7 @@ use std::thread;
 use std::time::Instant;
 
 use super::replay::{deliver, fill, Progress, ReplayOptions, Summary};
-use crate::engine::Engine;
+use crate::engine::{Engine, WARM_AHEAD};
 use crate::policy::Decision;
 use crate::sink::JsonLines;
 use crate::source::event::{parse_event, Event, ParseLimits, Reject, RejectReason};
@@ -31,9 +31,6 @@ use crate::source::lines::{Line, LineReader};
 use crate::state::shard_of;
 
 const BATCH_LINES: usize = 2048;
-/// A judge brings this many of its events' accounts into the cache at a
-/// time before judging them (see [`Engine::warm`]).
-const WARM_AHEAD: usize = 32;
 
 struct RawBatch {
     seq: u64,

@@ -25,6 +25,10 @@ pub struct DetectorCounts {
 }
 
 const MIN_EVENTS_BETWEEN_SWEEPS: u64 = 1024;
+/// How many events a lane warms at a time before judging them
+/// ([`Engine::warm`]): the parallel replay's judges and the service's
+/// workers (which also parse that many messages at a time).
+pub const WARM_AHEAD: usize = 32;
 /// A sweep visits this many of the tables' shards at a time, one step
 /// every `EVENTS_PER_SWEEP_STEP` events of a lane: a whole sweep of a
 /// million accounts held up the event that happened to start it (and all

@@ -7,6 +7,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Duration;
 
 use super::Forward;
+use crate::engine::WARM_AHEAD;
 use crate::policy::Decision;
 use crate::sink::kafka::{Origin, Record};
 use crate::source::event::{parse_event, Event, Kind, ParseLimits, Reject};
@@ -109,10 +110,6 @@ struct Local {
     /// Room for the accounts `Engine::warm` brings into the cache.
     warm: Vec<u64>,
 }
-
-/// The worker parses this many messages of a batch at a time, and brings
-/// their state into the cache before judging them (see `Engine::warm`).
-const WARM_AHEAD: usize = 32;
 
 fn judge(lane: usize, b: &Batch, s: &Input, decisions: &mut Vec<Decision>, local: &mut Local) {
     let part = &b.part;
