@@ -29,6 +29,8 @@ struct Round {
     /// Seconds and events judged as they came, and warmed first.
     cold: (f64, usize),
     warmed: (f64, usize),
+    /// Seconds spent in `Engine::warm` itself (part of `warmed`).
+    warming: f64,
     decisions: usize,
 }
 
@@ -38,6 +40,7 @@ fn judge(engine: &Engine, events: &[Event], warm: usize, all_warmed: bool) -> Ro
     let mut r = Round {
         cold: (0.0, 0),
         warmed: (0.0, 0),
+        warming: 0.0,
         decisions: 0,
     };
     let mut keys = Vec::with_capacity(warm);
@@ -46,6 +49,7 @@ fn judge(engine: &Engine, events: &[Event], warm: usize, all_warmed: bool) -> Ro
         let warmed = all_warmed || n % 2 == 1;
         if warmed {
             engine.warm(chunk.iter(), &mut keys);
+            r.warming += start.elapsed().as_secs_f64();
         }
         for e in chunk {
             engine.process(e, None, &mut decisions);
@@ -95,21 +99,26 @@ fn main() {
         events.len()
     );
     println!();
-    println!("| round | ns per event as they come | ns per event, accounts warmed first | warmed / as they come | decisions |");
-    println!("|---|---|---|---|---|");
+    println!("| round | ns per event as they come | ns per event, accounts warmed first | of which warming | warmed / as they come | decisions |");
+    println!("|---|---|---|---|---|---|");
     let mut ratios = Vec::new();
     for round in 1..=rounds {
         let engine = Engine::with_geo(&settings, Arc::clone(&geo));
         let r = judge(&engine, &events, warm, all_warmed);
         let ns = |(secs, n): (f64, usize)| secs * 1e9 / n.max(1) as f64;
         let (c, w) = (ns(r.cold), ns(r.warmed));
-        ratios.push(w / c);
+        // No runs as they come with CREDWATCH_BENCH_ALL_WARMED=1.
+        let ratio = (r.cold.1 > 0).then(|| w / c);
+        ratios.extend(ratio);
+        let shown = ratio.map_or("—".to_string(), |x| format!("{x:.3}"));
+        let warming = r.warming * 1e9 / r.warmed.1.max(1) as f64;
         println!(
-            "| {round} | {c:.0} | {w:.0} | {:.3} | {} |",
-            w / c,
+            "| {round} | {c:.0} | {w:.0} | {warming:.0} | {shown} | {} |",
             r.decisions
         );
     }
     ratios.sort_by(f64::total_cmp);
-    println!("| median | | | **{:.3}** | |", ratios[ratios.len() / 2]);
+    if let Some(m) = ratios.get(ratios.len() / 2) {
+        println!("| median | | | | **{m:.3}** | |");
+    }
 }

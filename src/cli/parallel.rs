@@ -242,19 +242,19 @@ fn judge(
     of: u64,
 ) {
     let mut decisions = Vec::new();
-    let mut mine = Vec::with_capacity(BATCH_LINES);
     let mut keys = Vec::with_capacity(WARM_AHEAD);
     for b in rx {
         let mut part = Vec::new();
-        mine.clear();
-        let event = |i: usize| b.items[i].as_ref().ok();
-        mine.extend(
-            (0..b.items.len())
-                .filter(|&i| event(i).is_some_and(|ev| shard_of(ev.key) as u64 % of == me)),
-        );
+        // This judge's events, with their places in the batch.
+        let mine: Vec<(usize, &Event)> = (b.items.iter().enumerate())
+            .filter_map(|(i, item)| {
+                let ev = item.as_ref().ok()?;
+                (shard_of(ev.key) as u64 % of == me).then_some((i, ev))
+            })
+            .collect();
         for chunk in mine.chunks(WARM_AHEAD) {
-            engine.warm(chunk.iter().filter_map(|&i| event(i)), &mut keys);
-            for (i, ev) in chunk.iter().filter_map(|&i| Some((i, event(i)?))) {
+            engine.warm(chunk.iter().map(|(_, ev)| *ev), &mut keys);
+            for &(i, ev) in chunk {
                 engine.process_in_lane(me as usize, ev, None, &mut decisions);
                 part.extend(decisions.drain(..).map(|d| (i, d)));
             }

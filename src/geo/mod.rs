@@ -11,8 +11,6 @@ use crate::source::event::truncate;
 
 mod cache;
 use cache::Cache;
-#[cfg(test)]
-use cache::{Cached, Slot};
 
 use maxminddb::Reader;
 use serde::Deserialize;

@@ -1,5 +1,6 @@
 //! GeoIP's tests: distances, start-up errors, and the block cache.
 
+use super::cache::{Cached, Slot};
 use super::*;
 
 #[test]

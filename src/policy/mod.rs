@@ -573,14 +573,14 @@ impl Policy {
         (a, incident.map(|i| i.first))
     }
 
-    /// True when a lock of `key` is held by the breaker (cheap: a bitmap
-    /// answers for almost every account).
     /// Brings the held-lock table's presence bits of `accounts` into the
     /// processor's cache (see `Engine::warm`).
     pub fn warm(&self, accounts: &[u64]) {
         self.held.warm_presence(accounts);
     }
 
+    /// True when a lock of `key` is held by the breaker (cheap: a bitmap
+    /// answers for almost every account).
     pub fn has_held(&self, key: u64) -> bool {
         self.held.with(key, |h| !h.released).unwrap_or(false)
     }
