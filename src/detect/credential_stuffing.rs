@@ -286,8 +286,7 @@ impl Detector for CredentialStuffing {
         // Only established accounts count (see `learning_days`).
         let (learning, days) = (self.cfg.learning_days, self.cfg.min_active_days);
         let established = ctx
-            .profile()
-            .and_then(|p| p.with_habits(event.key, |h| h.established(event.ts, learning, days)))
+            .habits(|h| h.established(event.ts, learning, days))
             .unwrap_or(false);
         if !established {
             return;
@@ -411,8 +410,7 @@ fn usual_client(event: &Event, ctx: &Context<'_>) -> bool {
     let Some(c) = event.client.as_deref().and_then(crate::state::profile::client_key) else {
         return false;
     };
-    ctx.profile()
-        .and_then(|p| p.with_habits(event.key, |h| h.clients.iter().any(|x| x.hash == c)))
+    ctx.habits(|h| h.clients.iter().any(|x| x.hash == c))
         .unwrap_or(false)
 }
 

@@ -203,14 +203,17 @@ impl Detector for ImpossibleTravel {
         let Some(ip) = event.src_ip else { return };
         // The source stage has no profiles, and this detector is keyed by
         // account: it never runs there.
-        let Some(profile) = ctx.profile() else { return };
+        if ctx.profile().is_none() {
+            return;
+        }
         // What a sweep of a table of logins `history` long would have
         // removed by now goes first (the profile keeps its entry longer).
         let stale = event.ts - self.history - self.slack;
         // The same address as the account's latest login (the common case:
         // a mail client polling from home) is the same place: only its time
         // moves, and no GeoIP lookup is needed.
-        let repeat = profile.with_logins(event.key, |h| {
+        let repeat = ctx.habits(|p| {
+            let h = &mut p.logins;
             prune_sorted(h, stale, |l| l.ts);
             match h.last_mut() {
                 Some(last) if last.ip == ip && event.ts >= last.ts => {
@@ -237,7 +240,8 @@ impl Detector for ImpossibleTravel {
         };
         let horizon = event.ts - self.history;
         let cap = self.cap;
-        let found = profile.update_logins(event.key, |h| {
+        let found = ctx.habits_or_new(|p| {
+            let h = &mut p.logins;
             let at = insert_sorted(h, login, cap, |l| l.ts);
             if login.anonymous {
                 return None;
@@ -257,7 +261,7 @@ impl Detector for ImpossibleTravel {
             }
             Some((jump, anonymous))
         });
-        if let Some((jump, anonymous)) = found {
+        if let Some(Some((jump, anonymous))) = found {
             out.push(self.finding(event, ctx, jump, anonymous));
         }
     }

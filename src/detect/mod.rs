@@ -33,7 +33,7 @@ pub use registry::{DetectorConfig, DetectorInfo, Registered, Registration};
 #[cfg(all(test, feature = "demo"))]
 mod testing;
 
-use std::cell::OnceCell;
+use std::cell::{OnceCell, RefCell};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -42,8 +42,8 @@ use serde_json::{Map, Value};
 
 use crate::geo::{GeoIp, Place, Point};
 use crate::source::event::{AuthResult, Event};
-use crate::state::profile::{Profile, Seen};
-use crate::state::Swept;
+use crate::state::profile::{Habits, Profile, Seen};
+use crate::state::{Held, Swept};
 use crate::time::Millis;
 
 /// How bad a finding is (contract §2).
@@ -97,11 +97,26 @@ pub struct Finding {
 }
 
 /// What a detector may ask about the event besides the event itself.
+///
+/// **The event's profile.** The account's profile is read and written by
+/// several detectors and then learned into, about six accesses per
+/// successful login. The engine locks its shard once, before the
+/// detectors ([`Context::hold_profile`]), and every access of the event
+/// goes through that hold until the context is dropped. So that two
+/// threads can never wait on each other, a thread waits for a profile
+/// shard only while it holds no other lock: at the start of an event, or
+/// in the engine between detectors. Holding one, it may wait for any
+/// other table's lock, because nobody holding one of those waits for a
+/// profile. A profile of another account, in another shard, is read by
+/// letting the hold go first ([`Context::first_seen`]). A closure given
+/// to [`Context::habits`] must not ask the context for the profile again
+/// (that panics).
 pub struct Context<'a> {
     geo: &'a GeoIp,
     trusted: &'a [IpNet],
     point: OnceCell<Option<(Point, bool)>>,
     profile: Option<&'a Profile>,
+    held: RefCell<Option<Held<'a, Habits>>>,
     seen: OnceCell<Option<Seen>>,
     /// The profiles' key of the event's address's network.
     network: OnceCell<Option<u64>>,
@@ -118,6 +133,7 @@ impl<'a> Context<'a> {
             trusted,
             point: OnceCell::new(),
             profile: None,
+            held: RefCell::new(None),
             seen: OnceCell::new(),
             network: OnceCell::new(),
             trusted_source: OnceCell::new(),
@@ -138,9 +154,70 @@ impl<'a> Context<'a> {
     /// engine learns it after the detectors have judged it.
     pub fn seen(&self) -> Option<Seen> {
         *self.seen.get_or_init(|| {
-            let profile = self.profile?;
-            Some(profile.seen_in(self.key, self.own_network()?, self.point().as_ref()))
+            let prefix = self.own_network()?;
+            let point = self.point();
+            Some(
+                self.habits(|h| h.seen(prefix, point.as_ref()))
+                    .unwrap_or_default(),
+            )
         })
+    }
+
+    /// Locks the shard of the event's account's profile until the context
+    /// is dropped (see [`Context`]). The engine calls it before the
+    /// detectors, holding no other lock.
+    pub fn hold_profile(&self) {
+        if let Some(p) = self.profile {
+            *self.held.borrow_mut() = Some(p.hold(self.key));
+        }
+    }
+
+    /// Runs `f` on the event's account's profile (`None`: no profiles
+    /// here, or the account has none).
+    pub fn habits<R>(&self, f: impl FnOnce(&mut Habits) -> R) -> Option<R> {
+        let profile = self.profile?;
+        match self.held.borrow_mut().as_mut() {
+            Some(h) => h.get_mut(self.key).map(f),
+            None => profile.with(self.key, f),
+        }
+    }
+
+    /// Runs `f` on the event's account's profile, giving it an empty one
+    /// first if it has none (`None`: no profiles here).
+    pub fn habits_or_new<R>(&self, f: impl FnOnce(&mut Habits) -> R) -> Option<R> {
+        let profile = self.profile?;
+        let mut held = self.held.borrow_mut();
+        if let Some(h) = held.as_mut() {
+            if let Some(e) = h.get_or_insert(self.key, Habits::empty) {
+                return Some(f(e));
+            }
+            // It cannot be created in the held shard (the table is full):
+            // the usual insert makes room, holding nothing.
+            *held = None;
+            let r = profile.update(self.key, f);
+            *held = Some(profile.hold(self.key));
+            return Some(r);
+        }
+        Some(profile.update(self.key, f))
+    }
+
+    /// When `account` (any account) first logged in successfully, among
+    /// what its profile remembers. Called by the engine between detectors.
+    pub fn first_seen(&self, account: u64) -> Option<Millis> {
+        let profile = self.profile?;
+        let mut held = self.held.borrow_mut();
+        match held.as_mut() {
+            Some(h) if h.covers(account) => h.get_mut(account).and_then(|h| h.first_seen()),
+            Some(_) => {
+                // Another shard: waiting for it while holding this one
+                // could wait on a thread that holds it and wants this one.
+                *held = None;
+                let first = profile.first_seen(account);
+                *held = Some(profile.hold(self.key));
+                first
+            }
+            None => profile.first_seen(account),
+        }
     }
 
     /// The network of an address as the profiles key it (`None`: no profiles).
@@ -172,17 +249,20 @@ impl<'a> Context<'a> {
         }
         if event.is_auth(AuthResult::Success) {
             if let Some(net) = self.own_network() {
-                p.learn_in(
-                    self.key,
-                    net,
-                    self.point().as_ref(),
-                    event.ts,
-                    event.protocol,
-                    event.client.as_deref(),
-                );
+                let point = self.point();
+                self.habits_or_new(|h| {
+                    p.learn_into(
+                        h,
+                        net,
+                        point.as_ref(),
+                        event.ts,
+                        event.protocol,
+                        event.client.as_deref(),
+                    );
+                });
             }
         } else if event.kind == crate::source::event::Kind::Submission {
-            p.learn_sent(self.key, event.ts);
+            self.habits(|h| h.learn_sent(event.ts));
         }
     }
 
@@ -301,6 +381,104 @@ pub fn thousands(n: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{mpsc, Arc, Barrier};
+    use std::time::Duration;
+
+    use super::Context;
+    use crate::geo::{GeoIp, GeoIpConfig};
+    use crate::source::event::{parse_event, Event, ParseLimits};
+    use crate::state::profile::{Profile, ProfileConfig};
+    use crate::state::{shard_of, StateConfig};
+
+    /// 2026-11-05T00:00:00Z
+    const T: i64 = 1_793_836_800_000;
+
+    fn login(account: &str, ip: &str, ts: i64) -> Event {
+        let line = format!(
+            r#"{{"ts":{ts},"kind":"auth","account":"{account}","protocol":"imap","src_ip":"{ip}","result":"success"}}"#
+        );
+        parse_event(line.as_bytes(), &ParseLimits::new(65_536, ts + 1000)).expect("a valid login")
+    }
+
+    fn no_geo() -> GeoIp {
+        let none = GeoIpConfig {
+            city_db: String::new(),
+            ..GeoIpConfig::default()
+        };
+        GeoIp::open(&none).expect("no databases")
+    }
+
+    /// Two accounts whose profiles are in different shards.
+    fn two_shards() -> (Event, Event) {
+        let a = login("a@example.net", "198.51.100.7", T);
+        let b = (0..)
+            .map(|i| login(&format!("b{i}@example.net"), "203.0.113.9", T))
+            .find(|b| shard_of(b.key) != shard_of(a.key))
+            .expect("another shard");
+        (a, b)
+    }
+
+    #[test]
+    fn a_held_profile_learns_as_the_table_would_even_at_the_cap() {
+        let geo = no_geo();
+        // Room for one profile: the second account's is made room for by
+        // the table (which the held shard cannot do).
+        let state = StateConfig {
+            max_accounts: 1,
+            ..StateConfig::default()
+        };
+        let profile = Profile::new(&ProfileConfig::default(), &state);
+        let (a, b) = two_shards();
+        for e in [&a, &b] {
+            let ctx = Context::new(&geo, &[], e).with_profile(Some(&profile));
+            ctx.hold_profile();
+            assert_eq!(ctx.seen().and_then(|s| s.network), None);
+            ctx.learn(e);
+            // Held again after making room: the event's profile is there.
+            assert_eq!(ctx.habits(|h| h.days), Some(1));
+            assert_eq!(ctx.first_seen(e.key), Some(e.ts));
+        }
+        let ip = b.src_ip.expect("an address");
+        assert_eq!(profile.seen(b.key, ip, None).network, Some(b.ts));
+        assert_eq!(profile.first_seen(a.key), None, "made room for b");
+    }
+
+    #[test]
+    fn two_events_each_asking_for_the_others_profile_do_not_wait_on_each_other() {
+        let geo = no_geo();
+        let profile = Profile::new(&ProfileConfig::default(), &StateConfig::default());
+        let (a, b) = two_shards();
+        for e in [&a, &b] {
+            let ctx = Context::new(&geo, &[], e).with_profile(Some(&profile));
+            ctx.learn(e);
+        }
+        // Both threads hold their own event's shard, then ask for the
+        // other's: holding on while waiting would deadlock (and leave the
+        // two threads behind, not hang the test).
+        let shared = Arc::new((geo, profile, Barrier::new(2)));
+        let (done, finished) = mpsc::channel();
+        for (mine, theirs) in [(a.clone(), b.key), (b, a.key)] {
+            let (shared, done) = (Arc::clone(&shared), done.clone());
+            std::thread::spawn(move || {
+                let (geo, profile, both) = &*shared;
+                let ctx = Context::new(geo, &[], &mine).with_profile(Some(profile));
+                ctx.hold_profile();
+                both.wait();
+                let first = ctx.first_seen(theirs);
+                // Still held, and still this event's profile.
+                let own = ctx.habits(|h| h.first_seen()).flatten();
+                done.send((first, own)).expect("the test waits");
+            });
+        }
+        for _ in 0..2 {
+            let (first, own) = finished
+                .recv_timeout(Duration::from_secs(10))
+                .expect("both events finish (a deadlock would not)");
+            assert_eq!(first, Some(T));
+            assert_eq!(own, Some(T));
+        }
+    }
+
     #[test]
     fn thousands_separators() {
         assert_eq!(super::thousands(8600), "8,600");

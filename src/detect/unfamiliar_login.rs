@@ -347,13 +347,15 @@ impl Detector for UnfamiliarLogin {
             return;
         }
         let Some(ip) = event.src_ip else { return };
-        let Some(profile) = ctx.profile() else { return };
+        if ctx.profile().is_none() {
+            return;
+        }
         let success = event.is_auth(AuthResult::Success);
         if event.kind == Kind::Auth && !success {
             return;
         }
         let point = ctx.point();
-        let prefix = profile.network(ip);
+        let Some(prefix) = ctx.network(ip) else { return };
         let asn = point.as_ref().map_or(0, |p| p.asn);
         // A session from a watched network: what it does next.
         let followed = self.table.with(event.key, |w| {
@@ -373,7 +375,7 @@ impl Detector for UnfamiliarLogin {
         }
         // Asked before the profile's entry is locked (`seen` reads it too).
         let seen = ctx.seen().unwrap_or_default();
-        let Some(Some(j)) = profile.with_habits(event.key, |h| self.judge(h, event, point.as_ref(), seen)) else {
+        let Some(Some(j)) = ctx.habits(|h| self.judge(h, event, point.as_ref(), seen)) else {
             return;
         };
         if j.score < self.cfg.alert_score {

@@ -270,6 +270,10 @@ impl Engine {
         }
         let geo = self.geo.load();
         let ctx = Context::new(&geo, &self.trusted, event).with_profile(self.profile.as_ref());
+        if event.src_ip.is_some() {
+            // Every detector that reads the profile needs the address.
+            ctx.hold_profile();
+        }
         let decided_at = decided_at.unwrap_or(event.ts);
         if used && self.policy.has_held(event.key) {
             self.release_held(event, now, decided_at, out);
@@ -286,7 +290,7 @@ impl Engine {
                         detector: i,
                         dry_run: reg.dry_run,
                         third_party: reg.third_party,
-                        established: self.established(&f),
+                        established: self.established(&f, &ctx),
                         network: f.source.map_or(0, |ip| self.network(ip)),
                         now,
                         decided_at,
@@ -388,9 +392,9 @@ impl Engine {
     /// Whether a finding's account had logged in long enough before its
     /// evidence for its lock to count on the breaker. Without profiles (the
     /// source stage of a split pipeline) every lock counts.
-    fn established(&self, f: &Finding) -> bool {
+    fn established(&self, f: &Finding, ctx: &Context<'_>) -> bool {
         match &self.profile {
-            Some(p) => p
+            Some(_) => ctx
                 .first_seen(f.key)
                 .is_some_and(|t| t <= f.first_event_ts - self.policy.breaker.established()),
             // The source stage: the account stage's hint, when it came.

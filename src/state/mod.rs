@@ -30,7 +30,7 @@ mod table;
 
 pub use items::{insert_sorted, prune_sorted, HourCount, Items};
 pub use recent::{remember, RecentLog, Timed};
-pub use table::{KeyHasher, Table};
+pub use table::{Held, KeyHasher, Table};
 
 use crate::section::Checks;
 use crate::time::Millis;

@@ -30,7 +30,7 @@ use std::net::IpAddr;
 use crate::geo::Point;
 use crate::section::Checks;
 use crate::source::event::{network_key, Protocol};
-use crate::state::{Entry, Items, KeyedBy, StateConfig, Swept, Table};
+use crate::state::{Entry, Held, Items, KeyedBy, StateConfig, Swept, Table};
 use crate::time::{Millis, DAY, HOUR};
 
 crate::section! {
@@ -234,7 +234,9 @@ impl Entry for Habits {
 }
 
 impl Habits {
-    fn empty() -> Habits {
+    /// A profile with nothing learned yet: it reads as none (no networks,
+    /// no first login, not established).
+    pub fn empty() -> Habits {
         Habits {
             networks: Items::new(),
             clients: Items::new(),
@@ -247,6 +249,44 @@ impl Habits {
             protocols: 0,
             logins: Items::new(),
         }
+    }
+
+    /// What it had used that an address of the network `prefix` (at
+    /// `point`) shows (see [`Profile::seen`]).
+    pub fn seen(&self, prefix: u64, point: Option<&Point>) -> Seen {
+        let asn = point.and_then(Point::asn);
+        let country = point.and_then(Point::country);
+        let mut s = Seen::default();
+        let min = |slot: &mut Option<Millis>, t: Millis| {
+            *slot = Some(slot.map_or(t, |x: Millis| x.min(t)));
+        };
+        for net in &self.networks {
+            let first = net.first();
+            min(&mut s.any, first);
+            if net.prefix == prefix {
+                min(&mut s.network, first);
+            }
+            if asn.is_some_and(|a| a == net.asn) {
+                min(&mut s.asn, first);
+            }
+            if country.is_some_and(|c| c == net.country) {
+                min(&mut s.country, first);
+            }
+        }
+        s
+    }
+
+    /// Its first successful login among the networks remembered.
+    pub fn first_seen(&self) -> Option<Millis> {
+        self.networks.iter().map(Network::first).min()
+    }
+
+    /// Learns a message it submitted at `ts`.
+    pub fn learn_sent(&mut self, ts: Millis) {
+        if self.last_sent == 0 || ts.div_euclid(DAY) > self.last_sent().div_euclid(DAY) {
+            self.sent_days = self.sent_days.saturating_add(1);
+        }
+        self.last_sent = self.last_sent.max(secs_down(ts));
     }
 
     /// Its first successful login remembered (`Millis::MAX`: none).
@@ -388,30 +428,26 @@ impl Profile {
     /// [`Profile::seen`] with the address's network already keyed
     /// ([`Profile::network`]).
     pub fn seen_in(&self, account: u64, prefix: u64, point: Option<&Point>) -> Seen {
-        let asn = point.and_then(Point::asn);
-        let country = point.and_then(Point::country);
         self.table
-            .with(account, |h| {
-                let mut s = Seen::default();
-                let min = |slot: &mut Option<Millis>, t: Millis| {
-                    *slot = Some(slot.map_or(t, |x: Millis| x.min(t)));
-                };
-                for net in &h.networks {
-                    let first = net.first();
-                    min(&mut s.any, first);
-                    if net.prefix == prefix {
-                        min(&mut s.network, first);
-                    }
-                    if asn.is_some_and(|a| a == net.asn) {
-                        min(&mut s.asn, first);
-                    }
-                    if country.is_some_and(|c| c == net.country) {
-                        min(&mut s.country, first);
-                    }
-                }
-                s
-            })
+            .with(account, |h| h.seen(prefix, point))
             .unwrap_or_default()
+    }
+
+    /// Locks the shard of `account`'s profile for the accesses of one
+    /// event (see [`Table::hold`] and [`crate::detect::Context`]).
+    pub fn hold(&self, account: u64) -> Held<'_, Habits> {
+        self.table.hold(account)
+    }
+
+    /// Runs `f` on `account`'s profile, giving it an empty one first if it
+    /// has none (an empty profile reads as none).
+    pub fn update<R>(&self, account: u64, f: impl FnOnce(&mut Habits) -> R) -> R {
+        self.table.update(account, Habits::empty, f)
+    }
+
+    /// Runs `f` on `account`'s profile, if it has one.
+    pub fn with<R>(&self, account: u64, f: impl FnOnce(&mut Habits) -> R) -> Option<R> {
+        self.table.with(account, f)
     }
 
     /// Reads `account`'s profile (`None`: it has none). The entry is locked
@@ -419,25 +455,6 @@ impl Profile {
     /// `Context::seen`, no `seen`), or the thread waits on itself.
     pub fn with_habits<R>(&self, account: u64, f: impl FnOnce(&Habits) -> R) -> Option<R> {
         self.table.with(account, |h| f(h))
-    }
-
-    /// Runs `f` on `account`'s remembered logins, if it has a profile.
-    /// The entry is locked while `f` runs (see [`Profile::with_habits`]).
-    pub fn with_logins<R>(
-        &self,
-        account: u64,
-        f: impl FnOnce(&mut Items<Login>) -> R,
-    ) -> Option<R> {
-        self.table.with(account, |h| f(&mut h.logins))
-    }
-
-    /// Runs `f` on `account`'s remembered logins, giving it an empty
-    /// profile first if it has none (the login is learned right after the
-    /// detectors; an empty profile reads as none: no networks, no first
-    /// login, not established).
-    pub fn update_logins<R>(&self, account: u64, f: impl FnOnce(&mut Items<Login>) -> R) -> R {
-        self.table
-            .update(account, Habits::empty, |h| f(&mut h.logins))
     }
 
     /// Forgets `account`'s remembered logins (an unlock: the attacker's
@@ -448,9 +465,7 @@ impl Profile {
 
     /// When `account` first logged in successfully (among what is remembered).
     pub fn first_seen(&self, account: u64) -> Option<Millis> {
-        self.table
-            .with(account, |h| h.networks.iter().map(Network::first).min())
-            .flatten()
+        self.table.with(account, |h| h.first_seen()).flatten()
     }
 
     /// Learns a successful login of `account` from `ip` at `ts` (the
@@ -479,90 +494,98 @@ impl Profile {
         protocol: Option<Protocol>,
         client: Option<&str>,
     ) {
+        self.update(account, |h| {
+            self.learn_into(h, prefix, point, ts, protocol, client)
+        });
+    }
+
+    /// Learns into `h` a successful login at `ts` from the network `prefix`
+    /// (see [`Profile::learn_in`]).
+    pub fn learn_into(
+        &self,
+        h: &mut Habits,
+        prefix: u64,
+        point: Option<&Point>,
+        ts: Millis,
+        protocol: Option<Protocol>,
+        client: Option<&str>,
+    ) {
         let asn = point.map_or(0, |p| p.asn);
         let country = point.map_or([0, 0], |p| p.country);
         let client = client.and_then(client_key);
         let (max, max_clients, history) =
             (self.cfg.max_networks, self.cfg.max_clients, self.history);
         let (up, down) = (secs_up(ts), secs_down(ts));
-        self.table.update(account, Habits::empty, |h| {
-            if ts > h.last() {
-                // Forget what the account has not used for `history` of
-                // its own use.
-                let horizon = ts - history;
-                h.networks.retain(|n| n.last() >= horizon);
-                h.clients.retain(|c| c.last() >= horizon);
-                if h.last == 0 || ts.div_euclid(DAY) != h.last().div_euclid(DAY) {
-                    h.days = h.days.saturating_add(1);
+        if ts > h.last() {
+            // Forget what the account has not used for `history` of
+            // its own use.
+            let horizon = ts - history;
+            h.networks.retain(|n| n.last() >= horizon);
+            h.clients.retain(|c| c.last() >= horizon);
+            if h.last == 0 || ts.div_euclid(DAY) != h.last().div_euclid(DAY) {
+                h.days = h.days.saturating_add(1);
+            }
+            h.last = h.last.max(down);
+        }
+        h.since = if h.since == 0 { up } else { h.since.min(up) };
+        if let Some(p) = protocol {
+            h.protocols |= protocol_bit(p);
+        }
+        let hour = hour_of(ts);
+        if h.hours[hour] == u8::MAX {
+            h.hours.iter_mut().for_each(|x| *x /= 2);
+        }
+        h.hours[hour] += 1;
+        if let Some(c) = client {
+            match h.clients.iter_mut().find(|x| x.hash == c) {
+                Some(x) => {
+                    x.first = x.first.min(up);
+                    x.last = x.last.max(down);
                 }
-                h.last = h.last.max(down);
-            }
-            h.since = if h.since == 0 { up } else { h.since.min(up) };
-            if let Some(p) = protocol {
-                h.protocols |= protocol_bit(p);
-            }
-            let hour = hour_of(ts);
-            if h.hours[hour] == u8::MAX {
-                h.hours.iter_mut().for_each(|x| *x /= 2);
-            }
-            h.hours[hour] += 1;
-            if let Some(c) = client {
-                match h.clients.iter_mut().find(|x| x.hash == c) {
-                    Some(x) => {
-                        x.first = x.first.min(up);
-                        x.last = x.last.max(down);
-                    }
-                    None => {
-                        if h.clients.len() >= max_clients {
-                            if let Some(i) = (0..h.clients.len()).min_by_key(|&i| h.clients[i].last)
-                            {
-                                h.clients.swap_remove(i);
-                            }
+                None => {
+                    if h.clients.len() >= max_clients {
+                        if let Some(i) = (0..h.clients.len()).min_by_key(|&i| h.clients[i].last) {
+                            h.clients.swap_remove(i);
                         }
-                        h.clients.push(Client {
-                            hash: c,
-                            first: up,
-                            last: down,
-                        });
                     }
+                    h.clients.push(Client {
+                        hash: c,
+                        first: up,
+                        last: down,
+                    });
                 }
             }
-            if let Some(net) = h.networks.iter_mut().find(|x| x.prefix == prefix) {
-                net.first = net.first.min(up);
-                net.last = net.last.max(down);
-                if net.asn == 0 {
-                    net.asn = asn;
-                }
-                if net.country == [0, 0] {
-                    net.country = country;
-                }
-                return;
+        }
+        if let Some(net) = h.networks.iter_mut().find(|x| x.prefix == prefix) {
+            net.first = net.first.min(up);
+            net.last = net.last.max(down);
+            if net.asn == 0 {
+                net.asn = asn;
             }
-            if h.networks.len() >= max {
-                // The least recently used network goes.
-                if let Some(i) = (0..h.networks.len()).min_by_key(|&i| h.networks[i].last) {
-                    h.networks.swap_remove(i);
-                }
+            if net.country == [0, 0] {
+                net.country = country;
             }
-            h.networks.push(Network {
-                prefix,
-                asn,
-                first: up,
-                last: down,
-                country,
-            });
+            return;
+        }
+        if h.networks.len() >= max {
+            // The least recently used network goes.
+            if let Some(i) = (0..h.networks.len()).min_by_key(|&i| h.networks[i].last) {
+                h.networks.swap_remove(i);
+            }
+        }
+        h.networks.push(Network {
+            prefix,
+            asn,
+            first: up,
+            last: down,
+            country,
         });
     }
 
     /// Learns a message `account` submitted at `ts` (its profile only: an
     /// account that never logged in successfully has none to add it to).
     pub fn learn_sent(&self, account: u64, ts: Millis) {
-        self.table.with(account, |h| {
-            if h.last_sent == 0 || ts.div_euclid(DAY) > h.last_sent().div_euclid(DAY) {
-                h.sent_days = h.sent_days.saturating_add(1);
-            }
-            h.last_sent = h.last_sent.max(secs_down(ts));
-        });
+        self.table.with(account, |h| h.learn_sent(ts));
     }
 
     /// Forgets the networks and clients `account` first used at or after

@@ -2,6 +2,7 @@
 //! (swept, in steps), a size bound (scored eviction) and, for sparse
 //! tables, a presence bitmap in front.
 
+use std::collections::hash_map::Entry as Slot;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::Range;
@@ -99,6 +100,44 @@ pub struct Table<V> {
     /// fight over one cache line.
     count: [Stripe; STRIPES],
     presence: Option<Presence>,
+}
+
+/// A shard of a [`Table`], locked by [`Table::hold`].
+pub struct Held<'a, V> {
+    table: &'a Table<V>,
+    shard: usize,
+    map: RwLockWriteGuard<'a, Map<V>>,
+}
+
+impl<V: Entry> Held<'_, V> {
+    /// Whether the entry of `key` would be in the held shard.
+    pub fn covers(&self, key: u64) -> bool {
+        shard_of(key) == self.shard
+    }
+
+    /// The entry of `key` (a key the shard covers), if there is one.
+    pub fn get_mut(&mut self, key: u64) -> Option<&mut V> {
+        debug_assert!(self.covers(key), "a key of another shard");
+        self.map.get_mut(&key)
+    }
+
+    /// The entry of `key` (a key the shard covers), created with `new` if
+    /// absent. `None` when it is absent and cannot be created here: the
+    /// table is at its cap (making room visits every shard) or has a
+    /// presence bitmap (growing it reads every shard). Then the caller
+    /// lets the shard go and uses [`Table::update`].
+    pub fn get_or_insert(&mut self, key: u64, new: impl FnOnce() -> V) -> Option<&mut V> {
+        debug_assert!(self.covers(key), "a key of another shard");
+        let t = self.table;
+        match self.map.entry(key) {
+            Slot::Occupied(e) => Some(e.into_mut()),
+            Slot::Vacant(_) if t.presence.is_some() || t.len() >= t.cap => None,
+            Slot::Vacant(e) => {
+                stripe(&t.count, key).fetch_add(1, Ordering::Relaxed);
+                Some(e.insert(new()))
+            }
+        }
+    }
 }
 
 impl<V: Entry> Table<V> {
@@ -255,6 +294,19 @@ impl<V: Entry> Table<V> {
             return None;
         }
         self.write(key).get_mut(&key).map(f)
+    }
+
+    /// Locks the shard of `key` for a run of accesses to its entry: one
+    /// lock where each access would take its own (an event's profile is
+    /// read and written by several detectors in turn). While a thread holds
+    /// it, it must wait for no other shard of this table (see
+    /// [`crate::detect::Context`]).
+    pub fn hold(&self, key: u64) -> Held<'_, V> {
+        Held {
+            table: self,
+            shard: shard_of(key),
+            map: self.write(key),
+        }
     }
 
     /// Removes the entry of `key` and gives it back. Its presence bit may
@@ -570,6 +622,40 @@ mod tests {
             assert_eq!(t.with(k, |_| ()).is_some(), i % 2 == 1, "key {i}");
         }
         assert_eq!(t.stats().evicted_expired, 2000);
+    }
+
+    #[test]
+    fn a_held_shard_creates_entries_only_under_the_cap() {
+        let key = |i: u64| i.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let new = || E(Items::new());
+        let t: Table<E> = Table::new("t", KeyedBy::Account, 2, 1000);
+        {
+            let mut h = t.hold(key(1));
+            assert!(h.covers(key(1)));
+            assert!(h.get_mut(key(1)).is_none());
+            h.get_or_insert(key(1), new)
+                .expect("under the cap")
+                .0
+                .push(7);
+            assert_eq!(h.get_mut(key(1)).map(|e| e.0.len()), Some(1));
+        }
+        assert_eq!(t.len(), 1, "counted as an insert");
+        assert!(t.hold(key(2)).get_or_insert(key(2), new).is_some());
+        assert_eq!(t.len(), 2);
+        // At the cap: declined (making room visits every shard), nothing
+        // changed; an entry already there is still given.
+        assert!(t.hold(key(3)).get_or_insert(key(3), new).is_none());
+        assert_eq!(t.len(), 2);
+        assert!(t.with(key(3), |_| ()).is_none());
+        let mut h = t.hold(key(1));
+        assert_eq!(h.get_or_insert(key(1), new).map(|e| e.0[0]), Some(7));
+        let other = (4..).map(key).find(|k| shard_of(*k) != shard_of(key(1)));
+        assert!(!h.covers(other.expect("a key of another shard")));
+        drop(h);
+        // A sparse table's bitmap may have to grow: declined too.
+        let s: Table<E> = Table::sparse("s", KeyedBy::Account, 100, 1000);
+        assert!(s.hold(key(1)).get_or_insert(key(1), new).is_none());
+        assert_eq!(s.len(), 0);
     }
 
     #[test]
