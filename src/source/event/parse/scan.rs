@@ -25,6 +25,27 @@ struct Scanner<'a> {
     at: usize,
 }
 
+/// The contract's fields, and the rest (which serde ignores).
+#[derive(Clone, Copy)]
+enum Field {
+    Ts,
+    Kind,
+    Account,
+    Protocol,
+    SrcIp,
+    Result,
+    Mechanism,
+    Pwhash,
+    Session,
+    Client,
+    MailFrom,
+    HeaderFrom,
+    QueueId,
+    Reason,
+    RcptCount,
+    Other,
+}
+
 enum Value<'a> {
     Text(&'a str),
     Whole(u64),
@@ -63,6 +84,42 @@ impl<'a> Scanner<'a> {
         self.at = start + len + 1;
         // The quote is ASCII, so both ends are character boundaries.
         Some(&self.text[start..start + len])
+    }
+
+    /// A field's name: one of the contract's is recognised by its first
+    /// two letters and a comparison, without scanning for escapes (the
+    /// quote right after it shows there is none); any other name is
+    /// scanned as a string, and is none of the contract's.
+    fn key(&mut self) -> Option<Field> {
+        use Field::*;
+        let rest = self.bytes().get(self.at..)?;
+        let names: &[(&str, Field)] = match rest.get(1..3)? {
+            [b't', b's'] => &[("ts", Ts)],
+            [b'k', _] => &[("kind", Kind)],
+            [b'a', _] => &[("account", Account)],
+            [b'p', b'r'] => &[("protocol", Protocol)],
+            [b'p', b'w'] => &[("pwhash", Pwhash)],
+            [b's', b'r'] => &[("src_ip", SrcIp)],
+            [b's', b'e'] => &[("session", Session)],
+            [b'r', b'e'] => &[("result", Result), ("reason", Reason)],
+            [b'r', b'c'] => &[("rcpt_count", RcptCount)],
+            [b'm', b'e'] => &[("mechanism", Mechanism)],
+            [b'm', b'a'] => &[("mail_from", MailFrom)],
+            [b'c', _] => &[("client", Client)],
+            [b'h', _] => &[("header_from", HeaderFrom)],
+            [b'q', _] => &[("queue_id", QueueId)],
+            _ => &[],
+        };
+        if rest[0] == b'"' {
+            for &(name, field) in names {
+                let n = name.len();
+                if rest.get(1..=n) == Some(name.as_bytes()) && rest.get(n + 1) == Some(&b'"') {
+                    self.at += n + 2;
+                    return Some(field);
+                }
+            }
+        }
+        self.string().map(|_| Other)
     }
 
     /// A whole number as serde_json reads one: no sign, no leading zero,
@@ -158,38 +215,38 @@ fn fill<'a>(text: &'a str, raw: &mut RawEvent<'a>) -> Option<()> {
     if s.eat(b'}').is_none() {
         loop {
             s.skip_ws();
-            let key = s.string()?;
+            let key = s.key()?;
             s.skip_ws();
             s.eat(b':')?;
             s.skip_ws();
             let v = s.value()?;
             match key {
-                "ts" => once(
+                Field::Ts => once(
                     &mut raw.ts,
                     match v {
                         Value::Text(t) => RawTs::Text(Str(Cow::Borrowed(t))),
                         Value::Whole(n) => i64::try_from(n).map_or(RawTs::Negative, RawTs::Millis),
                     },
                 )?,
-                "kind" => string_field(&mut raw.kind, v)?,
-                "account" => string_field(&mut raw.account, v)?,
-                "protocol" => string_field(&mut raw.protocol, v)?,
-                "src_ip" => string_field(&mut raw.src_ip, v)?,
-                "result" => string_field(&mut raw.result, v)?,
-                "mechanism" => string_field(&mut raw.mechanism, v)?,
-                "pwhash" => string_field(&mut raw.pwhash, v)?,
-                "session" => string_field(&mut raw.session, v)?,
-                "client" => string_field(&mut raw.client, v)?,
-                "mail_from" => string_field(&mut raw.mail_from, v)?,
-                "header_from" => string_field(&mut raw.header_from, v)?,
-                "queue_id" => string_field(&mut raw.queue_id, v)?,
-                "reason" => string_field(&mut raw.reason, v)?,
-                "rcpt_count" => match v {
+                Field::Kind => string_field(&mut raw.kind, v)?,
+                Field::Account => string_field(&mut raw.account, v)?,
+                Field::Protocol => string_field(&mut raw.protocol, v)?,
+                Field::SrcIp => string_field(&mut raw.src_ip, v)?,
+                Field::Result => string_field(&mut raw.result, v)?,
+                Field::Mechanism => string_field(&mut raw.mechanism, v)?,
+                Field::Pwhash => string_field(&mut raw.pwhash, v)?,
+                Field::Session => string_field(&mut raw.session, v)?,
+                Field::Client => string_field(&mut raw.client, v)?,
+                Field::MailFrom => string_field(&mut raw.mail_from, v)?,
+                Field::HeaderFrom => string_field(&mut raw.header_from, v)?,
+                Field::QueueId => string_field(&mut raw.queue_id, v)?,
+                Field::Reason => string_field(&mut raw.reason, v)?,
+                Field::RcptCount => match v {
                     Value::Whole(n) => once(&mut raw.rcpt_count, n)?,
                     Value::Text(_) => return None,
                 },
                 // serde ignores fields it does not know, even twice.
-                _ => {}
+                Field::Other => {}
             }
             s.skip_ws();
             match s.peek()? {
@@ -233,6 +290,8 @@ mod tests {
             r#"{"ts":"2026-11-28T09:00:00Z","kind":"auth","account":"a@example.jp","protocol":"imap","src_ip":"192.0.2.1","result":"success","mechanism":"PLAIN","pwhash":"0a1b","session":"s1","client":"Thunderbird"}"#,
             r#"{"ts":1795737600000,"kind":"submission","account":"a@example.jp","src_ip":"2001:db8::1","mail_from":"a@example.jp","header_from":"A <a@example.jp>","rcpt_count":3,"queue_id":"4XyZ"}"#,
             r#" { "ts" : 1795737600000 , "account" : "ü@例え.jp" , "extra" : 12, "extra": "x" } "#,
+            // Names that begin as the contract's do, and are not theirs.
+            r#"{"tsx":1,"ts":1795737600000,"kinda":"x","re":"y","rcpt":2,"c":"z","":"w"}"#,
             "{\"ts\":0,\"kind\":\"unlock\",\"account\":\"a\",\"reason\":\"helpdesk\"}\r\n",
             "{}",
             r#"{"ts":9223372036854775808}"#,
