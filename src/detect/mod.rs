@@ -183,7 +183,9 @@ impl<'a> Context<'a> {
     }
 
     /// Runs `f` on the event's account's profile, giving it an empty one
-    /// first if it has none (`None`: no profiles here).
+    /// first if it has none (`None`: no profiles here). At the table's cap
+    /// it lets the hold go and takes it again, so it is called holding no
+    /// other lock (`impossible_travel` and the engine's learning do).
     pub fn habits_or_new<R>(&self, f: impl FnOnce(&mut Habits) -> R) -> Option<R> {
         let profile = self.profile?;
         let mut held = self.held.borrow_mut();
