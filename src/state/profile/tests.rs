@@ -1,6 +1,7 @@
 //! The account profile's unit tests.
 use super::*;
 use crate::source::event::account_key;
+use crate::state::Entry;
 use crate::time::HOUR;
 
 fn point(cc: &[u8; 2], asn: u32) -> Point {
