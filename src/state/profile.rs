@@ -112,12 +112,7 @@ impl Profile {
 
     /// What `account` had used that `ip` (at `point`) shows.
     pub fn seen(&self, account: u64, ip: IpAddr, point: Option<&Point>) -> Seen {
-        self.seen_in(account, self.network(ip), point)
-    }
-
-    /// [`Profile::seen`] with the address's network already keyed
-    /// ([`Profile::network`]).
-    pub fn seen_in(&self, account: u64, prefix: u64, point: Option<&Point>) -> Seen {
+        let prefix = self.network(ip);
         self.table
             .with(account, |h| h.seen(prefix, point))
             .unwrap_or_default()
@@ -159,7 +154,7 @@ impl Profile {
     }
 
     /// Learns a successful login of `account` from `ip` at `ts` (the
-    /// tests' short form of [`Profile::learn_in`]).
+    /// tests' short form: the engine learns through the event's context).
     #[cfg(test)]
     pub fn learn(
         &self,
@@ -170,27 +165,14 @@ impl Profile {
         protocol: Option<Protocol>,
         client: Option<&str>,
     ) {
-        self.learn_in(account, self.network(ip), point, ts, protocol, client)
-    }
-
-    /// Learns a successful login of `account` at `ts` from the network
-    /// `prefix` ([`Profile::network`] of its address).
-    pub fn learn_in(
-        &self,
-        account: u64,
-        prefix: u64,
-        point: Option<&Point>,
-        ts: Millis,
-        protocol: Option<Protocol>,
-        client: Option<&str>,
-    ) {
+        let prefix = self.network(ip);
         self.update(account, |h| {
             self.learn_into(h, prefix, point, ts, protocol, client)
         });
     }
 
-    /// Learns into `h` a successful login at `ts` from the network `prefix`
-    /// (see [`Profile::learn_in`]).
+    /// Learns into `h`, an account's profile, a successful login at `ts`
+    /// from the network `prefix` ([`Profile::network`] of its address).
     pub fn learn_into(
         &self,
         h: &mut Habits,
@@ -270,12 +252,6 @@ impl Profile {
             last: down,
             country,
         });
-    }
-
-    /// Learns a message `account` submitted at `ts` (its profile only: an
-    /// account that never logged in successfully has none to add it to).
-    pub fn learn_sent(&self, account: u64, ts: Millis) {
-        self.table.with(account, |h| h.learn_sent(ts));
     }
 
     /// Forgets the networks and clients `account` first used at or after

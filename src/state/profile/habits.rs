@@ -119,7 +119,7 @@ pub struct Habits {
     /// The protocols it has logged in with (bit `1 << protocol`).
     pub protocols: u8,
     /// Its latest successful logins with their places, in time order
-    /// (`impossible_travel`'s; see [`Profile::update_logins`]).
+    /// (`impossible_travel`'s, through `Context::habits_or_new`).
     pub logins: Items<Login>,
 }
 
