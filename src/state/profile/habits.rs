@@ -188,7 +188,7 @@ impl Habits {
     }
 
     /// What it had used that an address of the network `prefix` (at
-    /// `point`) shows (see [`Profile::seen`]).
+    /// `point`) shows (see [`super::Profile::seen`]).
     pub fn seen(&self, prefix: u64, point: Option<&Point>) -> Seen {
         let asn = point.and_then(Point::asn);
         let country = point.and_then(Point::country);
