@@ -164,10 +164,11 @@ impl<'a> Context<'a> {
     }
 
     /// Locks the shard of the event's account's profile until the context
-    /// is dropped (see [`Context`]). The engine calls it before the
-    /// detectors, holding no other lock.
+    /// is dropped (see [`Context`]), when the event has an address: every
+    /// detector that reads the profile needs one. The engine calls it
+    /// before the detectors, holding no other lock.
     pub fn hold_profile(&self) {
-        if let Some(p) = self.profile {
+        if let (Some(p), Some(_)) = (self.profile, self.ip) {
             *self.held.borrow_mut() = Some(p.hold(self.key));
         }
     }

@@ -54,9 +54,7 @@ impl Bench {
         for l in lines {
             let ev = parse_event(l.json.as_bytes(), &limits).expect("test events are valid");
             let ctx = Context::new(&self.geo, &[], &ev).with_profile(Some(&self.profile));
-            if ev.src_ip.is_some() {
-                ctx.hold_profile(); // as the engine does
-            }
+            ctx.hold_profile(); // as the engine does
             d.observe(&ev, &ctx, &mut out);
             ctx.learn(&ev);
         }

@@ -373,7 +373,8 @@ impl Detector for UnfamiliarLogin {
         if !success {
             return;
         }
-        // Asked before the profile's entry is locked (`seen` reads it too).
+        // Asked before: a closure given to `habits` must not ask the
+        // context for the profile again (`seen` reads it too).
         let seen = ctx.seen().unwrap_or_default();
         let Some(Some(j)) = ctx.habits(|h| self.judge(h, event, point.as_ref(), seen)) else {
             return;

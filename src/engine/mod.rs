@@ -270,10 +270,7 @@ impl Engine {
         }
         let geo = self.geo.load();
         let ctx = Context::new(&geo, &self.trusted, event).with_profile(self.profile.as_ref());
-        if event.src_ip.is_some() {
-            // Every detector that reads the profile needs the address.
-            ctx.hold_profile();
-        }
+        ctx.hold_profile();
         let decided_at = decided_at.unwrap_or(event.ts);
         if used && self.policy.has_held(event.key) {
             self.release_held(event, now, decided_at, out);

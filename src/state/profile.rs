@@ -130,16 +130,11 @@ impl Profile {
         self.table.update(account, Habits::empty, f)
     }
 
-    /// Runs `f` on `account`'s profile, if it has one.
+    /// Runs `f` on `account`'s profile, if it has one. The entry is locked
+    /// while `f` runs: `f` must not touch the profiles again, or the thread
+    /// waits on itself.
     pub fn with<R>(&self, account: u64, f: impl FnOnce(&mut Habits) -> R) -> Option<R> {
         self.table.with(account, f)
-    }
-
-    /// Reads `account`'s profile (`None`: it has none). The entry is locked
-    /// while `f` runs: `f` must not touch the profiles again (no
-    /// `Context::seen`, no `seen`), or the thread waits on itself.
-    pub fn with_habits<R>(&self, account: u64, f: impl FnOnce(&Habits) -> R) -> Option<R> {
-        self.table.with(account, |h| f(h))
     }
 
     /// Forgets `account`'s remembered logins (an unlock: the attacker's

@@ -96,14 +96,14 @@ fn what_is_forgotten_is_measured_by_the_accounts_own_use() {
     }
     // 39 days of use later, the network and program used once are gone.
     assert_eq!(p.seen(a, once, None).network, None);
-    let clients = p.with_habits(a, |h| h.clients.len()).unwrap();
+    let clients = p.with(a, |h| h.clients.len()).unwrap();
     assert_eq!(clients, 1);
     // Then a silence of 60 days: nothing is forgotten by silence alone,
     // so the first login after it is compared with the habits before.
     let back = t + 99 * DAY;
     assert!(p.seen(a, home, None).familiar_before(back, None));
     let h = p
-        .with_habits(a, |h| {
+        .with(a, |h| {
             (
                 h.days,
                 h.last(),
@@ -131,7 +131,7 @@ fn hours_fade_when_one_fills_up() {
         p.learn(a, home, None, t + d * DAY, None, None);
     }
     let (nine, nine_pm, near) = p
-        .with_habits(a, |h| (h.hours[9], h.hours[21], h.near_hour(10)))
+        .with(a, |h| (h.hours[9], h.hours[21], h.near_hour(10)))
         .unwrap();
     assert!(nine > 100 && nine < 255, "{nine}");
     assert_eq!(nine_pm, 0, "the one login at 21:00 faded with the halving");
