@@ -109,6 +109,13 @@ enum Command {
         /// Seed of the generator (the same seed, the same day).
         #[arg(long, default_value_t = 7)]
         seed: u64,
+        /// Of every ten logins, how many come over IPv6 (0-10).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=10))]
+        ipv6_in_ten: u32,
+        /// Messages each login on the submission port sends (one login in
+        /// six is on it).
+        #[arg(long, default_value_t = 1)]
+        submissions: u32,
     },
     /// The service: Kafka in, actions out, metrics served on http.listen.
     /// Stops cleanly on SIGTERM or Ctrl-C (drains, commits, leaves the group).
@@ -344,6 +351,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             accounts,
             logins,
             seed,
+            ipv6_in_ten,
+            submissions,
         } => {
             let geo = sample::write_geoip(&out)
                 .with_context(|| format!("cannot write GeoIP databases into {}", out.display()))?;
@@ -353,6 +362,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 accounts,
                 logins_per_account: logins,
                 seed,
+                ipv6_in_ten,
+                submissions_per_smtp_login: submissions,
                 ..Default::default()
             };
             let (lines, expected) = sample::generate_day(&params);

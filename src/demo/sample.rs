@@ -64,6 +64,10 @@ pub struct DayParams {
     pub start: Millis,
     pub seed: u64,
     pub scenarios: bool,
+    /// Of every ten logins, how many come over IPv6 (the rest IPv4).
+    pub ipv6_in_ten: u32,
+    /// Messages submitted after each login on the submission port.
+    pub submissions_per_smtp_login: u32,
 }
 
 impl Default for DayParams {
@@ -76,6 +80,8 @@ impl Default for DayParams {
             start: 1_793_836_800_000,
             seed: 7,
             scenarios: true,
+            ipv6_in_ten: 1,
+            submissions_per_smtp_login: 1,
         }
     }
 }
@@ -176,7 +182,7 @@ pub fn generate_day(p: &DayParams) -> (Vec<Line>, Vec<Expected>) {
         let pw = format!("{:08x}", rng.next_u64() as u32);
         for _ in 0..p.logins_per_account {
             let ts = p.start + rng.below(span as u64) as Millis;
-            let ip = if rng.below(10) == 0 {
+            let ip = if rng.below(10) < u64::from(p.ipv6_in_ten) {
                 ip6_in(home, host)
             } else {
                 ip_in(home, host)
@@ -196,15 +202,17 @@ pub fn generate_day(p: &DayParams) -> (Vec<Line>, Vec<Expected>) {
             lines.push(auth(ts, &account, proto, ip, true, Some(&pw)));
             // A login on the submission port usually sends a message.
             if proto == "smtp" {
-                let rcpts = 1 + rng.below(5) as u32;
-                lines.push(submission(
-                    ts + SECOND,
-                    &account,
-                    ip,
-                    &account,
-                    Some(&account),
-                    rcpts,
-                ));
+                for k in 0..p.submissions_per_smtp_login {
+                    let rcpts = 1 + rng.below(5) as u32;
+                    lines.push(submission(
+                        ts + (1 + k as Millis) * SECOND,
+                        &account,
+                        ip,
+                        &account,
+                        Some(&account),
+                        rcpts,
+                    ));
+                }
             }
         }
     }
