@@ -4,7 +4,7 @@
 
 use std::sync::atomic::Ordering;
 
-use super::{Engine, Lane, EVENTS_PER_SWEEP_STEP};
+use super::{Engine, Lane, EVENTS_PER_SHORT_SWEEP_CHECK, EVENTS_PER_SWEEP_STEP};
 use crate::time::Millis;
 
 /// How many events a lane judges between reads of the other lanes'
@@ -47,6 +47,9 @@ impl Engine {
             None => self.move_lane(l, ts),
         }
         let since = l.since_sweep.fetch_add(1, Ordering::Relaxed) + 1;
+        if since.is_multiple_of(EVENTS_PER_SHORT_SWEEP_CHECK) {
+            self.sweep_short_lived();
+        }
         if self.sweep_under_way.load(Ordering::Relaxed) {
             // Another lane may be taking a step: this one does not wait.
             if since.is_multiple_of(EVENTS_PER_SWEEP_STEP) {

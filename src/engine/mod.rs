@@ -35,6 +35,9 @@ pub const WARM_AHEAD: usize = 32;
 /// behind it) for tens of milliseconds.
 const SWEEP_SHARDS_PER_STEP: usize = 4;
 const EVENTS_PER_SWEEP_STEP: u64 = 32;
+/// How many events of a lane pass between its looks at whether the
+/// short-lived tables are due a sweep ([`Swept::short_lived`]).
+const EVENTS_PER_SHORT_SWEEP_CHECK: u64 = 256;
 
 /// What one lane (a thread judging a share of the events) writes on every
 /// event, on its own cache line so lanes never contend.
@@ -84,6 +87,8 @@ pub struct Engine {
     trusted: Vec<ipnet::IpNet>,
     lanes: Vec<Lane>,
     next_sweep: AtomicI64,
+    /// When the short-lived tables are next swept (event time).
+    next_short_sweep: AtomicI64,
     /// Locks the breaker held back and sent later.
     held_released: AtomicU64,
     unlocks: AtomicU64,
@@ -139,6 +144,7 @@ impl Engine {
             trusted: settings.trusted.clone(),
             lanes: vec![Lane::new()],
             next_sweep: AtomicI64::new(Millis::MIN),
+            next_short_sweep: AtomicI64::new(Millis::MIN),
             held_released: AtomicU64::new(0),
             unlocks: AtomicU64::new(0),
             sweep_every: c.state.sweep_interval_secs as Millis * SECOND,
@@ -492,7 +498,7 @@ impl Engine {
         if next.is_some() {
             return;
         }
-        for table in self.state() {
+        for table in self.state().filter(|t| !t.short_lived()) {
             table.sweep_begin(watermark, self.slack);
         }
         self.policy.breaker.refresh(watermark);
@@ -505,7 +511,7 @@ impl Engine {
     fn sweep_step(&self, next: &mut Option<usize>) {
         let Some(from) = *next else { return };
         let to = (from + SWEEP_SHARDS_PER_STEP).min(SHARDS);
-        for table in self.state() {
+        for table in self.state().filter(|t| !t.short_lived()) {
             table.sweep_shards(from..to);
         }
         if to < SHARDS {
@@ -513,7 +519,7 @@ impl Engine {
             return;
         }
         let mut entries = 0;
-        for table in self.state() {
+        for table in self.state().filter(|t| !t.short_lived()) {
             table.sweep_end();
             entries += table.stats().len;
         }
@@ -526,6 +532,34 @@ impl Engine {
         );
         *next = None;
         self.sweep_under_way.store(false, Ordering::Relaxed);
+    }
+
+    /// Sweeps the short-lived tables whole, once `state.sweep_interval_secs`
+    /// of event time has passed since the last time (the first call only
+    /// sets when).
+    fn sweep_short_lived(&self) {
+        let low = self.low_watermark();
+        let due = self.next_short_sweep.load(Ordering::Relaxed);
+        if (due != Millis::MIN && low < due)
+            || self
+                .next_short_sweep
+                .compare_exchange(
+                    due,
+                    low.saturating_add(self.sweep_every),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_err()
+            || due == Millis::MIN
+        {
+            return;
+        }
+        for table in self.state().filter(|t| t.short_lived()) {
+            if table.sweep_begin(low, self.slack) {
+                table.sweep_shards(0..SHARDS);
+                table.sweep_end();
+            }
+        }
     }
 
     pub fn breaker_open(&self) -> bool {

@@ -135,6 +135,13 @@ pub trait Swept: Send + Sync {
     fn sweep_begin(&self, watermark: Millis, slack: Millis) -> bool;
     fn sweep_shards(&self, shards: std::ops::Range<usize>);
     fn sweep_end(&self);
+    /// Sized by the last minutes' events rather than by accounts (whose
+    /// tables a sweep visits only after an eighth of their entries in
+    /// events): swept whole, every `state.sweep_interval_secs` of event
+    /// time, so that it holds only what is still within its time.
+    fn short_lived(&self) -> bool {
+        false
+    }
     fn stats(&self) -> TableStats;
     /// Removes the entries whose key `drop` picks (the accounts of a Kafka
     /// partition that moved to another instance); returns how many.

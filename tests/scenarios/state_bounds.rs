@@ -184,3 +184,47 @@ fn a_woken_lane_holds_the_sweep_back_for_its_queued_events() {
 }
 
 const HOUR_MS: i64 = 3_600_000;
+
+/// The spraying detector's recent successes (kept for the allowed
+/// disorder only) are swept on event time, not when the accounts' tables,
+/// an eighth of whose entries in events must pass between their sweeps,
+/// are. With 60,000 accounts those sweeps come every 7,500 events or more:
+/// the successes of that many events' time piled up in memory.
+#[test]
+fn recent_successes_hold_the_allowed_disorder_however_many_accounts_there_are() {
+    let w = World::new();
+    let e = w.engine("[state]\nsweep_interval_secs = 60\nmax_disorder_secs = 60\n");
+    // 20 logins a second, each a new account from its own address.
+    let per_second = 20;
+    let lines: Vec<_> = (0..60_000i64)
+        .map(|i| {
+            ok(
+                T0 + i * SECOND / per_second,
+                &format!("u{i}@example.net"),
+                ip("Paris", (i % 60_000) as u16),
+            )
+        })
+        .collect();
+    let recent = |e: &credwatch::engine::Engine| {
+        e.tables()
+            .into_iter()
+            .find(|t| t.name == "spray_recent_successes")
+            .expect("the spraying detector's table")
+            .len
+    };
+    let mut most = 0;
+    for chunk in lines.chunks(500) {
+        run(&e, chunk);
+        most = most.max(recent(&e));
+    }
+    // The disorder, one sweep interval and one look's worth of events (256).
+    let bound = (60 + 60) * per_second as usize + 256;
+    assert!(
+        most <= bound + 500,
+        "recent successes peaked at {most}, over {bound} (+ one chunk of 500)"
+    );
+    assert!(
+        most > 60 * per_second as usize,
+        "the disorder's successes are kept: {most}"
+    );
+}
