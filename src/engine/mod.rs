@@ -540,18 +540,15 @@ impl Engine {
     fn sweep_short_lived(&self) {
         let low = self.low_watermark();
         let due = self.next_short_sweep.load(Ordering::Relaxed);
-        if (due != Millis::MIN && low < due)
-            || self
-                .next_short_sweep
-                .compare_exchange(
-                    due,
-                    low.saturating_add(self.sweep_every),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                )
-                .is_err()
-            || due == Millis::MIN
-        {
+        if due != Millis::MIN && low < due {
+            return;
+        }
+        let next = low.saturating_add(self.sweep_every);
+        let swap =
+            self.next_short_sweep
+                .compare_exchange(due, next, Ordering::Relaxed, Ordering::Relaxed);
+        // Another lane took this sweep, or this was the first look.
+        if swap.is_err() || due == Millis::MIN {
             return;
         }
         for table in self.state().filter(|t| t.short_lived()) {
