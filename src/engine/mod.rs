@@ -87,8 +87,12 @@ pub struct Engine {
     trusted: Vec<ipnet::IpNet>,
     lanes: Vec<Lane>,
     next_sweep: AtomicI64,
-    /// When the short-lived tables are next swept (event time).
+    /// When the short-lived tables are next swept (event time), and
+    /// after how many events (a quarter of the items they held after the
+    /// last sweep; counted in lanes' looks, see `sweep_short_lived`).
     next_short_sweep: AtomicI64,
+    short_events: AtomicU64,
+    short_sweep_after: AtomicU64,
     /// Locks the breaker held back and sent later.
     held_released: AtomicU64,
     unlocks: AtomicU64,
@@ -145,6 +149,8 @@ impl Engine {
             lanes: vec![Lane::new()],
             next_sweep: AtomicI64::new(Millis::MIN),
             next_short_sweep: AtomicI64::new(Millis::MIN),
+            short_events: AtomicU64::new(0),
+            short_sweep_after: AtomicU64::new(0),
             held_released: AtomicU64::new(0),
             unlocks: AtomicU64::new(0),
             sweep_every: c.state.sweep_interval_secs as Millis * SECOND,
@@ -498,7 +504,7 @@ impl Engine {
         if next.is_some() {
             return;
         }
-        for table in self.state().filter(|t| !t.short_lived()) {
+        for table in self.state().filter(|t| t.short_lived().is_none()) {
             table.sweep_begin(watermark, self.slack);
         }
         self.policy.breaker.refresh(watermark);
@@ -511,7 +517,7 @@ impl Engine {
     fn sweep_step(&self, next: &mut Option<usize>) {
         let Some(from) = *next else { return };
         let to = (from + SWEEP_SHARDS_PER_STEP).min(SHARDS);
-        for table in self.state().filter(|t| !t.short_lived()) {
+        for table in self.state().filter(|t| t.short_lived().is_none()) {
             table.sweep_shards(from..to);
         }
         if to < SHARDS {
@@ -519,7 +525,7 @@ impl Engine {
             return;
         }
         let mut entries = 0;
-        for table in self.state().filter(|t| !t.short_lived()) {
+        for table in self.state().filter(|t| t.short_lived().is_none()) {
             table.sweep_end();
             entries += table.stats().len;
         }
@@ -536,8 +542,18 @@ impl Engine {
 
     /// Sweeps the short-lived tables whole, once `state.sweep_interval_secs`
     /// of event time has passed since the last time (the first call only
-    /// sets when).
+    /// sets when) and a quarter of the items they then held in events: a
+    /// sweep visits every item, so at most four visits per event, however
+    /// far a slow lane holds the watermark back. Called every
+    /// `EVENTS_PER_SHORT_SWEEP_CHECK` events of a lane.
     fn sweep_short_lived(&self) {
+        let events = self
+            .short_events
+            .fetch_add(EVENTS_PER_SHORT_SWEEP_CHECK, Ordering::Relaxed)
+            + EVENTS_PER_SHORT_SWEEP_CHECK;
+        if events < self.short_sweep_after.load(Ordering::Relaxed) {
+            return;
+        }
         let low = self.low_watermark();
         let due = self.next_short_sweep.load(Ordering::Relaxed);
         if due != Millis::MIN && low < due {
@@ -551,12 +567,17 @@ impl Engine {
         if swap.is_err() || due == Millis::MIN {
             return;
         }
-        for table in self.state().filter(|t| t.short_lived()) {
-            if table.sweep_begin(low, self.slack) {
+        let mut held = 0;
+        for table in self.state() {
+            if table.short_lived().is_some() && table.sweep_begin(low, self.slack) {
                 table.sweep_shards(0..SHARDS);
                 table.sweep_end();
             }
+            held += table.short_lived().unwrap_or(0);
         }
+        self.short_events.store(0, Ordering::Relaxed);
+        self.short_sweep_after
+            .store(held as u64 / 4, Ordering::Relaxed);
     }
 
     pub fn breaker_open(&self) -> bool {

@@ -135,12 +135,14 @@ pub trait Swept: Send + Sync {
     fn sweep_begin(&self, watermark: Millis, slack: Millis) -> bool;
     fn sweep_shards(&self, shards: std::ops::Range<usize>);
     fn sweep_end(&self);
-    /// Sized by the last minutes' events rather than by accounts (whose
-    /// tables a sweep visits only after an eighth of their entries in
-    /// events): swept whole, every `state.sweep_interval_secs` of event
-    /// time, so that it holds only what is still within its time.
-    fn short_lived(&self) -> bool {
-        false
+    /// For a table sized by the last minutes' events rather than by
+    /// accounts: the items it holds, which a sweep visits. Such a table is
+    /// swept on its own, whole, every `state.sweep_interval_secs` of event
+    /// time once a quarter of that many events have passed (the accounts'
+    /// tables wait for an eighth of their entries, which at a million
+    /// accounts is an hour of events). `None` for the others.
+    fn short_lived(&self) -> Option<usize> {
+        None
     }
     fn stats(&self) -> TableStats;
     /// Removes the entries whose key `drop` picks (the accounts of a Kafka
