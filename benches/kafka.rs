@@ -10,11 +10,12 @@
 //!    the broker's acknowledgement of the action.
 //!
 //! Needs the tansu binary (tests/run fetches it to target/tools/tansu).
-//! Size: CREDWATCH_BENCH_KAFKA_ACCOUNTS (default 30000 accounts, about
-//! 200k events), CREDWATCH_BENCH_KAFKA_LOGINS (successful logins per
-//! account, default 6); CREDWATCH_BENCH_KAFKA_RATE (default 5000 events/s).
-//! A provider's size: CREDWATCH_BENCH_KAFKA_ACCOUNTS=1000000
-//! CREDWATCH_BENCH_KAFKA_LOGINS=3 (3.6 M events).
+//! Size: CREDWATCH_BENCH_KAFKA_ACCOUNTS (default 1,000,000 accounts, a
+//! provider's size: 3.6 M events, about 2.5 minutes in all),
+//! CREDWATCH_BENCH_KAFKA_LOGINS (successful logins per account, default
+//! 3); CREDWATCH_BENCH_KAFKA_RATE (default 5000 events/s). A quick look:
+//! CREDWATCH_BENCH_KAFKA_ACCOUNTS=30000 CREDWATCH_BENCH_KAFKA_LOGINS=6
+//! (about 200k events, a minute).
 
 use credwatch_testkit::kafka;
 
@@ -38,15 +39,17 @@ use kafka::*;
 /// tansu holds a fetch for up to `fetch.wait.max.ms` even when it has
 /// data, and hands events over in bursts whose queue made the p99 of
 /// receipt -> decision 18-22 ms with librdkafka's default of 500 ms; Kafka
-/// answers at once. The bench sets 100 ms (CREDWATCH_BENCH_KAFKA_FETCH_WAIT
-/// to change it), as an operator on such a broker would in
-/// `[kafka.properties]`. (Not credwatch's default: a consumer on tansu over
-/// S3 with a short wait was seen stuck at a partition's end.)
+/// answers at once. The bench sets 10 ms (CREDWATCH_BENCH_KAFKA_FETCH_WAIT
+/// to change it; 100 ms doubled the p99), as an operator on such a broker
+/// would in `[kafka.properties]`. (Not credwatch's default: a consumer on
+/// tansu over S3 with a short wait was seen stuck at a partition's end;
+/// this bench's tansu keeps its log in memory.)
+fn fetch_wait_ms() -> usize {
+    env("CREDWATCH_BENCH_KAFKA_FETCH_WAIT", 10)
+}
+
 fn fetch_wait() -> String {
-    format!(
-        "\"fetch.wait.max.ms\" = \"{}\"\n",
-        env("CREDWATCH_BENCH_KAFKA_FETCH_WAIT", 100)
-    )
+    format!("\"fetch.wait.max.ms\" = \"{}\"\n", fetch_wait_ms())
 }
 
 use credwatch_testkit::env_usize as env;
@@ -151,7 +154,7 @@ fn quantiles(before: &str, after: &str, name: &str) -> (f64, f64, u64) {
 
 fn main() {
     init_logs();
-    let accounts = env("CREDWATCH_BENCH_KAFKA_ACCOUNTS", 30_000);
+    let accounts = env("CREDWATCH_BENCH_KAFKA_ACCOUNTS", 1_000_000);
     let rate = env("CREDWATCH_BENCH_KAFKA_RATE", 5_000);
     let broker = Tansu::start();
     let brokers = broker.brokers();
@@ -160,10 +163,7 @@ fn main() {
     let defaults = DayParams::default();
     let (mut lines, _) = sample::generate_day(&DayParams {
         accounts,
-        logins_per_account: env(
-            "CREDWATCH_BENCH_KAFKA_LOGINS",
-            defaults.logins_per_account as usize,
-        ) as u32,
+        logins_per_account: env("CREDWATCH_BENCH_KAFKA_LOGINS", 3) as u32,
         ..defaults
     });
     lines.sort_by_key(|l| l.ts);
@@ -234,7 +234,7 @@ fn main() {
 
     println!(
         "credwatch on Kafka (tansu broker on loopback, 4 input partitions, 2 judge threads, fetch.wait.max.ms {})",
-        env("CREDWATCH_BENCH_KAFKA_FETCH_WAIT", 100)
+        fetch_wait_ms()
     );
     println!("events: {n} (sample day, {accounts} accounts); steady phase: {rate} events/s for {seconds} s, 1 in 20 causes a lock");
     println!();
