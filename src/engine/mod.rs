@@ -504,7 +504,7 @@ impl Engine {
         if next.is_some() {
             return;
         }
-        for table in self.state().filter(|t| t.short_lived().is_none()) {
+        for table in self.state().filter(|t| !t.short_lived()) {
             table.sweep_begin(watermark, self.slack);
         }
         self.policy.breaker.refresh(watermark);
@@ -517,7 +517,7 @@ impl Engine {
     fn sweep_step(&self, next: &mut Option<usize>) {
         let Some(from) = *next else { return };
         let to = (from + SWEEP_SHARDS_PER_STEP).min(SHARDS);
-        for table in self.state().filter(|t| t.short_lived().is_none()) {
+        for table in self.state().filter(|t| !t.short_lived()) {
             table.sweep_shards(from..to);
         }
         if to < SHARDS {
@@ -525,7 +525,7 @@ impl Engine {
             return;
         }
         let mut entries = 0;
-        for table in self.state().filter(|t| t.short_lived().is_none()) {
+        for table in self.state().filter(|t| !t.short_lived()) {
             table.sweep_end();
             entries += table.stats().len;
         }
@@ -568,12 +568,12 @@ impl Engine {
             return;
         }
         let mut held = 0;
-        for table in self.state() {
-            if table.short_lived().is_some() && table.sweep_begin(low, self.slack) {
+        for table in self.state().filter(|t| t.short_lived()) {
+            if table.sweep_begin(low, self.slack) {
                 table.sweep_shards(0..SHARDS);
                 table.sweep_end();
             }
-            held += table.short_lived().unwrap_or(0);
+            held += table.items();
         }
         self.short_events.store(0, Ordering::Relaxed);
         self.short_sweep_after

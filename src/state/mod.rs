@@ -135,14 +135,17 @@ pub trait Swept: Send + Sync {
     fn sweep_begin(&self, watermark: Millis, slack: Millis) -> bool;
     fn sweep_shards(&self, shards: std::ops::Range<usize>);
     fn sweep_end(&self);
-    /// For a table sized by the last minutes' events rather than by
-    /// accounts: the items it holds, which a sweep visits. Such a table is
-    /// swept on its own, whole, every `state.sweep_interval_secs` of event
-    /// time once a quarter of that many events have passed (the accounts'
-    /// tables wait for an eighth of their entries, which at a million
-    /// accounts is an hour of events). `None` for the others.
-    fn short_lived(&self) -> Option<usize> {
-        None
+    /// Sized by the last minutes' events rather than by accounts: swept
+    /// on its own, whole, every `state.sweep_interval_secs` of event time
+    /// once a quarter of its [`Swept::items`] have passed in events (the
+    /// accounts' tables wait for an eighth of their entries, which at a
+    /// million accounts is an hour of events).
+    fn short_lived(&self) -> bool {
+        false
+    }
+    /// What a sweep visits: the entries, or a short-lived table's items.
+    fn items(&self) -> usize {
+        self.stats().len
     }
     fn stats(&self) -> TableStats;
     /// Removes the entries whose key `drop` picks (the accounts of a Kafka
