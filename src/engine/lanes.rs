@@ -4,7 +4,8 @@
 
 use std::sync::atomic::Ordering;
 
-use super::{Engine, Lane, EVENTS_PER_SHORT_SWEEP_CHECK, EVENTS_PER_SWEEP_STEP};
+use super::sweep::{EVENTS_PER_SHORT_SWEEP_CHECK, EVENTS_PER_SWEEP_STEP};
+use super::{Engine, Lane};
 use crate::time::Millis;
 
 /// How many events a lane judges between reads of the other lanes'

@@ -12,7 +12,7 @@ use crate::geo::{GeoError, GeoIp};
 use crate::policy::{Decision, Judged, Policy};
 use crate::source::event::{AccountForm, AuthResult, Event, Kind, ProfileHint};
 use crate::state::profile::Profile;
-use crate::state::{KeyedBy, Swept, TableStats, SHARDS};
+use crate::state::{KeyedBy, Swept, TableStats};
 use crate::time::{Millis, SECOND};
 
 /// Counters of what the engine did, per detector in registration order.
@@ -24,20 +24,10 @@ pub struct DetectorCounts {
     pub enriched: AtomicU64,
 }
 
-const MIN_EVENTS_BETWEEN_SWEEPS: u64 = 1024;
 /// How many events a lane warms at a time before judging them
 /// ([`Engine::warm`]): the parallel replay's judges and the service's
 /// workers (which also parse that many messages at a time).
 pub const WARM_AHEAD: usize = 32;
-/// A sweep visits this many of the tables' shards at a time, one step
-/// every `EVENTS_PER_SWEEP_STEP` events of a lane: a whole sweep of a
-/// million accounts held up the event that happened to start it (and all
-/// behind it) for tens of milliseconds.
-const SWEEP_SHARDS_PER_STEP: usize = 4;
-const EVENTS_PER_SWEEP_STEP: u64 = 32;
-/// How many events of a lane pass between its looks at whether the
-/// short-lived tables are due a sweep ([`Swept::short_lived`]).
-const EVENTS_PER_SHORT_SWEEP_CHECK: u64 = 256;
 
 /// What one lane (a thread judging a share of the events) writes on every
 /// event, on its own cache line so lanes never contend.
@@ -72,6 +62,7 @@ impl Lane {
 }
 
 mod lanes;
+mod sweep;
 
 pub struct Engine {
     /// Swapped whole when the database files change (see `reload_geo`).
@@ -154,7 +145,7 @@ impl Engine {
             held_released: AtomicU64::new(0),
             unlocks: AtomicU64::new(0),
             sweep_every: c.state.sweep_interval_secs as Millis * SECOND,
-            sweep_after_events: AtomicU64::new(MIN_EVENTS_BETWEEN_SWEEPS),
+            sweep_after_events: AtomicU64::new(sweep::MIN_EVENTS_BETWEEN_SWEEPS),
             sweeping: std::sync::Mutex::new(None),
             sweep_under_way: std::sync::atomic::AtomicBool::new(false),
             slack: c.state.max_disorder_secs as Millis * SECOND,
@@ -496,88 +487,6 @@ impl Engine {
             }
         }
         n
-    }
-
-    /// Begins a sweep up to `watermark`, carried out in steps of
-    /// `SWEEP_SHARDS_PER_STEP` shards (see `lanes::advance`).
-    fn begin_sweep(&self, watermark: Millis, next: &mut Option<usize>) {
-        if next.is_some() {
-            return;
-        }
-        for table in self.state().filter(|t| !t.short_lived()) {
-            table.sweep_begin(watermark, self.slack);
-        }
-        self.policy.breaker.refresh(watermark);
-        *next = Some(0);
-        self.sweep_under_way.store(true, Ordering::Relaxed);
-    }
-
-    /// Sweeps the next shards of every table; the last step closes the
-    /// sweep and sets when the next one may begin.
-    fn sweep_step(&self, next: &mut Option<usize>) {
-        let Some(from) = *next else { return };
-        let to = (from + SWEEP_SHARDS_PER_STEP).min(SHARDS);
-        for table in self.state().filter(|t| !t.short_lived()) {
-            table.sweep_shards(from..to);
-        }
-        if to < SHARDS {
-            *next = Some(to);
-            return;
-        }
-        let mut entries = 0;
-        for table in self.state().filter(|t| !t.short_lived()) {
-            table.sweep_end();
-            entries += table.stats().len;
-        }
-        for l in &self.lanes {
-            l.since_sweep.store(0, Ordering::Relaxed);
-        }
-        self.sweep_after_events.store(
-            (entries as u64 / 8).max(MIN_EVENTS_BETWEEN_SWEEPS),
-            Ordering::Relaxed,
-        );
-        *next = None;
-        self.sweep_under_way.store(false, Ordering::Relaxed);
-    }
-
-    /// Sweeps the short-lived tables whole, once `state.sweep_interval_secs`
-    /// of event time has passed since the last time (the first call only
-    /// sets when) and a quarter of the items they then held in events: a
-    /// sweep visits every item, so at most four visits per event, however
-    /// far a slow lane holds the watermark back. Called every
-    /// `EVENTS_PER_SHORT_SWEEP_CHECK` events of a lane.
-    fn sweep_short_lived(&self) {
-        let events = self
-            .short_events
-            .fetch_add(EVENTS_PER_SHORT_SWEEP_CHECK, Ordering::Relaxed)
-            + EVENTS_PER_SHORT_SWEEP_CHECK;
-        if events < self.short_sweep_after.load(Ordering::Relaxed) {
-            return;
-        }
-        let low = self.low_watermark();
-        let due = self.next_short_sweep.load(Ordering::Relaxed);
-        if due != Millis::MIN && low < due {
-            return;
-        }
-        let next = low.saturating_add(self.sweep_every);
-        let swap =
-            self.next_short_sweep
-                .compare_exchange(due, next, Ordering::Relaxed, Ordering::Relaxed);
-        // Another lane took this sweep, or this was the first look.
-        if swap.is_err() || due == Millis::MIN {
-            return;
-        }
-        let mut held = 0;
-        for table in self.state().filter(|t| t.short_lived()) {
-            if table.sweep_begin(low, self.slack) {
-                table.sweep_shards(0..SHARDS);
-                table.sweep_end();
-            }
-            held += table.items();
-        }
-        self.short_events.store(0, Ordering::Relaxed);
-        self.short_sweep_after
-            .store(held as u64 / 4, Ordering::Relaxed);
     }
 
     pub fn breaker_open(&self) -> bool {
