@@ -35,7 +35,7 @@ use crate::time::{Millis, DAY};
 
 mod habits;
 
-pub use habits::{client_key, hour_of, Client, Habits, Login, Network, Secs, Seen};
+pub use habits::{client_key, hour_of, Client, Habits, Login, Network, Secs, Seen, Span};
 use habits::{protocol_bit, secs_down, secs_up};
 
 crate::section! {
@@ -187,8 +187,8 @@ impl Profile {
             // Forget what the account has not used for `history` of
             // its own use.
             let horizon = ts - history;
-            h.networks.retain(|n| n.last() >= horizon);
-            h.clients.retain(|c| c.last() >= horizon);
+            h.networks.retain(|n| n.seen.last() >= horizon);
+            h.clients.retain(|c| c.seen.last() >= horizon);
             if h.last == 0 || ts.div_euclid(DAY) != h.last().div_euclid(DAY) {
                 h.days = h.days.saturating_add(1);
             }
@@ -205,27 +205,24 @@ impl Profile {
         h.hours[hour] += 1;
         if let Some(c) = client {
             match h.clients.iter_mut().find(|x| x.hash == c) {
-                Some(x) => {
-                    x.first = x.first.min(up);
-                    x.last = x.last.max(down);
-                }
+                Some(x) => x.seen.widen(up, down),
                 None => {
                     if h.clients.len() >= max_clients {
-                        if let Some(i) = (0..h.clients.len()).min_by_key(|&i| h.clients[i].last) {
+                        if let Some(i) =
+                            (0..h.clients.len()).min_by_key(|&i| h.clients[i].seen.last_secs())
+                        {
                             h.clients.swap_remove(i);
                         }
                     }
                     h.clients.push(Client {
                         hash: c,
-                        first: up,
-                        last: down,
+                        seen: Span::new(up, down),
                     });
                 }
             }
         }
         if let Some(net) = h.networks.iter_mut().find(|x| x.prefix == prefix) {
-            net.first = net.first.min(up);
-            net.last = net.last.max(down);
+            net.seen.widen(up, down);
             if net.asn == 0 {
                 net.asn = asn;
             }
@@ -236,15 +233,14 @@ impl Profile {
         }
         if h.networks.len() >= max {
             // The least recently used network goes.
-            if let Some(i) = (0..h.networks.len()).min_by_key(|&i| h.networks[i].last) {
+            if let Some(i) = (0..h.networks.len()).min_by_key(|&i| h.networks[i].seen.last_secs()) {
                 h.networks.swap_remove(i);
             }
         }
         h.networks.push(Network {
             prefix,
             asn,
-            first: up,
-            last: down,
+            seen: Span::new(up, down),
             country,
         });
     }
@@ -255,8 +251,8 @@ impl Profile {
     pub fn forget_since(&self, account: u64, since: Millis) -> usize {
         let left = self.table.with(account, |h| {
             let before = h.networks.len();
-            h.networks.retain(|x| x.first() < since);
-            h.clients.retain(|x| x.first() < since);
+            h.networks.retain(|x| x.seen.first() < since);
+            h.clients.retain(|x| x.seen.first() < since);
             (before - h.networks.len(), h.networks.is_empty())
         });
         match left {

@@ -37,17 +37,27 @@ fn millis(s: Secs, never: Millis) -> Millis {
     }
 }
 
+/// When a network or a client program was first and last used, in
+/// profile seconds.
 #[derive(Debug, Clone, Copy)]
-pub struct Network {
-    /// Keyed hash of the address's network prefix.
-    pub prefix: u64,
-    pub asn: u32,
-    pub(super) first: Secs,
-    pub(super) last: Secs,
-    pub country: [u8; 2],
+pub struct Span {
+    first: Secs,
+    last: Secs,
 }
 
-impl Network {
+impl Span {
+    /// One use, from `up` to `down` (the same moment, rounded each way).
+    pub(super) fn new(up: Secs, down: Secs) -> Span {
+        Span {
+            first: up,
+            last: down,
+        }
+    }
+    /// Takes in another use.
+    pub(super) fn widen(&mut self, up: Secs, down: Secs) {
+        self.first = self.first.min(up);
+        self.last = self.last.max(down);
+    }
     /// Its first use remembered (rounded up to the second).
     pub fn first(&self) -> Millis {
         millis(self.first, Millis::MAX)
@@ -56,25 +66,26 @@ impl Network {
     pub fn last(&self) -> Millis {
         millis(self.last, Millis::MIN)
     }
+    /// The last use, as kept (to find the least recently used).
+    pub(super) fn last_secs(&self) -> Secs {
+        self.last
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Network {
+    /// Keyed hash of the address's network prefix.
+    pub prefix: u64,
+    pub asn: u32,
+    pub seen: Span,
+    pub country: [u8; 2],
 }
 
 /// A client program, by a hash of its name without version numbers.
 #[derive(Debug, Clone, Copy)]
 pub struct Client {
     pub hash: u32,
-    pub(super) first: Secs,
-    pub(super) last: Secs,
-}
-
-impl Client {
-    /// Its first use remembered (rounded up to the second).
-    pub fn first(&self) -> Millis {
-        millis(self.first, Millis::MAX)
-    }
-    /// Its last use remembered (rounded down to the second).
-    pub fn last(&self) -> Millis {
-        millis(self.last, Millis::MIN)
-    }
+    pub seen: Span,
 }
 
 /// One remembered successful login with its place, for
@@ -123,14 +134,16 @@ pub struct Habits {
     pub logins: Items<Login>,
 }
 
+// A span is written as its two fields in place: the same bytes as when
+// they were the network's and the client's own.
+crate::codec_fields!(Span { first, last });
 crate::codec_fields!(Network {
     prefix,
     asn,
-    first,
-    last,
+    seen,
     country
 });
-crate::codec_fields!(Client { hash, first, last });
+crate::codec_fields!(Client { hash, seen });
 crate::codec_fields!(Habits {
     networks,
     clients,
@@ -156,7 +169,7 @@ impl Entry for Habits {
     fn touch(&self) -> u64 {
         let first = |ts: Option<Millis>| ts.unwrap_or(0) as u64;
         first(self.logins.first().map(|l| l.ts))
-            ^ first(self.networks.first().map(|n| n.first()))
+            ^ first(self.networks.first().map(|n| n.seen.first()))
             ^ self.clients.len() as u64
             ^ u64::from(self.hours[0])
             ^ self.last as u64
@@ -197,7 +210,7 @@ impl Habits {
             *slot = Some(slot.map_or(t, |x: Millis| x.min(t)));
         };
         for net in &self.networks {
-            let first = net.first();
+            let first = net.seen.first();
             min(&mut s.any, first);
             if net.prefix == prefix {
                 min(&mut s.network, first);
@@ -214,7 +227,7 @@ impl Habits {
 
     /// Its first successful login among the networks remembered.
     pub fn first_seen(&self) -> Option<Millis> {
-        self.networks.iter().map(Network::first).min()
+        self.networks.iter().map(|n| n.seen.first()).min()
     }
 
     /// Learns a message it submitted at `ts`.
