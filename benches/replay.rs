@@ -298,8 +298,9 @@ fn main() {
             },
         ),
     ];
-    let workloads: Vec<Workload> = match std::env::var("CREDWATCH_BENCH_FILES") {
-        Ok(files) => files
+    let files = std::env::var("CREDWATCH_BENCH_FILES").ok();
+    let workloads: Vec<Workload> = match &files {
+        Some(files) => files
             .split(',')
             .filter(|f| !f.is_empty())
             .map(|f| Workload {
@@ -307,7 +308,7 @@ fn main() {
                 input: Input::File(f.into()),
             })
             .collect(),
-        Err(_) => {
+        None => {
             let wanted = std::env::var("CREDWATCH_BENCH_SHAPES")
                 .unwrap_or_else(|_| "day,first,submissions,ipv6".into());
             let wanted: Vec<&str> = wanted.split(',').map(str::trim).collect();
@@ -332,10 +333,11 @@ fn main() {
         .map(|w| measure(w, &settings, threads))
         .collect();
 
-    match std::env::var("CREDWATCH_BENCH_FILES") {
-        Ok(_) => println!("credwatch replay benchmark: given files, {threads} threads for the parallel replay, median of 3 rounds"),
-        Err(_) => println!("credwatch replay benchmark: {accounts} accounts, {threads} threads for the parallel replay, median of 3 rounds"),
-    }
+    let what = match files {
+        Some(_) => "given files".to_string(),
+        None => format!("{accounts} accounts"),
+    };
+    println!("credwatch replay benchmark: {what}, {threads} threads for the parallel replay, median of 3 rounds");
     println!();
     print!("| measure |");
     for w in &workloads {

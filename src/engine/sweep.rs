@@ -1,12 +1,12 @@
 //! Sweeping expired state: the accounts' tables in steps of a few shards
 //! (a whole sweep of a million accounts held up the event that started
 //! it), and the short-lived tables whole, on event time (see
-//! [`crate::state::Swept::short_lived`]). `lanes::advance` decides when.
+//! [`Swept::short_lived`]). `lanes::advance` decides when.
 
 use std::sync::atomic::Ordering;
 
 use super::Engine;
-use crate::state::SHARDS;
+use crate::state::{Swept, SHARDS};
 use crate::time::Millis;
 
 /// The fewest events (over all lanes) between two sweeps of the
@@ -20,17 +20,22 @@ pub(super) const MIN_EVENTS_BETWEEN_SWEEPS: u64 = 1024;
 const SWEEP_SHARDS_PER_STEP: usize = 4;
 pub(super) const EVENTS_PER_SWEEP_STEP: u64 = 32;
 /// How many events of a lane pass between its looks at whether the
-/// short-lived tables are due a sweep ([`crate::state::Swept::short_lived`]).
+/// short-lived tables are due a sweep ([`Swept::short_lived`]).
 pub(super) const EVENTS_PER_SHORT_SWEEP_CHECK: u64 = 256;
 
 impl Engine {
+    /// The tables swept in steps: the accounts', all but the short-lived.
+    fn stepped(&self) -> impl Iterator<Item = &dyn Swept> {
+        self.state().filter(|t| !t.short_lived())
+    }
+
     /// Begins a sweep up to `watermark`, carried out in steps of
     /// `SWEEP_SHARDS_PER_STEP` shards (see `lanes::advance`).
     pub(super) fn begin_sweep(&self, watermark: Millis, next: &mut Option<usize>) {
         if next.is_some() {
             return;
         }
-        for table in self.state().filter(|t| !t.short_lived()) {
+        for table in self.stepped() {
             table.sweep_begin(watermark, self.slack);
         }
         self.policy.breaker.refresh(watermark);
@@ -43,7 +48,7 @@ impl Engine {
     pub(super) fn sweep_step(&self, next: &mut Option<usize>) {
         let Some(from) = *next else { return };
         let to = (from + SWEEP_SHARDS_PER_STEP).min(SHARDS);
-        for table in self.state().filter(|t| !t.short_lived()) {
+        for table in self.stepped() {
             table.sweep_shards(from..to);
         }
         if to < SHARDS {
@@ -51,7 +56,7 @@ impl Engine {
             return;
         }
         let mut entries = 0;
-        for table in self.state().filter(|t| !t.short_lived()) {
+        for table in self.stepped() {
             table.sweep_end();
             entries += table.stats().len;
         }
