@@ -320,11 +320,15 @@ fn judge_batch(
                 }
             }
         }
-        if !b.restore {
-            part.tracker.processed(m.offset);
-        }
     }
     local.parsed = parsed;
+    // Once per batch, not per message: the tracker's lock is also taken by
+    // the committing thread, and its line would travel between the cores
+    // on every message. Every message of the batch is judged by now, and
+    // each one that caused records began them above.
+    if let Some(last) = b.msgs.last().filter(|_| !b.restore) {
+        part.tracker.processed(last.offset);
+    }
     for r in records {
         s.producer.produce(r);
     }

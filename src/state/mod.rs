@@ -102,8 +102,12 @@ pub trait Entry: Send + Sync {
 }
 
 /// Shards of every table. A thread that judges whole shards (see
-/// [`shard_of`]) never writes a lock another thread writes.
-pub const SHARDS: usize = 64;
+/// [`shard_of`]) never writes a lock another thread writes. Sixteen, not
+/// more: every lock word is on a cache line of its own, and with 64 the
+/// tables' lock lines alone (some 100 KB) no longer stayed in a core's
+/// cache, so taking a lock was itself a miss (BENCHMARKS.md, issue 18,
+/// tenth look; 8 and 32 were slower too).
+pub const SHARDS: usize = 16;
 
 /// The shard a key lands in (the tables' keys are already hashes): bits
 /// 51 to 56, apart from the top 7 bits and the low bits the shard's own
