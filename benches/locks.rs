@@ -1,8 +1,10 @@
 //! What a lock per lookup costs in a table far larger than the cache: the
-//! state tables' layout (64 `HashMap` shards, keys already hashes, values
-//! of a profile's size), looked up at random keys with no lock, a read
-//! lock, or a write lock per lookup (as the tables take), and with a
-//! `Mutex` per shard. Prints a table; asserts nothing.
+//! state tables' layout (`state::SHARDS` `HashMap` shards, keys already
+//! hashes, values of a profile's size), looked up at random keys with no
+//! lock, a read lock, or a write lock per lookup (as the tables take), and
+//! with a `Mutex` per shard. Then what one shard map's doubling holds its
+//! shard for, with 16 and with 64 shards: the fewer the shards, the more
+//! entries one doubling moves. Prints tables; asserts nothing.
 //!
 //!     cargo bench --bench locks                     # 1,000,000 keys
 //!     CREDWATCH_BENCH_TABLE_KEYS=200000 cargo bench --bench locks
@@ -104,5 +106,41 @@ fn main() {
             value(mutexes[shard_of(k)].0.lock().expect("unpoisoned").get(&k))
         });
         println!("| {round} | {none:.0} | {read:.0} | {write:.0} | {mutex:.0} |");
+    }
+    drop((rw, mutexes, q));
+    doublings(n);
+}
+
+/// The insert that doubles one shard map, timed for the map that `n`
+/// entries spread over 16 and over 64 shards would next double from.
+fn doublings(n: u64) {
+    println!();
+    println!(
+        "one shard map doubling, for {n} entries in all: the insert that doubles it, ms (5 rounds)"
+    );
+    println!();
+    println!("| shards | entries in the map before | mean | worst |");
+    println!("|---|---|---|---|");
+    for shards in [16u64, 64] {
+        // The bucket count the map has (a power of two, at most 7/8 full)
+        // and the entry count at which it next doubles.
+        let buckets = (n.div_ceil(shards) * 8).div_ceil(7).next_power_of_two();
+        let full = (buckets / 8 * 7) as usize;
+        let (mut sum, mut worst) = (0.0f64, 0.0f64);
+        for round in 0..5u64 {
+            let mut m = Map::with_capacity_and_hasher(full, Default::default());
+            for i in 0..full as u64 {
+                m.insert(mix(i ^ (round << 40)), [i; 19]);
+            }
+            let before = m.capacity();
+            let start = Instant::now();
+            m.insert(mix(u64::MAX - round), [0; 19]);
+            let ms = start.elapsed().as_secs_f64() * 1e3;
+            assert!(m.capacity() > before, "the insert doubled the map");
+            black_box(&m);
+            sum += ms;
+            worst = worst.max(ms);
+        }
+        println!("| {shards} | {full} | {:.2} | {worst:.2} |", sum / 5.0);
     }
 }
