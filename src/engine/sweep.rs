@@ -13,10 +13,10 @@ use crate::time::Millis;
 /// accounts' tables; more when they hold more (an eighth of their
 /// entries).
 pub(super) const MIN_EVENTS_BETWEEN_SWEEPS: u64 = 1024;
-/// A sweep visits this many of the tables' shards (a sixteenth) at a time, one step
-/// every `EVENTS_PER_SWEEP_STEP` events of a lane: a whole sweep of a
-/// million accounts held up the event that happened to start it (and all
-/// behind it) for tens of milliseconds.
+/// A sweep visits this many of the tables' shards (a sixteenth) at a
+/// time, one step every `EVENTS_PER_SWEEP_STEP` events of a lane: a whole
+/// sweep of a million accounts held up the event that happened to start
+/// it (and all behind it) for tens of milliseconds.
 const SWEEP_SHARDS_PER_STEP: usize = if SHARDS >= 16 { SHARDS / 16 } else { 1 };
 pub(super) const EVENTS_PER_SWEEP_STEP: u64 = 32;
 /// How many events of a lane pass between its looks at whether the

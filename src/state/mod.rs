@@ -109,9 +109,10 @@ pub trait Entry: Send + Sync {
 /// tenth look; 8 and 32 were slower too).
 pub const SHARDS: usize = 16;
 
-/// The shard a key lands in (the tables' keys are already hashes): bits
-/// 51 to 56, apart from the top 7 bits and the low bits the shard's own
-/// hash map uses. The parallel replay gives each thread whole shards.
+/// The shard a key lands in (the tables' keys are already hashes): the
+/// bits just below the top 7 (53 to 56 with 16 shards), apart from those
+/// top bits and the low bits the shard's own hash map uses. The parallel
+/// replay gives each thread whole shards.
 pub fn shard_of(key: u64) -> usize {
     ((key << 7) >> (64 - SHARDS.trailing_zeros())) as usize
 }
