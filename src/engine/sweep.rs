@@ -1,6 +1,6 @@
-//! Sweeping expired state: the accounts' tables in steps of a few shards
-//! (a whole sweep of a million accounts held up the event that started
-//! it), and the short-lived tables whole, on event time (see
+//! Sweeping expired state: the accounts' tables in steps of a sixteenth
+//! of their shards (a whole sweep of a million accounts held up the event
+//! that started it), and the short-lived tables whole, on event time (see
 //! [`Swept::short_lived`]). `lanes::advance` decides when.
 
 use std::sync::atomic::Ordering;
@@ -17,7 +17,7 @@ pub(super) const MIN_EVENTS_BETWEEN_SWEEPS: u64 = 1024;
 /// time, one step every `EVENTS_PER_SWEEP_STEP` events of a lane: a whole
 /// sweep of a million accounts held up the event that happened to start
 /// it (and all behind it) for tens of milliseconds.
-const SWEEP_SHARDS_PER_STEP: usize = if SHARDS >= 16 { SHARDS / 16 } else { 1 };
+const SWEEP_SHARDS_PER_STEP: usize = SHARDS.div_ceil(16);
 pub(super) const EVENTS_PER_SWEEP_STEP: u64 = 32;
 /// How many events of a lane pass between its looks at whether the
 /// short-lived tables are due a sweep ([`Swept::short_lived`]).
