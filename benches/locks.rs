@@ -4,7 +4,9 @@
 //! lock, a read lock, or a write lock per lookup (as the tables take), and
 //! with a `Mutex` per shard. Then what one shard map's doubling holds its
 //! shard for, with 16 and with 64 shards: the fewer the shards, the more
-//! entries one doubling moves. Prints tables; asserts nothing.
+//! entries one doubling moves; and with the entries boxed, as the tables
+//! keep them, so that a doubling moves 16-byte slots. Prints tables;
+//! asserts nothing.
 //!
 //!     cargo bench --bench locks                     # 1,000,000 keys
 //!     CREDWATCH_BENCH_TABLE_KEYS=200000 cargo bench --bench locks
@@ -112,35 +114,46 @@ fn main() {
 }
 
 /// The insert that doubles one shard map, timed for the map that `n`
-/// entries spread over 16 and over 64 shards would next double from.
+/// entries spread over 16 and over 64 shards would next double from, with
+/// the entries in the map's slots and (as the tables keep them) boxed.
 fn doublings(n: u64) {
     println!();
     println!(
         "one shard map doubling, for {n} entries in all: the insert that doubles it, ms (5 rounds)"
     );
     println!();
-    println!("| shards | entries in the map before | mean | worst |");
-    println!("|---|---|---|---|");
+    println!("| shards | entries | entries in the map before | mean | worst |");
+    println!("|---|---|---|---|---|");
     for shards in [16u64, 64] {
-        // The bucket count the map has (a power of two, at most 7/8 full)
-        // and the entry count at which it next doubles.
-        let buckets = (n.div_ceil(shards) * 8).div_ceil(7).next_power_of_two();
-        let full = (buckets / 8 * 7) as usize;
-        let (mut sum, mut worst) = (0.0f64, 0.0f64);
-        for round in 0..5u64 {
-            let mut m = Map::with_capacity_and_hasher(full, Default::default());
-            for i in 0..full as u64 {
-                m.insert(mix(i ^ (round << 40)), [i; 19]);
-            }
-            let before = m.capacity();
-            let start = Instant::now();
-            m.insert(mix(u64::MAX - round), [0; 19]);
-            let ms = start.elapsed().as_secs_f64() * 1e3;
-            assert!(m.capacity() > before, "the insert doubled the map");
-            black_box(&m);
-            sum += ms;
-            worst = worst.max(ms);
-        }
-        println!("| {shards} | {full} | {:.2} | {worst:.2} |", sum / 5.0);
+        let (mean, worst, full) = doubling(n, shards, |i| [i; 19]);
+        println!("| {shards} | in the slots | {full} | {mean:.2} | {worst:.2} |");
     }
+    let (mean, worst, full) = doubling(n, 16, |i| Box::new([i; 19]));
+    println!("| 16 | boxed | {full} | {mean:.2} | {worst:.2} |");
+}
+
+/// Mean and worst milliseconds of the doubling insert, and the entries
+/// before it, for a map of values `value(i)`.
+fn doubling<V>(n: u64, shards: u64, value: impl Fn(u64) -> V) -> (f64, f64, usize) {
+    // The bucket count the map has (a power of two, at most 7/8 full)
+    // and the entry count at which it next doubles.
+    let buckets = (n.div_ceil(shards) * 8).div_ceil(7).next_power_of_two();
+    let full = (buckets / 8 * 7) as usize;
+    let (mut sum, mut worst) = (0.0f64, 0.0f64);
+    for round in 0..5u64 {
+        let mut m: HashMap<u64, V, BuildHasherDefault<KeyHasher>> =
+            HashMap::with_capacity_and_hasher(full, Default::default());
+        for i in 0..full as u64 {
+            m.insert(mix(i ^ (round << 40)), value(i));
+        }
+        let before = m.capacity();
+        let start = Instant::now();
+        m.insert(mix(u64::MAX - round), value(0));
+        let ms = start.elapsed().as_secs_f64() * 1e3;
+        assert!(m.capacity() > before, "the insert doubled the map");
+        black_box(&m);
+        sum += ms;
+        worst = worst.max(ms);
+    }
+    (sum / 5.0, worst, full)
 }

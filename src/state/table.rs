@@ -43,7 +43,17 @@ fn stripe(s: &[Stripe; STRIPES], key: u64) -> &AtomicUsize {
     &s[(key >> 59) as usize % STRIPES].0
 }
 
-type Map<V> = HashMap<u64, V, BuildHasherDefault<KeyHasher>>;
+/// Entries are boxed: a map that outgrows itself moves what its slots hold
+/// into a new array twice the size, and with the entries themselves in the
+/// slots (a profile is 160 bytes) that was 20 MB per shard at a million
+/// accounts, copied while every event of the shard waited, into memory the
+/// kernel had to zero first: a quarter of a replay's time. Boxed, a slot
+/// is 16 bytes, an entry is allocated once and never moves, and the slots
+/// a map keeps empty (up to half of them after growing) cost 16 bytes, not
+/// an entry's size. The price is one more dependent load per lookup, which
+/// [`Table::warm`] takes ahead of the events (BENCHMARKS.md, issue 18,
+/// eleventh look).
+type Map<V> = HashMap<u64, Box<V>, BuildHasherDefault<KeyHasher>>;
 
 /// One shard: its own lock and map, on its own cache lines.
 #[repr(align(128))]
@@ -118,7 +128,7 @@ impl<V: Entry> Held<'_, V> {
     /// The entry of `key` (a key the shard covers), if there is one.
     pub fn get_mut(&mut self, key: u64) -> Option<&mut V> {
         debug_assert!(self.covers(key), "a key of another shard");
-        self.map.get_mut(&key)
+        self.map.get_mut(&key).map(|b| &mut **b)
     }
 
     /// The entry of `key` (a key the shard covers), created with `new` if
@@ -134,7 +144,7 @@ impl<V: Entry> Held<'_, V> {
             Slot::Vacant(_) if t.presence.is_some() || t.len() >= t.cap => None,
             Slot::Vacant(e) => {
                 stripe(&t.count, key).fetch_add(1, Ordering::Relaxed);
-                Some(e.insert(new()))
+                Some(&mut **e.insert(Box::new(new())))
             }
         }
     }
@@ -227,7 +237,7 @@ impl<V: Entry> Table<V> {
     pub fn update<R>(&self, key: u64, new: impl FnOnce() -> V, f: impl FnOnce(&mut V) -> R) -> R {
         if !self.absent(key) {
             if let Some(e) = self.write(key).get_mut(&key) {
-                return f(e);
+                return f(&mut **e);
             }
         }
         let len = self.len();
@@ -239,9 +249,9 @@ impl<V: Entry> Table<V> {
         let mut m = self.write(key);
         let e = m.entry(key).or_insert_with(|| {
             stripe(&self.count, key).fetch_add(1, Ordering::Relaxed);
-            new()
+            Box::new(new())
         });
-        f(e)
+        f(&mut **e)
     }
 
     /// Brings the entries of `keys` into the cache ahead of their events,
@@ -283,7 +293,7 @@ impl<V: Entry> Table<V> {
         }
         self.grow_presence(len);
         let _insert = self.presence.as_ref().map(|p| p.insert(key));
-        if self.write(key).insert(key, v).is_none() {
+        if self.write(key).insert(key, Box::new(v)).is_none() {
             stripe(&self.count, key).fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -293,7 +303,7 @@ impl<V: Entry> Table<V> {
         if self.absent(key) {
             return None;
         }
-        self.write(key).get_mut(&key).map(f)
+        self.write(key).get_mut(&key).map(|b| f(&mut **b))
     }
 
     /// Locks the shard of `key` for a run of accesses to its entry: one
@@ -315,7 +325,7 @@ impl<V: Entry> Table<V> {
         if self.absent(key) {
             return None;
         }
-        let v = self.write(key).remove(&key)?;
+        let v = *self.write(key).remove(&key)?;
         stripe(&self.count, key).fetch_sub(1, Ordering::Relaxed);
         Some(v)
     }
