@@ -1,6 +1,7 @@
-//! What a lock per lookup costs in a table far larger than the cache: the
-//! state tables' layout (`state::SHARDS` `HashMap` shards, keys already
-//! hashes, values of a profile's size), looked up at random keys with no
+//! What a lock per lookup costs in a table far larger than the cache:
+//! `state::SHARDS` `HashMap` shards, keys already hashes, values of a
+//! profile's size in the slots (the tables' layout until they boxed their
+//! entries, BENCHMARKS.md issue 18, eleventh look), looked up at random keys with no
 //! lock, a read lock, or a write lock per lookup (as the tables take), and
 //! with a `Mutex` per shard. Then what one shard map's doubling holds its
 //! shard for, with 16 and with 64 shards: the fewer the shards, the more

@@ -38,8 +38,9 @@ use crate::time::Millis;
 crate::section! {
     /// `[state]`: bounds on what is remembered.
     pub struct StateConfig {
-        /// Cap on accounts tracked by each per-account table (about 300
-        /// bytes each when full; see docs/state.md for sizing).
+        /// Cap on accounts tracked by each per-account table (plan on
+        /// about 400 bytes per capped account or source when full; see
+        /// docs/architecture.md for sizing).
         pub max_accounts: usize = 2_000_000,
         /// Cap on source addresses tracked.
         pub max_sources: usize = 1_000_000,
