@@ -45,14 +45,16 @@ fn stripe(s: &[Stripe; STRIPES], key: u64) -> &AtomicUsize {
 
 /// Entries are boxed: a map that outgrows itself moves what its slots hold
 /// into a new array twice the size, and with the entries themselves in the
-/// slots (a profile is 160 bytes) that was 20 MB per shard at a million
-/// accounts, copied while every event of the shard waited, into memory the
-/// kernel had to zero first: a quarter of a replay's time. Boxed, a slot
-/// is 16 bytes, an entry is allocated once and never moves, and the slots
-/// a map keeps empty (up to half of them after growing) cost 16 bytes, not
-/// an entry's size. The price is one more dependent load per lookup, which
-/// [`Table::warm`] takes ahead of the events (BENCHMARKS.md, issue 18,
-/// eleventh look).
+/// slots (a profile is 152 bytes) that was 10–20 MB per shard at one to
+/// two million accounts, copied while every event of the shard waited,
+/// into memory the kernel had to zero first: a quarter of a replay's time.
+/// Boxed, a slot is 16 bytes, an entry is allocated once and never moves,
+/// and the slots a map keeps empty (up to half of them after growing) cost
+/// 16 bytes, not an entry's size. The price is one more dependent load per
+/// lookup, which [`Table::warm`] takes ahead of the events where it is
+/// used, and a miss per entry in a pass over a whole table (an eviction at
+/// the cap reads every score: a junk-username flood runs 22–28 % longer)
+/// (BENCHMARKS.md, issue 18, eleventh look).
 type Map<V> = HashMap<u64, Box<V>, BuildHasherDefault<KeyHasher>>;
 
 /// One shard: its own lock and map, on its own cache lines.
