@@ -208,6 +208,7 @@ fn main() {
     let (d50, d99, dn) = quantiles(&scrape0, &text, "credwatch_event_decision_duration_seconds");
     let (a50, a99, an) = quantiles(&scrape0, &text, "credwatch_action_ack_duration_seconds");
     svc.shutdown().expect("shutdown");
+    let held = metrics.consumer_held_batches.get();
 
     // Restart: a new instance in the same group rebuilds the state of every
     // partition from the committed past (the whole day is within
@@ -260,6 +261,7 @@ fn main() {
         a50 * 1e3,
         a99 * 1e3
     );
+    println!("| run and steady phases: batches held back for a full judge queue (the consumer read the other judge's partitions meanwhile) | {held} |");
     println!(
         "| restart: state restored ({restored} events, {tracked} accounts) in | {restore_secs:.2} s ({:.0} events/s); ready {to_ready:.1} s after start (group join included) |",
         restored as f64 / restore_secs.max(1e-9)

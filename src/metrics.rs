@@ -37,6 +37,8 @@ pub struct Metrics {
     // Beyond the contract: what an operator of a Kafka consumer watches.
     pub consumer_lag: IntGaugeVec,
     pub rebalances: IntCounterVec,
+    /// Batches held back because their worker's queue was full.
+    pub consumer_held_batches: IntCounter,
     pub partitions_assigned: IntGauge,
     pub restore_duration: Histogram,
     pub restored_events: IntCounter,
@@ -298,6 +300,11 @@ impl Metrics {
                 "credwatch_consumer_lag_messages",
                 "Messages between the consumer's position and the end of each assigned partition.",
                 &["topic", "partition"],
+            ),
+            consumer_held_batches: single_counter(
+                &r,
+                "credwatch_consumer_held_batches_total",
+                "Batches the consumer held back because their judging thread's queue was full (it reads the other threads' partitions meanwhile). Rising steadily: the judges cannot keep up with the input.",
             ),
             rebalances: counter(
                 &r,

@@ -44,7 +44,7 @@ use crate::kafka::{client_config, Logger, Role};
 use crate::metrics::Metrics;
 use crate::sink::kafka::Producer;
 use crate::source::kafka::consumer::consume;
-use crate::source::kafka::{restore, Batcher, ConsumerCtx, Input, Work};
+use crate::source::kafka::{restore, ConsumerCtx, Feed, Input, Work};
 use crate::state::KeyedBy;
 
 /// Why the service cannot start or did not stop cleanly.
@@ -303,7 +303,7 @@ impl Service {
             producer,
             parts: Mutex::new(HashMap::new()),
             workers: senders,
-            batcher: Mutex::new(Batcher::new(false)),
+            feed: Mutex::new(Feed::new(n)),
             resume: Mutex::new(Vec::new()),
             restores: Mutex::new(Some(restore_tx)),
             restoring: AtomicUsize::new(0),

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{
+    base_consumer::PartitionQueue, BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance,
+};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
@@ -221,8 +223,8 @@ impl ConsumerCtx {
 /// judged it (and dropped the partitions' accounts) and the broker has
 /// acknowledged every record it caused. False if `deadline` came first.
 fn drain(s: &Input, parts: &[Arc<Part>], deadline: Instant) -> bool {
-    s.batcher.lock().unwrap_or_else(|e| e.into_inner()).flush(
-        &|b| s.send_batch(b),
+    s.feed().send_all(
+        &s.workers,
         Some(&|p: &Part| parts.iter().any(|q| std::ptr::eq(&**q, p))),
     );
     let mut by_worker: HashMap<usize, Vec<Arc<Part>>> = HashMap::new();
@@ -270,86 +272,123 @@ pub fn describe(parts: &[Arc<Part>]) -> String {
     v.join(",")
 }
 
+/// A partition read from its own queue, split from the consumer's: a
+/// worker with batches held back ([`super::batch::Held`]) has its
+/// partitions left unread, in librdkafka, while the others' are read.
+struct Split {
+    part: Arc<Part>,
+    queue: PartitionQueue<ConsumerCtx>,
+}
+
+/// At most this many messages of one partition before the next
+/// partition's turn.
+const TURN: usize = 256;
+
 /// The consumer thread.
 pub(crate) fn consume(consumer: BaseConsumer<ConsumerCtx>, s: &Arc<Input>) {
+    let consumer = Arc::new(consumer);
     let commit_every = Duration::from_millis(s.kafka().commit_interval_ms);
     let mut last_commit = Instant::now();
     let mut last_engine = Instant::now();
     let mut cached: Option<Arc<Part>> = None;
+    let mut splits: Vec<Split> = Vec::new();
+    let mut turn = 0usize;
+    let mut held_seen = 0u64;
     while !s.shutdown.load(Ordering::Relaxed) {
-        resume_restored(&consumer, s);
+        resume_restored(&consumer, s, &mut splits);
+        splits.retain(|x| !x.part.revoked.load(Ordering::Relaxed));
         s.producer.resend_due();
-        // Take what is already fetched without waiting; when nothing is,
-        // hand the open batches to the workers at once (latency), then wait.
-        let mut polled = consumer.poll(Duration::ZERO);
-        if polled.is_none() {
-            s.batcher
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .flush(&|b| s.send_batch(b), None);
-            polled = consumer.poll(Duration::from_millis(10));
-        }
-        // One clock reading per message: its receipt, the batches' age and
-        // the periodic work below (the clock was a quarter of this thread).
-        let now = Instant::now();
-        match polled {
+        let mut got = 0usize;
+        let mut drained = true;
+        // The consumer's own queue: callbacks (rebalances, commits,
+        // statistics), and the messages of a partition not split yet.
+        match consumer.poll(Duration::ZERO) {
             Some(Ok(m)) => {
-                s.log.up();
+                got += 1;
+                drained = false;
                 let part = match &cached {
                     Some(p)
                         if p.partition == m.partition()
                             && &*p.topic == m.topic()
                             && !p.revoked.load(Ordering::Relaxed) =>
                     {
-                        p.clone()
+                        Some(p.clone())
                     }
-                    _ => match s.part(m.topic(), m.partition()) {
-                        Some(p) => {
-                            cached = Some(p.clone());
-                            p
-                        }
-                        None => continue,
-                    },
+                    _ => s.part(m.topic(), m.partition()).inspect(|p| {
+                        cached = Some(p.clone());
+                    }),
                 };
-                if let Some(ts) = m.timestamp().to_millis() {
-                    part.saw(ts, m.offset());
-                }
-                let mut b = s.batcher.lock().unwrap_or_else(|e| e.into_inner());
-                let m = super::batch::Incoming::of(&m, s.trusts_hints);
-                b.push(&|b| s.send_batch(b), &part, m, now);
-                if b.due(now) {
-                    b.flush(&|b| s.send_batch(b), None);
+                if let Some(part) = part {
+                    take(s, &part, &m);
                 }
             }
-            Some(Err(e)) => {
-                if s.log.allow("poll").is_some() {
-                    tracing::warn!(error = %e, "Kafka consumer error; consumption goes on.");
+            Some(Err(e)) => poll_error(s, e),
+            None => {}
+        }
+        // The partitions' queues, in turn, skipping a worker that has
+        // batches held back.
+        s.feed().held.retry(&s.workers);
+        let n = splits.len();
+        for i in 0..n {
+            let x = &splits[(turn + i) % n];
+            let w = x.part.worker;
+            if !s.feed().held.room(w) {
+                continue;
+            }
+            let mut read = 0;
+            while read < TURN {
+                match x.queue.poll(Duration::ZERO) {
+                    Some(Ok(m)) => {
+                        read += 1;
+                        if !take(s, &x.part, &m) {
+                            break;
+                        }
+                    }
+                    Some(Err(e)) => poll_error(s, e),
+                    None => break,
                 }
             }
-            None => {
-                s.batcher
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .flush(&|b| s.send_batch(b), None);
+            got += read;
+            if read == TURN {
+                drained = false;
             }
         }
+        turn = turn.wrapping_add(1);
+        if drained {
+            // Nothing more is fetched now: hand the open batches to the
+            // workers at once (latency).
+            s.feed().flush(&s.workers);
+        }
+        if got == 0 {
+            // Woken by a partition queue's first message (the callback set
+            // at its split) or after a while for the consumer's own queue;
+            // soon while batches are held, to hand them over.
+            let held = s.feed().held.any();
+            std::thread::park_timeout(Duration::from_millis(if held { 1 } else { 10 }));
+        }
+        let now = Instant::now();
         if now.saturating_duration_since(last_commit) >= commit_every {
             commit(s, &consumer, &s.all_parts(), CommitMode::Async);
             last_commit = Instant::now();
         }
-        if now.saturating_duration_since(last_engine) >= Duration::from_secs(1) && s.primary {
-            s.metrics.observe_engine(&s.engine);
+        if now.saturating_duration_since(last_engine) >= Duration::from_secs(1) {
+            if s.primary {
+                s.metrics.observe_engine(&s.engine);
+            }
+            let held = s.feed().held.times;
+            s.metrics.consumer_held_batches.inc_by(held - held_seen);
+            held_seen = held;
             last_engine = Instant::now();
         }
     }
     // Shutdown: judge what was read, wait for its actions, commit, leave.
     s.metrics.ready.set(0);
+    s.metrics
+        .consumer_held_batches
+        .inc_by(s.feed().held.times - held_seen);
     let parts = s.all_parts();
     let deadline = Instant::now() + Duration::from_secs(s.kafka().drain_timeout_secs);
-    s.batcher
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .flush(&|b| s.send_batch(b), None);
+    s.feed().send_all(&s.workers, None);
     let mut answers = Vec::new();
     for w in 0..s.workers.len() {
         let (tx, rx) = mpsc::sync_channel(1);
@@ -367,6 +406,8 @@ pub(crate) fn consume(consumer: BaseConsumer<ConsumerCtx>, s: &Arc<Input>) {
     }
     commit(s, &consumer, &parts, CommitMode::Sync);
     consumer.unsubscribe();
+    // The split queues hold the consumer too.
+    drop(splits);
     drop(consumer);
     tracing::info!(
         finished,
@@ -374,7 +415,39 @@ pub(crate) fn consume(consumer: BaseConsumer<ConsumerCtx>, s: &Arc<Input>) {
     );
 }
 
-fn resume_restored(consumer: &BaseConsumer<ConsumerCtx>, s: &Input) {
+/// Batches one message of `part`; false when its worker has batches held
+/// back now (the partition's turn ends).
+fn take<M: Message>(s: &Input, part: &Arc<Part>, m: &M) -> bool {
+    s.log.up();
+    // One clock reading per message: its receipt and the batches' age
+    // (the clock was a quarter of this thread).
+    let now = Instant::now();
+    if let Some(ts) = m.timestamp().to_millis() {
+        part.saw(ts, m.offset());
+    }
+    let mut f = s.feed();
+    f.push(
+        &s.workers,
+        part,
+        super::batch::Incoming::of(m, s.trusts_hints),
+        now,
+    );
+    f.held.room(part.worker)
+}
+
+fn poll_error(s: &Input, e: KafkaError) {
+    if s.log.allow("poll").is_some() {
+        tracing::warn!(error = %e, "Kafka consumer error; consumption goes on.");
+    }
+}
+
+/// Resumes the partitions whose state is restored, each split to its own
+/// queue first. Every assigned partition is paused until then, so none of
+/// its messages can be waiting in the consumer's queue, where they could
+/// be read after newer ones from the split queue. (librdkafka keeps the
+/// split through its own restarts of the partition's fetching; a message
+/// that still comes on the consumer's queue is read from there.)
+fn resume_restored(consumer: &Arc<BaseConsumer<ConsumerCtx>>, s: &Input, splits: &mut Vec<Split>) {
     let done: Vec<Arc<Part>> =
         std::mem::take(&mut *s.resume.lock().unwrap_or_else(|e| e.into_inner()));
     if done.is_empty() {
@@ -382,9 +455,26 @@ fn resume_restored(consumer: &BaseConsumer<ConsumerCtx>, s: &Input) {
     }
     let mut tpl = TopicPartitionList::new();
     for p in &done {
-        if !p.revoked.load(Ordering::Relaxed) {
-            tpl.add_partition(&p.topic, p.partition);
+        if p.revoked.load(Ordering::Relaxed) {
+            continue;
         }
+        splits.retain(|x| !(x.part.partition == p.partition && x.part.topic == p.topic));
+        match consumer.split_partition_queue(&p.topic, p.partition) {
+            Some(mut queue) => {
+                let me = std::thread::current();
+                queue.set_nonempty_callback(move || me.unpark());
+                splits.push(Split {
+                    part: p.clone(),
+                    queue,
+                });
+            }
+            None => tracing::warn!(
+                topic = %p.topic,
+                partition = p.partition,
+                "Cannot give a partition its own queue; it is read from the consumer's."
+            ),
+        }
+        tpl.add_partition(&p.topic, p.partition);
     }
     if tpl.count() > 0 {
         if let Err(e) = consumer.resume(&tpl) {

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::partition::KeyBudget;
-use super::{Batch, Batcher, Part, Work};
+use super::{Batch, Feed, Part, Work};
 use crate::engine::Engine;
 use crate::geo::GeoIpConfig;
 use crate::kafka::{KafkaConfig, Logger};
@@ -32,7 +32,9 @@ pub struct Input {
     pub(crate) producer: Producer,
     pub(crate) parts: Mutex<Assigned>,
     pub(crate) workers: Vec<SyncSender<Work>>,
-    pub(crate) batcher: Mutex<Batcher>,
+    /// The consumer thread's open and held batches (a revoke, in a
+    /// callback on the same thread, hands them over too).
+    pub(crate) feed: Mutex<Feed>,
     pub(crate) resume: Mutex<Vec<Arc<Part>>>,
     pub(crate) restores: Mutex<Option<mpsc::Sender<Vec<Arc<Part>>>>>,
     pub(crate) restoring: AtomicUsize,
@@ -62,9 +64,14 @@ impl Input {
         let _ = self.workers[worker].send(w);
     }
 
-    /// Hands a batch to the worker that owns its partition.
+    /// Hands a batch to the worker that owns its partition, waiting for
+    /// room (the restorer; the consumer holds batches back instead).
     pub(crate) fn send_batch(&self, b: Batch) {
         self.send(b.part.worker, Work::Batch(b));
+    }
+
+    pub(crate) fn feed(&self) -> std::sync::MutexGuard<'_, Feed> {
+        self.feed.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub(crate) fn kafka(&self) -> &KafkaConfig {

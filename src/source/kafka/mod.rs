@@ -19,7 +19,7 @@ use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 use std::time::Instant;
 
-pub use batch::{Batch, Batcher};
+pub use batch::{Batch, Batcher, Feed};
 pub use consumer::{describe, ConsumerCtx};
 pub use input::Input;
 pub(crate) use partition::KeyBudget;

@@ -386,7 +386,7 @@ fn restore(parts: &[Arc<Part>], s: &Arc<Input>) -> Result<u64, RestoreError> {
         // One clock reading per message, for the deadline and the batch.
         let now = Instant::now();
         if now >= deadline {
-            batcher.flush(&|b| s.send_batch(b), None);
+            batcher.flush(&mut |b| s.send_batch(b), None);
             return Err(RestoreError::Timeout(RESTORE_TIMEOUT.as_secs()));
         }
         if s.shutdown.load(Ordering::Relaxed) {
@@ -418,7 +418,7 @@ fn restore(parts: &[Arc<Part>], s: &Arc<Input>) -> Result<u64, RestoreError> {
                     r.from.is_some_and(|f| m.offset() >= f) || stamp.is_none_or(|t| t >= r.since);
                 if in_window {
                     batcher.push(
-                        &|b| s.send_batch(b),
+                        &mut |b| s.send_batch(b),
                         &r.part,
                         super::batch::Incoming::of(&m, s.trusts_hints),
                         now,
@@ -454,10 +454,10 @@ fn restore(parts: &[Arc<Part>], s: &Arc<Input>) -> Result<u64, RestoreError> {
                 }
                 tracing::debug!(error = %e, "restore poll");
             }
-            None => batcher.flush(&|b| s.send_batch(b), None),
+            None => batcher.flush(&mut |b| s.send_batch(b), None),
         }
     }
-    batcher.flush(&|b| s.send_batch(b), None);
+    batcher.flush(&mut |b| s.send_batch(b), None);
     tracing::debug!(
         elapsed_ms = t0.elapsed().as_millis() as u64,
         read,
