@@ -56,7 +56,16 @@ pub fn client_config(k: &KafkaConfig, role: Role) -> ClientConfig {
                 // second the judges sat idle for most of that second once
                 // they had emptied the queue (the kafka bench's run spent
                 // 0.9 of 1.4 s so).
-                .set("fetch.queue.backoff.ms", "10");
+                .set("fetch.queue.backoff.ms", "10")
+                // Each partition is read from its own queue (the consumer
+                // thread skips a busy judge's partitions), and librdkafka
+                // then bounds its prefetch per partition, not per consumer:
+                // at its default of 64 MiB an instance with twelve
+                // backlogged partitions could hold 768 MiB of unread
+                // events. 16 MiB is about 65,000 events of the contract's
+                // size, a fifth of a second of one judge's work, refetched
+                // as it drains.
+                .set("queued.max.messages.kbytes", "16384");
         }
         Role::Restorer => {
             c.set("group.id", &k.group_id)
