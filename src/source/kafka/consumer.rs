@@ -12,14 +12,13 @@ use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{
-    base_consumer::PartitionQueue, BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance,
-};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
 use rdkafka::TopicPartitionList;
 
+use super::queue::PartQueue;
 use super::{Input, Part, Work};
 use crate::kafka::commit::commit_finished;
 
@@ -277,7 +276,7 @@ pub fn describe(parts: &[Arc<Part>]) -> String {
 /// partitions left unread, in librdkafka, while the others' are read.
 struct Split {
     part: Arc<Part>,
-    queue: PartitionQueue<ConsumerCtx>,
+    queue: PartQueue<ConsumerCtx>,
 }
 
 /// At most this many messages of one partition before the next
@@ -330,27 +329,40 @@ pub(crate) fn consume(consumer: BaseConsumer<ConsumerCtx>, s: &Arc<Input>) {
         s.feed().held.retry(&s.workers);
         let n = splits.len();
         for i in 0..n {
-            let x = &splits[(turn + i) % n];
+            let x = &mut splits[(turn + i) % n];
             let w = x.part.worker;
             if !s.feed().held.room(w) {
                 continue;
             }
-            let mut read = 0;
-            while read < TURN {
-                match x.queue.poll(Duration::ZERO) {
-                    Some(Ok(m)) => {
-                        read += 1;
-                        if !take(s, &x.part, &m) {
-                            break;
-                        }
-                    }
-                    Some(Err(e)) => poll_error(s, e),
-                    None => break,
+            let read = match x.queue.fill(TURN) {
+                Ok(read) => read,
+                Err(e) => {
+                    poll_error(s, e);
+                    continue;
                 }
+            };
+            if read == 0 {
+                continue;
             }
             got += read;
             if read == TURN {
                 drained = false;
+            }
+            // One clock reading for the turn: its messages' receipt and
+            // the batches' age (the clock was a third of this thread).
+            let now = Instant::now();
+            s.log.up();
+            let mut f = s.feed();
+            for m in x.queue.messages(s.trusts_hints) {
+                match m {
+                    Ok(m) => {
+                        if let Some(ts) = m.created {
+                            x.part.saw(ts, m.offset);
+                        }
+                        f.push(&s.workers, &x.part, m, now);
+                    }
+                    Err(e) => poll_error(s, e),
+                }
             }
         }
         turn = turn.wrapping_add(1);
@@ -415,24 +427,19 @@ pub(crate) fn consume(consumer: BaseConsumer<ConsumerCtx>, s: &Arc<Input>) {
     );
 }
 
-/// Batches one message of `part`; false when its worker has batches held
-/// back now (the partition's turn ends).
-fn take<M: Message>(s: &Input, part: &Arc<Part>, m: &M) -> bool {
+/// Batches one message of `part` from the consumer's own queue.
+fn take<M: Message>(s: &Input, part: &Arc<Part>, m: &M) {
     s.log.up();
-    // One clock reading per message: its receipt and the batches' age
-    // (the clock was a quarter of this thread).
     let now = Instant::now();
     if let Some(ts) = m.timestamp().to_millis() {
         part.saw(ts, m.offset());
     }
-    let mut f = s.feed();
-    f.push(
+    s.feed().push(
         &s.workers,
         part,
         super::batch::Incoming::of(m, s.trusts_hints),
         now,
     );
-    f.held.room(part.worker)
 }
 
 fn poll_error(s: &Input, e: KafkaError) {
@@ -459,10 +466,10 @@ fn resume_restored(consumer: &Arc<BaseConsumer<ConsumerCtx>>, s: &Input, splits:
             continue;
         }
         splits.retain(|x| !(x.part.partition == p.partition && x.part.topic == p.topic));
-        match consumer.split_partition_queue(&p.topic, p.partition) {
+        match PartQueue::split(consumer, &p.topic, p.partition) {
             Some(mut queue) => {
                 let me = std::thread::current();
-                queue.set_nonempty_callback(move || me.unpark());
+                queue.on_arrival(move || me.unpark());
                 splits.push(Split {
                     part: p.clone(),
                     queue,

@@ -13,6 +13,7 @@ pub mod consumer;
 pub mod durable;
 mod input;
 mod partition;
+mod queue;
 pub mod restore;
 
 use std::sync::mpsc::SyncSender;
