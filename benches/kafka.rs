@@ -15,7 +15,9 @@
 //! CREDWATCH_BENCH_KAFKA_LOGINS (successful logins per account, default
 //! 3); CREDWATCH_BENCH_KAFKA_RATE (default 5000 events/s). A quick look:
 //! CREDWATCH_BENCH_KAFKA_ACCOUNTS=30000 CREDWATCH_BENCH_KAFKA_LOGINS=6
-//! (about 200k events, a minute).
+//! (about 200k events, a minute). CREDWATCH_TANSU_NICE=10 runs the broker
+//! niced, so that credwatch has the two cores first, as it would with the
+//! broker on machines of its own.
 
 use credwatch_testkit::kafka;
 
@@ -234,7 +236,8 @@ fn main() {
     svc2.shutdown().expect("shutdown");
 
     println!(
-        "credwatch on Kafka (tansu broker on loopback, 4 input partitions, 2 judge threads, fetch.wait.max.ms {})",
+        "credwatch on Kafka (tansu broker on loopback, niceness {}, 4 input partitions, 2 judge threads, fetch.wait.max.ms {})",
+        std::env::var("CREDWATCH_TANSU_NICE").unwrap_or_else(|_| "0".into()),
         fetch_wait_ms()
     );
     println!("events: {n} (sample day, {accounts} accounts); steady phase: {rate} events/s for {seconds} s, 1 in 20 causes a lock");
