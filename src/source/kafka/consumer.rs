@@ -331,7 +331,9 @@ pub(crate) fn consume(consumer: BaseConsumer<ConsumerCtx>, s: &Arc<Input>) {
         for i in 0..n {
             let x = &mut splits[(turn + i) % n];
             let w = x.part.worker;
-            if !s.feed().held.room(w) {
+            // Revoked in a callback of this round's poll: what is left on
+            // its queue is the new owner's (the queue goes next round).
+            if x.part.revoked.load(Ordering::Relaxed) || !s.feed().held.room(w) {
                 continue;
             }
             let read = match x.queue.fill(TURN) {
