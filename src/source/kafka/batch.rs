@@ -347,6 +347,13 @@ mod tests {
         v
     }
 
+    /// One message of `part` at `offset`, handed over as a batch of its
+    /// own.
+    fn one(f: &mut Feed, tx: &[SyncSender<Work>], part: &Arc<Part>, offset: i64) {
+        f.push(tx, part, msg(offset), Instant::now());
+        f.flush(tx);
+    }
+
     /// Two workers with room for one batch each; partition 0 goes to
     /// worker 0, partition 1 to worker 1.
     type Queues = (Vec<SyncSender<Work>>, Vec<Receiver<Work>>);
@@ -368,18 +375,15 @@ mod tests {
     fn a_full_worker_does_not_stop_the_other() {
         let ((tx, rx), [a, b]) = setup();
         let mut f = Feed::new(2);
-        let now = Instant::now();
         // Worker 0 gets three batches but has room for one.
         for o in 0..3 {
-            f.push(&tx, &a, msg(o), now);
-            f.flush(&tx);
+            one(&mut f, &tx, &a, o);
         }
         assert!(!f.held.room(0));
         assert_eq!(f.held.times, 1, "the second batch found the queue full");
         // Worker 1 is still served at once.
         assert!(f.held.room(1));
-        f.push(&tx, &b, msg(100), now);
-        f.flush(&tx);
+        one(&mut f, &tx, &b, 100);
         assert_eq!(offsets(&rx[1]), vec![vec![100]]);
         // Worker 0 gets its batches in order as it takes them.
         assert_eq!(offsets(&rx[0]), vec![vec![0]]);
@@ -395,15 +399,11 @@ mod tests {
     fn later_batches_queue_behind_held_ones() {
         let ((tx, rx), [a, _]) = setup();
         let mut f = Feed::new(2);
-        let now = Instant::now();
-        f.push(&tx, &a, msg(0), now);
-        f.flush(&tx); // sent
-        f.push(&tx, &a, msg(1), now);
-        f.flush(&tx); // held: full
+        one(&mut f, &tx, &a, 0); // sent
+        one(&mut f, &tx, &a, 1); // held: full
         assert_eq!(offsets(&rx[0]), vec![vec![0]]);
         // Room again, but batch 1 is held: batch 2 must not overtake it.
-        f.push(&tx, &a, msg(2), now);
-        f.flush(&tx);
+        one(&mut f, &tx, &a, 2);
         assert_eq!(offsets(&rx[0]), Vec::<Vec<i64>>::new());
         f.held.retry(&tx);
         assert_eq!(offsets(&rx[0]), vec![vec![1]]);
@@ -415,12 +415,9 @@ mod tests {
     fn send_all_hands_held_before_open_batches() {
         let ((tx, rx), [a, _]) = setup();
         let mut f = Feed::new(2);
-        let now = Instant::now();
-        f.push(&tx, &a, msg(0), now);
-        f.flush(&tx);
-        f.push(&tx, &a, msg(1), now);
-        f.flush(&tx); // held
-        f.push(&tx, &a, msg(2), now); // open
+        one(&mut f, &tx, &a, 0);
+        one(&mut f, &tx, &a, 1); // held
+        f.push(&tx, &a, msg(2), Instant::now()); // open
         let rx0 = rx.into_iter().next().expect("worker 0's queue");
         std::thread::scope(|sc| {
             let got = sc.spawn(move || {
