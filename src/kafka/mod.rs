@@ -71,7 +71,12 @@ pub fn client_config(k: &KafkaConfig, role: Role) -> ClientConfig {
             c.set("group.id", &k.group_id)
                 .set("enable.auto.commit", "false")
                 .set("enable.auto.offset.store", "false")
-                .set("enable.partition.eof", "true");
+                .set("enable.partition.eof", "true")
+                // As for the consumer: at librdkafka's default of a second
+                // the judges sat idle for most of the restore once they had
+                // emptied its queue (the kafka bench's restart restored
+                // 3.6 M events in 13.6-14.5 s; 6.7-7.3 s with 10 ms).
+                .set("fetch.queue.backoff.ms", "10");
         }
         Role::Producer => {
             c.set("enable.idempotence", "true")
